@@ -1,0 +1,64 @@
+# Tasks for developers and CI. `make help` lists them.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+UV_VERSION := 0.13.9
+TOOLS := .state/tools
+UV := $(TOOLS)/uv-$(UV_VERSION)/bin/uv
+PY := .venv/bin/python
+export UV_PYTHON_DOWNLOADS := never
+export UV_LINK_MODE := copy
+
+.PHONY: help install setup run up down status test test-unit lint fmt clean distclean
+
+help: ## List the tasks
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(UV):
+	@$(PYTHON) -m venv $(TOOLS)/uv-$(UV_VERSION)
+	@$(TOOLS)/uv-$(UV_VERSION)/bin/pip install --quiet "uv==$(UV_VERSION)"
+
+.venv/.synced: $(UV) pyproject.toml uv.lock
+	@echo "python environment: syncing .venv from uv.lock"
+	@$(UV) sync --frozen --python $(PYTHON)
+	@touch $@
+
+install: .venv/.synced ## Create or update the Python environment (.venv) from uv.lock
+
+setup: install ## Install every local-stack component that is missing (PostgreSQL, Temporal, Kafka, S3, Lambda emulator)
+	@$(PY) -m devstack setup
+
+run: setup ## Start the whole stack in the foreground; Ctrl-C stops it
+	@$(PY) -m devstack run
+
+up: setup ## Start the whole stack in the background and wait until it is ready
+	@$(PY) -m devstack up
+
+down: ## Stop a background stack
+	@$(PY) -m devstack down
+
+status: ## Show each component of the stack and whether it answers
+	@$(PY) -m devstack status
+
+test: setup ## Run the whole suite (unit + integration) against the real stack, starting it if needed
+	@$(PY) -m devstack test
+
+test-unit: install ## Run only the unit tests (no services, seconds)
+	@$(PY) -m pytest tests/unit -q
+
+lint: install ## ruff (lint + format check) and mypy
+	@$(PY) -m ruff check .
+	@$(PY) -m ruff format --check .
+	@$(PY) -m mypy .
+
+fmt: install ## Format the code
+	@$(PY) -m ruff check --fix .
+	@$(PY) -m ruff format .
+
+clean: ## Stop the stack and delete its data (keeps installed tools)
+	-@[ -x $(PY) ] && $(PY) -m devstack down
+	rm -rf .state/data .state/logs .state/run
+
+distclean: clean ## Delete data, tools and the Python environment
+	rm -rf .state .venv

@@ -1,0 +1,1 @@
+"""The PyFlink job: appointment events in, analytics results out (arrives with the analytics issue)."""

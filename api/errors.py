@@ -1,0 +1,66 @@
+"""The one place that turns errors into HTTP answers: {"detail": ...}, never a stack trace."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from healthcare import errors
+from healthcare.logging import get_logger
+
+log = get_logger(__name__)
+
+_STATUS: dict[type[errors.DomainError], int] = {
+    errors.Invalid: 400,
+    errors.Unauthorized: 401,
+    errors.Forbidden: 403,
+    errors.NotFound: 404,
+    errors.Conflict: 409,
+    errors.RateLimited: 429,
+    errors.DependencyUnavailable: 503,
+}
+
+
+def _status_for(exc: errors.DomainError) -> int:
+    for cls in type(exc).__mro__:
+        if cls in _STATUS:
+            return _STATUS[cls]
+    return 400
+
+
+def _clean_validation_errors(errs: Any) -> list[dict[str, Any]]:
+    # Echoing the rejected input back could copy patient data into logs and proxies: drop it.
+    return [{k: v for k, v in e.items() if k in ("loc", "msg", "type")} for e in errs]
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(errors.DomainError)
+    async def _domain(_: Request, exc: errors.DomainError) -> JSONResponse:
+        headers = None
+        if isinstance(exc, errors.RateLimited):
+            headers = {"Retry-After": str(exc.retry_after_seconds)}
+        if isinstance(exc, errors.Unauthorized):
+            headers = {"WWW-Authenticate": "Bearer"}
+        return JSONResponse({"detail": exc.message}, status_code=_status_for(exc), headers=headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        detail = jsonable_encoder(_clean_validation_errors(exc.errors()))
+        return JSONResponse({"detail": detail}, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error", path=request.url.path, error=type(exc).__name__)
+        return JSONResponse(
+            {"detail": "internal error", "requestId": request.headers.get("x-request-id")},
+            status_code=500,
+        )

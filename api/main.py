@@ -1,0 +1,60 @@
+"""The FastAPI app factory; clients are built in the lifespan and kept on app.state."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from prometheus_fastapi_instrumentator import Instrumentator
+
+from api.errors import install_error_handlers
+from api.middleware import RequestContextMiddleware
+from api.routes import health
+from healthcare import clients
+from healthcare.db import create_engine, session_factory
+from healthcare.logging import configure_logging
+from healthcare.settings import Settings, get_settings
+
+API_PREFIX = "/api/v1"
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.settings = settings
+        app.state.engine = create_engine(settings)
+        app.state.sessions = session_factory(app.state.engine)
+        # Lazy: the API starts (and /readyz says why) even while Temporal is still coming up.
+        app.state.temporal = await clients.temporal_client(settings, lazy=True)
+        app.state.s3 = clients.s3_client(settings)
+        app.state.lambda_client = clients.lambda_client(settings, read_timeout=30)
+        try:
+            yield
+        finally:
+            await app.state.engine.dispose()
+
+    app = FastAPI(
+        title="Healthcare operations API",
+        version="0.1.0",
+        lifespan=lifespan,
+        openapi_url=f"{API_PREFIX}/openapi.json",
+        docs_url=f"{API_PREFIX}/docs",
+        redoc_url=None,
+    )
+    install_error_handlers(app)
+    app.add_middleware(RequestContextMiddleware)
+    app.include_router(health.router)
+    Instrumentator(excluded_handlers=["/metrics", "/healthz"]).instrument(app).expose(
+        app, include_in_schema=False
+    )
+    return app
+
+
+def app_factory() -> FastAPI:
+    """Entry point for `uvicorn --factory api.main:app_factory`."""
+    settings = get_settings()
+    configure_logging(settings.log_level, json=settings.log_json)
+    return create_app(settings)

@@ -1,0 +1,206 @@
+"""`python -m devstack setup|run|up|down|status|test`: the local stack behind the Makefile."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from devstack import components
+from devstack.install import SetupError, setup
+from devstack.paths import REPO, Paths
+from devstack.supervisor import Supervisor, run_until_signal, say
+from healthcare.settings import get_settings
+
+UP_TIMEOUT = 600.0
+
+
+def _stack_pid(paths: Paths) -> int | None:
+    try:
+        pid = int(paths.stack_pid.read_text())
+    except (OSError, ValueError):
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    return pid
+
+
+def cmd_setup(paths: Paths) -> int:
+    say("setup: checking the local stack's tools")
+    began = time.monotonic()
+    try:
+        setup(paths)
+    except SetupError as exc:
+        say(f"setup failed: {exc}")
+        return 1
+    say(f"setup: done in {time.monotonic() - began:.1f}s")
+    return 0
+
+
+def cmd_run(paths: Paths) -> int:
+    settings = get_settings()
+    running = _stack_pid(paths)
+    if running and running != os.getpid():
+        say(f"stack: already running (pid {running}); `make down` stops it")
+        return 1
+    for folder in (paths.run, paths.logs, paths.data):
+        folder.mkdir(parents=True, exist_ok=True)
+    paths.stack_pid.write_text(str(os.getpid()))
+    supervisor = Supervisor(components.all_components(settings, paths), log_dir=paths.logs, run_dir=paths.run)
+    began = time.monotonic()
+    say("stack: starting (logs in .state/logs/)")
+
+    def on_ready() -> None:
+        say(f"stack: ready in {time.monotonic() - began:.1f}s")
+        for label, url in components.urls(settings).items():
+            say(f"  {label:<12} {url}")
+        say("stack: Ctrl-C (or `make down`) stops it")
+
+    try:
+        return asyncio.run(run_until_signal(supervisor, on_ready=on_ready, ready_file=paths.ready_file))
+    finally:
+        paths.stack_pid.unlink(missing_ok=True)
+
+
+def cmd_up(paths: Paths) -> int:
+    if _stack_pid(paths):
+        if paths.ready_file.exists():
+            say("stack: already up")
+            return 0
+        say("stack: starting in another process; waiting for it")
+    else:
+        paths.logs.mkdir(parents=True, exist_ok=True)
+        paths.ready_file.unlink(missing_ok=True)
+        with paths.stack_log.open("w") as log:
+            subprocess.Popen(
+                [sys.executable, "-m", "devstack", "run"],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=REPO,
+                start_new_session=True,
+            )
+    return _follow_until_ready(paths)
+
+
+def _follow_until_ready(paths: Paths) -> int:
+    """Echo the detached stack's progress until it is ready, fails or times out."""
+    deadline = time.monotonic() + UP_TIMEOUT
+    printed = 0
+    started = False
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError):
+            lines = paths.stack_log.read_text(errors="replace").splitlines()
+            for line in lines[printed:]:
+                say(line)
+            printed = len(lines)
+        if paths.ready_file.exists():
+            return 0
+        alive = _stack_pid(paths) is not None
+        started = started or alive
+        if started and not alive:
+            with contextlib.suppress(OSError):
+                for line in paths.stack_log.read_text(errors="replace").splitlines()[printed:]:
+                    say(line)
+            say("stack: failed to start (see above)")
+            return 1
+        time.sleep(0.2)
+    say(f"stack: not ready within {UP_TIMEOUT:.0f}s; stopping it")
+    cmd_down(paths)
+    return 1
+
+
+def cmd_down(paths: Paths) -> int:
+    pid = _stack_pid(paths)
+    if pid is None:
+        say("stack: not running")
+        return 0
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            say("stack: stopped")
+            return 0
+        time.sleep(0.2)
+    say(f"stack: supervisor {pid} did not stop in time; killing it")
+    os.kill(pid, signal.SIGKILL)
+    return 1
+
+
+def cmd_status(paths: Paths) -> int:
+    settings = get_settings()
+    pid = _stack_pid(paths)
+    say(
+        f"stack: {'up' if paths.ready_file.exists() else 'starting' if pid else 'down'}"
+        + (f" (supervisor pid {pid})" if pid else "")
+    )
+    if not pid:
+        return 3
+
+    async def check() -> bool:
+        all_ok = True
+        for comp in components.all_components(settings, paths):
+            pid_file = paths.run / f"{comp.name}.pid"
+            cpid = pid_file.read_text().strip() if pid_file.exists() else "-"
+            try:
+                await asyncio.wait_for(comp.ready(), 5)
+                state = "ready"
+            except Exception as exc:  # noqa: BLE001 - reported, not raised
+                state = f"NOT READY ({type(exc).__name__})"
+                all_ok = False
+            say(f"  {comp.name:<10} pid {cpid:<8} {state}")
+        return all_ok
+
+    return 0 if asyncio.run(check()) else 1
+
+
+def cmd_test(paths: Paths, pytest_args: list[str]) -> int:
+    started_here = False
+    if not paths.ready_file.exists():
+        code = cmd_up(paths)
+        if code != 0:
+            return code
+        started_here = True
+    try:
+        code = subprocess.call([sys.executable, "-m", "pytest", *pytest_args], cwd=REPO)
+    finally:
+        if started_here:
+            cmd_down(paths)
+    if code == 5:
+        say("test: pytest collected no tests; that counts as a failure")
+        return 1
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    # Readiness polling expects refused connections; the clients' own error logs would only be noise.
+    logging.basicConfig(level=logging.CRITICAL)
+    parser = argparse.ArgumentParser(prog="python -m devstack", description=__doc__)
+    parser.add_argument("command", choices=["setup", "run", "up", "down", "status", "test"])
+    parser.add_argument("pytest_args", nargs=argparse.REMAINDER)
+    args = parser.parse_args(argv)
+    paths = Paths.from_settings(get_settings())
+    if args.command == "test":
+        return cmd_test(paths, args.pytest_args)
+    handlers = {
+        "setup": cmd_setup,
+        "run": cmd_run,
+        "up": cmd_up,
+        "down": cmd_down,
+        "status": cmd_status,
+    }
+    return handlers[args.command](paths)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

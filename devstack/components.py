@@ -1,0 +1,509 @@
+"""The real components of the local stack: how each is prepared, started and known to be ready."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import secrets
+import shutil
+import subprocess
+from pathlib import Path
+
+import asyncpg
+import httpx
+from sqlalchemy.engine import make_url
+
+from devstack.install import kafka_libs, postgres_bin_dir
+from devstack.paths import REPO, VENV_BIN, Paths
+from devstack.supervisor import Component, StackError
+from healthcare import clients, probes
+from healthcare.settings import Settings
+
+SEARCH_ATTRIBUTES = ("PatientId", "DoctorId", "AppointmentStatus")
+KAFKA_TOPIC_PARTITIONS = 3
+LAMBDA_POOL = int(os.environ.get("DEVSTACK_LAMBDA_POOL", "2"))
+S3_PORTS = {"s3": 8333, "filer": 8888, "master": 9333, "volume": 9340}
+
+
+def _port(address: str) -> int:
+    return int(address.rsplit(":", 1)[1])
+
+
+def _as_postgres_user() -> list[str]:
+    """PostgreSQL refuses to run as root; as root we drop to the `postgres` account Debian creates."""
+    if os.geteuid() != 0:
+        return []
+    return ["setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups", "--"]
+
+
+def _chown_to_postgres(*paths: Path) -> None:
+    if os.geteuid() == 0:
+        for path in paths:
+            shutil.chown(path, "postgres", "postgres")
+
+
+# -- PostgreSQL -------------------------------------------------------------------------------
+def postgres(settings: Settings, paths: Paths) -> Component:
+    url = make_url(settings.database_url)
+    port = url.port or 5432
+    data = paths.data / "postgres"
+    sock = paths.run / "postgres"
+    pg_bin = postgres_bin_dir()
+
+    async def prepare() -> None:
+        if pg_bin is None:
+            raise StackError("postgres: server not installed (run `make setup`)")
+        sock.mkdir(parents=True, exist_ok=True)
+        _chown_to_postgres(sock)
+        if (data / "PG_VERSION").exists():
+            return
+        data.mkdir(parents=True, exist_ok=True)
+        _chown_to_postgres(data)
+        data.chmod(0o700)
+        proc = await asyncio.create_subprocess_exec(
+            *_as_postgres_user(),
+            str(pg_bin / "initdb"),
+            "-D",
+            str(data),
+            "-U",
+            "postgres",
+            "--auth-local=trust",
+            "--auth-host=scram-sha-256",
+            "-E",
+            "UTF8",
+            "--locale=C.UTF-8",
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        out, _ = await proc.communicate()
+        if proc.returncode != 0:
+            shutil.rmtree(data, ignore_errors=True)
+            last = out.decode(errors="replace").strip().splitlines()[-1:]
+            raise StackError(f"postgres: initdb failed: {' '.join(last)}")
+
+    def argv() -> list[str]:
+        assert pg_bin is not None
+        return [
+            *_as_postgres_user(),
+            str(pg_bin / "postgres"),
+            "-D",
+            str(data),
+            "-c",
+            "listen_addresses=127.0.0.1",
+            "-p",
+            str(port),
+            "-c",
+            f"unix_socket_directories={sock}",
+            "-c",
+            "max_connections=200",
+            "-c",
+            "shared_buffers=128MB",
+            "-c",
+            "log_min_messages=warning",
+        ]
+
+    async def superuser() -> asyncpg.Connection:
+        return await asyncpg.connect(host=str(sock), port=port, user="postgres", database="postgres")
+
+    async def ready() -> None:
+        conn = await superuser()
+        await conn.close()
+
+    async def bootstrap() -> None:
+        conn = await superuser()
+        try:
+            user, password, db = url.username, url.password, url.database
+            if not await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname=$1", user):
+                await conn.execute(f"CREATE ROLE \"{user}\" LOGIN PASSWORD '{password}'")
+            if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname=$1", db):
+                await conn.execute(f'CREATE DATABASE "{db}" OWNER "{user}"')
+        finally:
+            await conn.close()
+        proc = await asyncio.create_subprocess_exec(
+            str(VENV_BIN / "healthcare"),
+            "migrate",
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        out, _ = await proc.communicate()
+        if proc.returncode != 0:
+            raise StackError(f"postgres: migrations failed: {out.decode(errors='replace')[-300:]}")
+
+    return Component(
+        name="postgres",
+        argv=argv,
+        ready=ready,
+        prepare=prepare,
+        after_ready=bootstrap,
+        ports=[port],
+        stop_signal=2,  # SIGINT = PostgreSQL's "fast" shutdown
+        ready_timeout=60,
+        describe=f"127.0.0.1:{port}",
+    )
+
+
+# -- Temporal ---------------------------------------------------------------------------------
+def temporal(settings: Settings, paths: Paths) -> Component:
+    port = _port(settings.temporal_address)
+    ui_port = _port(settings.temporal_ui_url)
+    db = paths.data / "temporal" / "temporal.db"
+
+    async def prepare() -> None:
+        db.parent.mkdir(parents=True, exist_ok=True)
+
+    def argv() -> list[str]:
+        args = [
+            str(VENV_BIN / "temporal"),
+            "server",
+            "start-dev",
+            "--ip",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--ui-ip",
+            "127.0.0.1",
+            "--ui-port",
+            str(ui_port),
+            "--http-port",
+            str(port + 10),
+            "--metrics-port",
+            str(ui_port + 1000),
+            "--db-filename",
+            str(db),
+            "--sqlite-pragma",
+            "journal_mode=wal",
+            "--namespace",
+            settings.temporal_namespace,
+            "--log-level",
+            "warn",
+            "--log-format",
+            "json",
+        ]
+        for attr in SEARCH_ATTRIBUTES:
+            args += ["--search-attribute", f"{attr}=Keyword"]
+        return args
+
+    async def ready() -> None:
+        client = await clients.temporal_client(settings)
+        await probes.probe_temporal(client, settings.temporal_namespace)
+
+    return Component(
+        name="temporal",
+        argv=argv,
+        ready=ready,
+        prepare=prepare,
+        ports=[port, ui_port, port + 10, ui_port + 1000],
+        ready_timeout=90,
+        describe=f"{settings.temporal_address}, UI {settings.temporal_ui_url}",
+    )
+
+
+# -- Kafka ------------------------------------------------------------------------------------
+def kafka(settings: Settings, paths: Paths) -> Component:
+    port = _port(settings.kafka_bootstrap_servers.split(",")[0])
+    controller_port = port + 1
+    data = paths.data / "kafka"
+    config_dir = paths.run / "kafka"
+    kafka_conf = REPO / "devstack" / "kafka"
+    java = ["java", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-Djava.awt.headless=true"]
+    classpath = ["-cp", f"{kafka_libs(paths)}/*"]
+
+    async def prepare() -> None:
+        if shutil.which("java") is None:
+            raise StackError("kafka: java not found (run `make setup`)")
+        data.mkdir(parents=True, exist_ok=True)
+        config_dir.mkdir(parents=True, exist_ok=True)
+        template = (kafka_conf / "server.properties").read_text()
+        (config_dir / "server.properties").write_text(
+            template.format(port=port, controller_port=controller_port, log_dirs=data)
+        )
+        cluster_id_file = paths.data / "kafka.cluster-id"
+        if not cluster_id_file.exists():
+            # A 22-character base64url id, as `kafka-storage random-uuid` makes.
+            cluster_id_file.write_text(secrets.token_urlsafe(16)[:22])
+        proc = await asyncio.create_subprocess_exec(
+            *java,
+            "-Xmx256m",
+            f"-Dlog4j2.configurationFile={kafka_conf / 'tools-log4j2.properties'}",
+            *classpath,
+            "kafka.tools.StorageTool",
+            "format",
+            "--standalone",
+            "--ignore-formatted",
+            "-t",
+            cluster_id_file.read_text().strip(),
+            "-c",
+            str(config_dir / "server.properties"),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        out, _ = await proc.communicate()
+        if proc.returncode != 0:
+            raise StackError(f"kafka: storage format failed: {out.decode(errors='replace')[-300:]}")
+
+    def argv() -> list[str]:
+        return [
+            *java,
+            "-Xms128m",
+            "-Xmx512m",
+            f"-Dlog4j2.configurationFile={kafka_conf / 'log4j2.properties'}",
+            *classpath,
+            "kafka.Kafka",
+            str(config_dir / "server.properties"),
+        ]
+
+    async def ready() -> None:
+        admin = clients.kafka_admin(settings)
+        await admin.start()
+        try:
+            await admin.describe_cluster()
+        finally:
+            await admin.close()
+
+    async def create_topics() -> None:
+        from aiokafka.admin import NewTopic
+
+        admin = clients.kafka_admin(settings)
+        await admin.start()
+        try:
+            existing = set(await admin.list_topics())
+            wanted = [settings.topic_appointment_events, settings.topic_analytics_results]
+            new = [
+                NewTopic(t, num_partitions=KAFKA_TOPIC_PARTITIONS, replication_factor=1)
+                for t in wanted
+                if t not in existing
+            ]
+            if new:
+                await admin.create_topics(new)
+        finally:
+            await admin.close()
+
+    return Component(
+        name="kafka",
+        argv=argv,
+        ready=ready,
+        prepare=prepare,
+        after_ready=create_topics,
+        ports=[port, controller_port],
+        ready_timeout=90,
+        stop_timeout=30,
+        describe=f"127.0.0.1:{port}",
+    )
+
+
+# -- S3-compatible storage (SeaweedFS) --------------------------------------------------------
+def s3(settings: Settings, paths: Paths) -> Component:
+    data = paths.data / "seaweedfs"
+    conf = paths.run / "seaweedfs-s3.json"
+    port = _port(settings.s3_endpoint_url or "http://127.0.0.1:8333")
+
+    async def prepare() -> None:
+        data.mkdir(parents=True, exist_ok=True)
+        identity = {
+            "name": "healthcare",
+            "credentials": [
+                {
+                    "accessKey": settings.aws_access_key_id,
+                    "secretKey": settings.aws_secret_access_key.get_secret_value(),
+                }
+            ],
+            "actions": ["Admin", "Read", "List", "Tagging", "Write"],
+        }
+        conf.write_text(json.dumps({"identities": [identity]}))
+        conf.chmod(0o600)
+
+    def argv() -> list[str]:
+        return [
+            str(paths.bin / "weed"),
+            "mini",
+            f"-dir={data}",
+            "-ip=127.0.0.1",
+            "-ip.bind=127.0.0.1",
+            f"-s3.port={port}",
+            f"-s3.config={conf}",
+            "-s3.port.iceberg=0",
+            "-s3.port.lance=0",
+            "-webdav=false",
+            "-admin.ui=false",
+            "-admin.port.legacy=0",
+            "-master.telemetry=false",
+            "-master.volumeSizeLimitMB=64",
+            "-volume.max=100",
+            f"-filer.localSocket={data}/filer.sock",
+            f"-s3.localSocket={data}/s3.sock",
+        ]
+
+    def env() -> dict[str, str]:
+        # SeaweedFS turns AWS_* and S3_BUCKET in its environment into extra identities and buckets.
+        return {k: "" for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "S3_BUCKET")}
+
+    async def ready() -> None:
+        async with httpx.AsyncClient(timeout=2) as http:
+            (await http.get(f"http://127.0.0.1:{port}/healthz")).raise_for_status()
+
+    async def create_bucket() -> None:
+        s3c = clients.s3_client(settings)
+
+        def ensure() -> None:
+            try:
+                s3c.head_bucket(Bucket=settings.s3_bucket)
+            except s3c.exceptions.ClientError:
+                s3c.create_bucket(Bucket=settings.s3_bucket)  # private: no ACL, no policy
+
+        await asyncio.to_thread(ensure)
+
+    return Component(
+        name="s3",
+        argv=argv,
+        ready=ready,
+        prepare=prepare,
+        after_ready=create_bucket,
+        env=env,
+        ports=list(S3_PORTS.values()),
+        ready_timeout=60,
+        stop_timeout=15,
+        describe=f"{settings.s3_endpoint_url}, bucket {settings.s3_bucket}",
+    )
+
+
+# -- Lambda: a pool of runtime emulators behind one Invoke API --------------------------------
+def lambda_pool(settings: Settings, paths: Paths) -> list[Component]:
+    gateway_port = _port(settings.lambda_endpoint_url or "http://127.0.0.1:8080")
+    function_env = {
+        "AWS_LAMBDA_FUNCTION_NAME": settings.lambda_function_name,
+        "AWS_LAMBDA_FUNCTION_TIMEOUT": "60",
+        "AWS_REGION": settings.aws_region,
+        "AWS_ACCESS_KEY_ID": settings.aws_access_key_id,
+        "AWS_SECRET_ACCESS_KEY": settings.aws_secret_access_key.get_secret_value(),
+        "AWS_ENDPOINT_URL_S3": settings.s3_endpoint_url or "",
+        "INVOICE_BUCKET": settings.s3_bucket,
+        "PYTHONPATH": "",
+    }
+    emulators: list[Component] = []
+    backends: list[str] = []
+    for i in range(1, LAMBDA_POOL + 1):
+        api_port, runtime_port = 9100 + i, 9200 + i
+        backends.append(f"127.0.0.1:{api_port}")
+
+        def argv(api_port: int = api_port, runtime_port: int = runtime_port) -> list[str]:
+            return [
+                str(paths.bin / "aws-lambda-rie"),
+                "--log-level",
+                "error",
+                "--runtime-interface-emulator-address",
+                f"127.0.0.1:{api_port}",
+                "--runtime-api-address",
+                f"127.0.0.1:{runtime_port}",
+                str(VENV_BIN / "python"),
+                "-m",
+                "awslambdaric",
+                "invoice_pdf.handler",
+            ]
+
+        async def ready(api_port: int = api_port) -> None:
+            await _invoke_health(f"http://127.0.0.1:{api_port}", settings)
+
+        emulators.append(
+            Component(
+                name=f"lambda-{i}",
+                argv=argv,
+                ready=ready,
+                env=lambda: function_env,
+                cwd=REPO / "lambda",
+                ports=[api_port, runtime_port],
+                ready_timeout=30,
+            )
+        )
+
+    async def gateway_ready() -> None:
+        await _invoke_health(settings.lambda_endpoint_url or "", settings)
+
+    gateway = Component(
+        name="lambda",
+        argv=lambda: [
+            str(VENV_BIN / "python"),
+            "-m",
+            "devstack.lambda_gateway",
+            f"127.0.0.1:{gateway_port}",
+            *backends,
+        ],
+        ready=gateway_ready,
+        depends_on=[c.name for c in emulators],
+        ports=[gateway_port],
+        ready_timeout=30,
+        describe=f"{settings.lambda_endpoint_url} ({LAMBDA_POOL} emulators)",
+    )
+    return [*emulators, gateway]
+
+
+async def _invoke_health(endpoint: str, settings: Settings) -> None:
+    lam = clients.lambda_client(settings.model_copy(update={"lambda_endpoint_url": endpoint}), read_timeout=5)
+    await probes.probe_lambda(lam, settings.lambda_function_name)
+
+
+# -- Our own processes ------------------------------------------------------------------------
+def worker(settings: Settings, paths: Paths) -> Component:
+    async def ready() -> None:
+        # Ready means a workflow really ran on this worker and its activity reached the database.
+        proc = await asyncio.create_subprocess_exec(
+            str(VENV_BIN / "healthcare"),
+            "diagnostics",
+            "--timeout",
+            "4",
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        out, _ = await proc.communicate()
+        if proc.returncode != 0:
+            raise RuntimeError(out.decode(errors="replace").strip().splitlines()[-1:] or "failed")
+
+    return Component(
+        name="worker",
+        argv=lambda: [str(VENV_BIN / "healthcare"), "serve", "worker"],
+        ready=ready,
+        depends_on=["postgres", "temporal", "kafka", "s3", "lambda"],
+        ready_timeout=60,
+        describe=f"task queue {settings.temporal_task_queue}",
+    )
+
+
+def api(settings: Settings, paths: Paths) -> Component:
+    base = f"http://{settings.api_host}:{settings.api_port}"
+
+    async def ready() -> None:
+        async with httpx.AsyncClient(timeout=2) as http:
+            (await http.get(f"{base}/healthz")).raise_for_status()
+
+    return Component(
+        name="api",
+        argv=lambda: [str(VENV_BIN / "healthcare"), "serve", "api"],
+        ready=ready,
+        depends_on=["postgres", "temporal"],
+        ports=[settings.api_port],
+        ready_timeout=60,
+        describe=base,
+    )
+
+
+def all_components(settings: Settings, paths: Paths) -> list[Component]:
+    return [
+        postgres(settings, paths),
+        temporal(settings, paths),
+        kafka(settings, paths),
+        s3(settings, paths),
+        *lambda_pool(settings, paths),
+        worker(settings, paths),
+        api(settings, paths),
+    ]
+
+
+def urls(settings: Settings) -> dict[str, str]:
+    base = f"http://{settings.api_host}:{settings.api_port}"
+    return {
+        "API docs": f"{base}/api/v1/docs",
+        "Portal": f"{base}/",
+        "Readiness": f"{base}/readyz",
+        "Metrics": f"{base}/metrics",
+        "Temporal UI": settings.temporal_ui_url,
+    }

@@ -1,0 +1,200 @@
+"""`make setup`: installs each missing local-stack tool from the allowed registries, skipping the rest."""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from devstack.paths import REPO, Paths
+
+# Pinned component versions (bumping one rebuilds that tool on the next `make setup`).
+KAFKA_VERSION = "4.4.0"  # also in devstack/kafka/pom.xml
+SEAWEEDFS_VERSION = "v0.0.0-20261109003541-7506e5f91cd6"  # SeaweedFS 4.53; see devstack/seaweedfs/go.mod
+RIE_VERSION = "v0.0.0-20261030222936-bef5c4ba774d"  # the upstream repo has no semver tags
+
+APT_PACKAGES = {
+    "postgres": ["postgresql"],
+    "java": ["openjdk-17-jre-headless"],
+    "mvn": ["maven"],
+    "pdftotext": ["poppler-utils"],
+}
+
+
+class SetupError(Exception):
+    pass
+
+
+def say(message: str) -> None:
+    print(message, flush=True)
+
+
+def _run(argv: list[str], *, cwd: Path | None = None, env: dict[str, str] | None = None) -> None:
+    proc = subprocess.run(
+        argv,
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if proc.returncode != 0:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
+        raise SetupError(f"`{' '.join(argv[:3])} ...` failed: {' | '.join(tail)}")
+
+
+def postgres_bin_dir() -> Path | None:
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/postgres"), key=_pg_major)
+    return Path(found[-1]).parent if found else None
+
+
+def _pg_major(path: str) -> int:
+    try:
+        return int(Path(path).parts[-3])
+    except ValueError:
+        return 0
+
+
+_apt_updated = False
+
+
+def apt_install(packages: list[str]) -> None:
+    global _apt_updated  # noqa: PLW0603 - one `apt-get update` per setup run
+    if os.geteuid() != 0:
+        raise SetupError(f"needs Debian packages {packages}: run `sudo apt-get install {' '.join(packages)}`")
+    if not _apt_updated:
+        _run(["apt-get", "update", "-q"])
+        _apt_updated = True
+    # Debian's postgresql package would create and start a 'main' cluster on 5432; ours lives in .state.
+    conf = Path("/etc/postgresql-common/createcluster.conf")
+    conf.parent.mkdir(parents=True, exist_ok=True)
+    if not conf.exists():
+        conf.write_text("create_main_cluster = false\n")
+    _run(
+        ["apt-get", "install", "-y", "-q", "--no-install-recommends", *packages],
+        env={"DEBIAN_FRONTEND": "noninteractive"},
+    )
+
+
+def _stamp_ok(stamp: Path, version: str, *artifacts: Path) -> bool:
+    return stamp.exists() and stamp.read_text().strip() == version and all(a.exists() for a in artifacts)
+
+
+def go_env(paths: Paths) -> dict[str, str]:
+    return {"GOBIN": str(paths.bin), "GOFLAGS": "-modcacherw", "CGO_ENABLED": "0"}
+
+
+def install_seaweedfs(paths: Paths) -> str:
+    target = paths.bin / "weed"
+    stamp = paths.tools / "weed.version"
+    if _stamp_ok(stamp, SEAWEEDFS_VERSION, target):
+        return "present"
+    _need("go", "Go 1.26+ (https://go.dev) is needed to build SeaweedFS and the Lambda emulator")
+    # A wrapper module, because SeaweedFS's go.mod has a `replace` that `go install pkg@v` refuses.
+    _run(
+        [
+            "go",
+            "build",
+            "-trimpath",
+            "-ldflags=-s -w",
+            "-o",
+            str(target),
+            "github.com/seaweedfs/seaweedfs/weed",
+        ],
+        cwd=REPO / "devstack" / "seaweedfs",
+        env=go_env(paths),
+    )
+    stamp.write_text(SEAWEEDFS_VERSION)
+    return "built"
+
+
+def install_rie(paths: Paths) -> str:
+    target = paths.bin / "aws-lambda-rie"
+    stamp = paths.tools / "aws-lambda-rie.version"
+    if _stamp_ok(stamp, RIE_VERSION, target):
+        return "present"
+    _need("go", "Go 1.26+ is needed to build the Lambda runtime interface emulator")
+    _run(
+        [
+            "go",
+            "install",
+            "-trimpath",
+            f"github.com/aws/aws-lambda-runtime-interface-emulator/cmd/aws-lambda-rie@{RIE_VERSION}",
+        ],
+        env=go_env(paths),
+    )
+    stamp.write_text(RIE_VERSION)
+    return "built"
+
+
+def kafka_libs(paths: Paths) -> Path:
+    return paths.tools / f"kafka-{KAFKA_VERSION}" / "libs"
+
+
+def install_kafka(paths: Paths) -> str:
+    libs = kafka_libs(paths)
+    if (libs / f"kafka_2.13-{KAFKA_VERSION}.jar").exists():
+        return "present"
+    for tool, pkgs in (("java", APT_PACKAGES["java"]), ("mvn", APT_PACKAGES["mvn"])):
+        if shutil.which(tool) is None:
+            apt_install(pkgs)
+    tmp = libs.with_name("libs.partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    _run(
+        [
+            "mvn",
+            "-q",
+            "-B",
+            "-f",
+            str(REPO / "devstack" / "kafka" / "pom.xml"),
+            "dependency:copy-dependencies",
+            "-DincludeScope=runtime",
+            f"-DoutputDirectory={tmp}",
+        ],
+    )
+    tmp.rename(libs)  # only a complete download counts as installed
+    return "downloaded"
+
+
+def install_postgres(paths: Paths) -> str:
+    if postgres_bin_dir() is not None:
+        return "present"
+    apt_install(APT_PACKAGES["postgres"])
+    if postgres_bin_dir() is None:
+        raise SetupError("postgresql installed but no server binary under /usr/lib/postgresql")
+    return "installed"
+
+
+def install_poppler(paths: Paths) -> str:
+    if shutil.which("pdftotext"):
+        return "present"
+    apt_install(APT_PACKAGES["pdftotext"])
+    return "installed"
+
+
+def _need(tool: str, why: str) -> None:
+    if shutil.which(tool) is None:
+        raise SetupError(f"{tool} not found: {why}")
+
+
+STEPS: list[tuple[str, Callable[[Paths], str]]] = [
+    ("postgres", install_postgres),
+    ("kafka", install_kafka),
+    ("lambda-rie", install_rie),
+    ("seaweedfs", install_seaweedfs),
+    ("pdftotext", install_poppler),
+]
+
+
+def setup(paths: Paths) -> None:
+    paths.bin.mkdir(parents=True, exist_ok=True)
+    for name, step in STEPS:
+        began = time.monotonic()
+        if name == "seaweedfs" and not (paths.bin / "weed").exists():
+            say(f"  {name:<10} building from the Go module proxy (first time: several minutes) ...")
+        result = step(paths)
+        say(f"  {name:<10} {result} ({time.monotonic() - began:.1f}s)")

@@ -1,0 +1,83 @@
+"""Local Lambda front door: the AWS Invoke API on one port, spread over a pool of runtime emulators.
+
+The AWS Lambda runtime interface emulator runs one invocation at a time and crashes when a second
+arrives while one is in flight (aws-lambda-runtime-interface-emulator#97). AWS itself runs one
+execution environment per concurrent invocation; this gateway does the same with N emulators:
+each request waits for a free emulator, so callers see Lambda's behaviour and never crash one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sys
+from collections.abc import AsyncIterator
+
+import httpx
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+INVOKE_PATH = "/2015-03-31/functions/{name}/invocations"
+PASS_HEADERS = (
+    "x-amz-function-error",
+    "x-amz-log-result",
+    "x-amz-executed-version",
+    "content-type",
+)
+
+
+def build_app(backends: list[str], *, timeout: float) -> Starlette:
+    free: asyncio.Queue[str] = asyncio.Queue()
+    for backend in backends:
+        free.put_nowait(backend)
+    client = httpx.AsyncClient(timeout=httpx.Timeout(timeout, connect=2.0))
+
+    async def invoke(request: Request) -> Response:
+        body = await request.body()
+        backend = await free.get()
+        try:
+            upstream = await client.post(
+                f"{backend}{request.url.path}",
+                content=body,
+                headers={k: v for k, v in request.headers.items() if k.lower().startswith("x-amz-")},
+            )
+        except httpx.HTTPError as exc:
+            return JSONResponse(
+                {"Type": "Service", "Message": f"emulator unavailable: {type(exc).__name__}"},
+                status_code=502,
+            )
+        finally:
+            free.put_nowait(backend)
+        headers = {k: v for k, v in upstream.headers.items() if k.lower() in PASS_HEADERS}
+        return Response(upstream.content, status_code=upstream.status_code, headers=headers)
+
+    async def health(_: Request) -> Response:
+        return JSONResponse({"backends": len(backends), "free": free.qsize()})
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        yield
+        await client.aclose()
+
+    return Starlette(
+        routes=[
+            Route(INVOKE_PATH, invoke, methods=["POST"]),
+            Route("/healthz", health, methods=["GET"]),
+        ],
+        lifespan=lifespan,
+    )
+
+
+def main() -> None:
+    host, port = sys.argv[1].rsplit(":", 1)
+    backends = [f"http://{b}" for b in sys.argv[2:]]
+    timeout = float(os.environ.get("AWS_LAMBDA_FUNCTION_TIMEOUT", "60")) + 5
+    uvicorn.run(build_app(backends, timeout=timeout), host=host, port=int(port), log_level="warning")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Shared domain code for every role: settings, table models, event schemas, clients, logging, CLI."""

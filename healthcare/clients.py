@@ -1,0 +1,104 @@
+"""Every client of an outside system is built here, from Settings, so each role wires them the same way."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import boto3
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.helpers import create_ssl_context
+from botocore.config import Config as BotoConfig
+from temporalio.client import Client as TemporalClient
+from temporalio.contrib.pydantic import pydantic_data_converter
+
+from healthcare.settings import Settings
+
+
+def _aws_kwargs(settings: Settings) -> dict[str, Any]:
+    return {
+        "region_name": settings.aws_region,
+        "aws_access_key_id": settings.aws_access_key_id,
+        "aws_secret_access_key": settings.aws_secret_access_key.get_secret_value(),
+    }
+
+
+def s3_client(settings: Settings) -> Any:
+    """S3 (or an S3-compatible server on loopback) with SigV4, so presigned URLs work everywhere."""
+    return boto3.session.Session().client(
+        "s3",
+        endpoint_url=settings.s3_endpoint_url,
+        config=BotoConfig(
+            signature_version="s3v4",
+            s3={"addressing_style": "path"},
+            retries={"max_attempts": 3, "mode": "standard"},
+            connect_timeout=3,
+            read_timeout=10,
+        ),
+        **_aws_kwargs(settings),
+    )
+
+
+def lambda_client(settings: Settings, *, read_timeout: float = 60.0) -> Any:
+    """Lambda Invoke API. botocore's own retries are off: Temporal's retry policy decides."""
+    return boto3.session.Session().client(
+        "lambda",
+        endpoint_url=settings.lambda_endpoint_url,
+        config=BotoConfig(
+            retries={"max_attempts": 1, "mode": "standard"},
+            connect_timeout=3,
+            read_timeout=read_timeout,
+        ),
+        **_aws_kwargs(settings),
+    )
+
+
+def _kafka_kwargs(settings: Settings) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {
+        "bootstrap_servers": settings.kafka_bootstrap_servers,
+        "security_protocol": settings.kafka_security_protocol,
+    }
+    if settings.kafka_security_protocol in ("SSL", "SASL_SSL"):
+        kwargs["ssl_context"] = create_ssl_context()
+    if settings.kafka_sasl_mechanism:
+        kwargs["sasl_mechanism"] = settings.kafka_sasl_mechanism
+        kwargs["sasl_plain_username"] = settings.kafka_sasl_username
+        if settings.kafka_sasl_password is not None:
+            kwargs["sasl_plain_password"] = settings.kafka_sasl_password.get_secret_value()
+    return kwargs
+
+
+def kafka_producer(settings: Settings, **overrides: Any) -> AIOKafkaProducer:
+    """An idempotent producer that waits for every in-sync replica: no loss, no broker-side duplicates."""
+    options: dict[str, Any] = {
+        "acks": "all",
+        "enable_idempotence": True,
+        "linger_ms": 5,
+        "request_timeout_ms": 15000,
+    }
+    options.update(overrides)
+    return AIOKafkaProducer(**_kafka_kwargs(settings), **options)
+
+
+def kafka_consumer(settings: Settings, *topics: str, **overrides: Any) -> AIOKafkaConsumer:
+    """A consumer that commits only when told to (at-least-once; handlers are idempotent)."""
+    options: dict[str, Any] = {"enable_auto_commit": False, "auto_offset_reset": "earliest"}
+    options.update(overrides)
+    return AIOKafkaConsumer(*topics, **_kafka_kwargs(settings), **options)
+
+
+def kafka_admin(settings: Settings) -> AIOKafkaAdminClient:
+    return AIOKafkaAdminClient(**_kafka_kwargs(settings), request_timeout_ms=10000)
+
+
+async def temporal_client(settings: Settings, *, lazy: bool = False) -> TemporalClient:
+    """Temporal client with the pydantic converter, so workflow inputs and outputs are models.
+
+    `lazy` connects on first use, so a process can start while Temporal is still coming up.
+    """
+    return await TemporalClient.connect(
+        settings.temporal_address,
+        namespace=settings.temporal_namespace,
+        data_converter=pydantic_data_converter,
+        lazy=lazy,
+    )

@@ -1,0 +1,42 @@
+"""Kafka event schemas: the fixed wire contracts of `appointment-events` and `analytics-results`."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class AppointmentEvent(BaseModel):
+    """One value on `appointment-events`, keyed by appointmentId."""
+
+    model_config = ConfigDict(populate_by_name=True, extra="ignore")
+
+    event: Literal["APPOINTMENT_CREATED", "APPOINTMENT_CANCELLED"]
+    event_id: UUID = Field(alias="eventId")
+    appointment_id: UUID = Field(alias="appointmentId")
+    patient_id: UUID = Field(alias="patientId")
+    doctor_id: UUID = Field(alias="doctorId")
+    time: datetime
+    occurred_at: datetime = Field(alias="occurredAt")
+
+    def key(self) -> bytes:
+        return str(self.appointment_id).encode()
+
+    def value(self) -> bytes:
+        return self.model_dump_json(by_alias=True).encode()
+
+
+class AnalyticsResult(BaseModel):
+    """One value on `analytics-results`; times are epoch milliseconds."""
+
+    model_config = ConfigDict(populate_by_name=True, extra="allow")
+
+    metric_type: Literal["AppointmentAnalytics"] = Field(default="AppointmentAnalytics", alias="metricType")
+    total_events_created: int = Field(alias="totalEventsCreated")
+    avg_appointments_per_hour: float = Field(alias="avgAppointmentsPerHour")
+    window_start_time: int = Field(alias="windowStartTime")
+    window_end_time: int = Field(alias="windowEndTime")
+    timestamp: int

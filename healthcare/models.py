@@ -1,0 +1,3 @@
+"""Table models (SQLModel). Each entity's API-facing models live beside its router's service."""
+
+from __future__ import annotations

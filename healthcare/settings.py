@@ -1,0 +1,98 @@
+"""The one settings object: every process reads its configuration from the environment here."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+# Local defaults. Safe only on 127.0.0.1; Settings refuses them when HC_ENV=production.
+_DEV_JWT_SECRET = "local-dev-only-jwt-secret-change-me-0123456789"
+_DEV_AWS_KEY = "healthcare-local"
+_DEV_AWS_SECRET = "healthcare-local-secret"
+
+
+class Settings(BaseSettings):
+    """Configuration for every role (api, worker, consumer, relay, stack tooling)."""
+
+    model_config = SettingsConfigDict(env_prefix="HC_", extra="ignore", frozen=True)
+
+    env: Literal["local", "test", "production"] = "local"
+    state_dir: Path = REPO_ROOT / ".state"
+    log_level: str = "INFO"
+    log_json: bool = True
+
+    # PostgreSQL
+    database_url: str = "postgresql+asyncpg://healthcare:healthcare@127.0.0.1:5432/healthcare"
+    db_pool_size: int = 10
+
+    # Temporal
+    temporal_address: str = "127.0.0.1:7233"
+    temporal_namespace: str = "default"
+    temporal_task_queue: str = "healthcare"
+    temporal_ui_url: str = "http://127.0.0.1:8233"
+
+    # Kafka
+    kafka_bootstrap_servers: str = "127.0.0.1:9092"
+    kafka_security_protocol: Literal["PLAINTEXT", "SASL_SSL", "SSL", "SASL_PLAINTEXT"] = "PLAINTEXT"
+    kafka_sasl_mechanism: str | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    topic_appointment_events: str = "appointment-events"
+    topic_analytics_results: str = "analytics-results"
+
+    # AWS-compatible services (S3 storage, the invoice-PDF Lambda)
+    aws_region: str = "us-east-1"
+    aws_access_key_id: str = _DEV_AWS_KEY
+    aws_secret_access_key: SecretStr = SecretStr(_DEV_AWS_SECRET)
+    s3_endpoint_url: str | None = "http://127.0.0.1:8333"
+    s3_bucket: str = "invoices"
+    lambda_endpoint_url: str | None = "http://127.0.0.1:8080"
+    lambda_function_name: str = "function"
+
+    # Auth
+    jwt_secret: SecretStr = SecretStr(_DEV_JWT_SECRET)
+    jwt_algorithm: Literal["HS256", "HS384", "HS512"] = "HS256"
+    jwt_issuer: str = "healthcare-api"
+    jwt_audience: str = "healthcare-portal"
+    jwt_ttl_seconds: int = 3600
+    bcrypt_rounds: int = Field(default=12, ge=10, le=16)
+
+    # HTTP endpoints
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    ws_host: str = "127.0.0.1"
+    ws_port: int = 8001
+
+    # How long a readiness probe waits on one dependency.
+    ready_timeout_seconds: float = 2.0
+
+    @model_validator(mode="after")
+    def _refuse_default_secrets_in_production(self) -> Settings:
+        if self.env != "production":
+            return self
+        defaults = {
+            "HC_JWT_SECRET": self.jwt_secret.get_secret_value() == _DEV_JWT_SECRET,
+            "HC_AWS_SECRET_ACCESS_KEY": self.aws_secret_access_key.get_secret_value() == _DEV_AWS_SECRET,
+        }
+        bad = [name for name, is_default in defaults.items() if is_default]
+        if bad:
+            raise ValueError(f"refusing to start in production with default secrets: {bad}")
+        if len(self.jwt_secret.get_secret_value()) < 32:
+            raise ValueError("HC_JWT_SECRET must be at least 32 characters in production")
+        return self
+
+    @property
+    def database_url_sync(self) -> str:
+        """The same database for tools that speak libpq-style URLs (asyncpg.connect, psql)."""
+        return self.database_url.replace("postgresql+asyncpg://", "postgresql://", 1)
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,57 @@
+"""Integration fixtures: real clients to the running local stack (`make test` starts it)."""
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
+from temporalio.client import Client as TemporalClient
+
+from devstack.paths import Paths
+from healthcare import clients
+from healthcare.db import create_engine
+from healthcare.settings import Settings
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _stack_is_up(settings: Settings) -> None:
+    ready = Paths.from_settings(settings).ready_file
+    if not ready.exists():
+        pytest.exit("integration tests need the local stack: run `make test` (or `make up` first)", 2)
+
+
+@pytest.fixture(scope="session")
+def paths(settings: Settings) -> Paths:
+    return Paths.from_settings(settings)
+
+
+@pytest.fixture(scope="session")
+async def engine(settings: Settings) -> AsyncIterator[AsyncEngine]:
+    eng = create_engine(settings)
+    yield eng
+    await eng.dispose()
+
+
+@pytest.fixture(scope="session")
+async def temporal(settings: Settings) -> TemporalClient:
+    return await clients.temporal_client(settings)
+
+
+@pytest.fixture(scope="session")
+def s3(settings: Settings) -> Any:
+    return clients.s3_client(settings)
+
+
+@pytest.fixture(scope="session")
+def lambda_client(settings: Settings) -> Any:
+    return clients.lambda_client(settings)
+
+
+@pytest.fixture(scope="session")
+async def api(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    base = f"http://{settings.api_host}:{settings.api_port}"
+    async with httpx.AsyncClient(base_url=base, timeout=30) as client:
+        yield client

@@ -1,0 +1,63 @@
+"""/healthz and /readyz on the running API: ready with all up, 503 naming a stopped dependency."""
+
+import asyncio
+import os
+import signal
+
+import httpx
+
+from devstack.paths import Paths
+
+
+async def _wait_for(api: httpx.AsyncClient, want: int, seconds: float) -> httpx.Response:
+    deadline = asyncio.get_running_loop().time() + seconds
+    while True:
+        resp = await api.get("/readyz")
+        if resp.status_code == want or asyncio.get_running_loop().time() > deadline:
+            return resp
+        await asyncio.sleep(0.5)
+
+
+async def test_healthz(api: httpx.AsyncClient) -> None:
+    resp = await api.get("/healthz")
+    assert resp.status_code == 200 and resp.json() == {"status": "ok"}
+    assert resp.headers["x-request-id"]
+
+
+async def test_readyz_all_up(api: httpx.AsyncClient) -> None:
+    resp = await _wait_for(api, 200, 30)
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["checks"] == {
+        "postgres": "ok",
+        "temporal": "ok",
+        "kafka": "ok",
+        "s3": "ok",
+        "lambda": "ok",
+    }
+
+
+async def test_readyz_names_a_paused_dependency(api: httpx.AsyncClient, paths: Paths) -> None:
+    """Freeze the storage server: /readyz must answer 503 naming only `s3`, then recover."""
+    pid = int((paths.run / "s3.pid").read_text())
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        resp = await api.get("/readyz")
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert resp.status_code == 503
+    body = resp.json()
+    assert body["failing"] == ["s3"]
+    assert "s3" in body["detail"]
+    assert (await _wait_for(api, 200, 30)).status_code == 200
+
+
+async def test_readyz_names_a_killed_dependency_until_it_is_restarted(
+    api: httpx.AsyncClient, paths: Paths
+) -> None:
+    """Kill the Lambda front door: 503 naming `lambda`, and ready again once the stack restarts it."""
+    pid = int((paths.run / "lambda.pid").read_text())
+    os.kill(pid, signal.SIGKILL)
+    resp = await api.get("/readyz")
+    assert resp.status_code == 503
+    assert resp.json()["failing"] == ["lambda"]
+    assert (await _wait_for(api, 200, 60)).status_code == 200

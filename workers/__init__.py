@@ -1,0 +1,1 @@
+"""Long-running processes: the Temporal worker, the billing Kafka consumer, the websocket relay."""

@@ -1,0 +1,58 @@
+"""The Temporal worker role: runs every workflow and activity on the platform's task queue."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from datetime import timedelta
+
+from temporalio.worker import Worker
+
+from activities.diagnostics import DiagnosticsActivities
+from healthcare import clients
+from healthcare.db import create_engine
+from healthcare.logging import configure_logging, get_logger
+from healthcare.settings import Settings, get_settings
+from workflows.diagnostics import DiagnosticsWorkflow
+
+log = get_logger(__name__)
+
+WORKFLOWS = [DiagnosticsWorkflow]
+
+
+async def run_worker(settings: Settings, *, stop: asyncio.Event) -> None:
+    engine = create_engine(settings)
+    client = await clients.temporal_client(settings)
+    diagnostics = DiagnosticsActivities(engine=engine)
+    worker = Worker(
+        client,
+        task_queue=settings.temporal_task_queue,
+        workflows=WORKFLOWS,
+        activities=[diagnostics.check_database],
+        graceful_shutdown_timeout=timedelta(seconds=10),
+    )
+    log.info("worker started", task_queue=settings.temporal_task_queue)
+    try:
+        async with worker:
+            await stop.wait()
+    finally:
+        await engine.dispose()
+        log.info("worker stopped")
+
+
+def main() -> None:
+    settings = get_settings()
+    configure_logging(settings.log_level, json=settings.log_json)
+
+    async def _run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await run_worker(settings, stop=stop)
+
+    asyncio.run(_run())
+
+
+if __name__ == "__main__":
+    main()
