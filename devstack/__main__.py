@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from devstack import components
 from devstack.install import SetupError, setup
@@ -76,40 +77,41 @@ def cmd_up(paths: Paths) -> int:
             say("stack: already up")
             return 0
         say("stack: starting in another process; waiting for it")
-    else:
-        paths.logs.mkdir(parents=True, exist_ok=True)
-        paths.ready_file.unlink(missing_ok=True)
-        with paths.stack_log.open("w") as log:
-            subprocess.Popen(
-                [sys.executable, "-m", "devstack", "run"],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=REPO,
-                start_new_session=True,
-            )
-    return _follow_until_ready(paths)
+        return _follow_until_ready(paths, None)
+    paths.logs.mkdir(parents=True, exist_ok=True)
+    paths.ready_file.unlink(missing_ok=True)
+    with paths.stack_log.open("w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "devstack", "run"],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
+            start_new_session=True,
+        )
+    return _follow_until_ready(paths, proc)
 
 
-def _follow_until_ready(paths: Paths) -> int:
+def _follow_until_ready(paths: Paths, proc: subprocess.Popen[bytes] | None) -> int:
     """Echo the detached stack's progress until it is ready, fails or times out."""
     deadline = time.monotonic() + UP_TIMEOUT
     printed = 0
-    started = False
-    while time.monotonic() < deadline:
+
+    def echo() -> None:
+        nonlocal printed
         with contextlib.suppress(OSError):
             lines = paths.stack_log.read_text(errors="replace").splitlines()
             for line in lines[printed:]:
                 say(line)
             printed = len(lines)
+
+    while time.monotonic() < deadline:
+        echo()
         if paths.ready_file.exists():
             return 0
-        alive = _stack_pid(paths) is not None
-        started = started or alive
-        if started and not alive:
-            with contextlib.suppress(OSError):
-                for line in paths.stack_log.read_text(errors="replace").splitlines()[printed:]:
-                    say(line)
+        exited = proc.poll() is not None if proc else _stack_pid(paths) is None
+        if exited:
+            echo()
             say("stack: failed to start (see above)")
             return 1
         time.sleep(0.2)
@@ -137,6 +139,20 @@ def cmd_down(paths: Paths) -> int:
     return 1
 
 
+def rss_mb(pid: str) -> float:
+    """Resident memory of a component: every process in its process group."""
+    if not pid.isdigit():
+        return 0.0
+    total_kb = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if fields[2] == pid:  # the process group id
+                status = (stat.parent / "status").read_text()
+                total_kb += int(next(ln.split()[1] for ln in status.splitlines() if ln.startswith("VmRSS")))
+    return total_kb / 1024
+
+
 def cmd_status(paths: Paths) -> int:
     settings = get_settings()
     pid = _stack_pid(paths)
@@ -149,6 +165,7 @@ def cmd_status(paths: Paths) -> int:
 
     async def check() -> bool:
         all_ok = True
+        total = rss_mb(str(pid))
         for comp in components.all_components(settings, paths):
             pid_file = paths.run / f"{comp.name}.pid"
             cpid = pid_file.read_text().strip() if pid_file.exists() else "-"
@@ -158,7 +175,9 @@ def cmd_status(paths: Paths) -> int:
             except Exception as exc:  # noqa: BLE001 - reported, not raised
                 state = f"NOT READY ({type(exc).__name__})"
                 all_ok = False
-            say(f"  {comp.name:<10} pid {cpid:<8} {state}")
+            total += rss_mb(cpid)
+            say(f"  {comp.name:<10} pid {cpid:<8} {rss_mb(cpid):>7.1f} MB  {state}")
+        say(f"  total RSS (with the supervisor): {total:.0f} MB")
         return all_ok
 
     return 0 if asyncio.run(check()) else 1

@@ -8,6 +8,8 @@ import os
 import secrets
 import shutil
 import subprocess
+import uuid
+from datetime import timedelta
 from pathlib import Path
 
 import asyncpg
@@ -19,6 +21,7 @@ from devstack.paths import REPO, VENV_BIN, Paths
 from devstack.supervisor import Component, StackError
 from healthcare import clients, probes
 from healthcare.settings import Settings
+from workflows.diagnostics import DiagnosticsInput, DiagnosticsWorkflow
 
 SEARCH_ATTRIBUTES = ("PatientId", "DoctorId", "AppointmentStatus")
 KAFKA_TOPIC_PARTITIONS = 3
@@ -446,17 +449,15 @@ async def _invoke_health(endpoint: str, settings: Settings) -> None:
 def worker(settings: Settings, paths: Paths) -> Component:
     async def ready() -> None:
         # Ready means a workflow really ran on this worker and its activity reached the database.
-        proc = await asyncio.create_subprocess_exec(
-            str(VENV_BIN / "healthcare"),
-            "diagnostics",
-            "--timeout",
-            "4",
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
+        client = await clients.temporal_client(settings)
+        probe = uuid.uuid4().hex[:12]
+        await client.execute_workflow(
+            DiagnosticsWorkflow.run,
+            DiagnosticsInput(probe=probe),
+            id=f"diagnostics-devstack-{probe}",
+            task_queue=settings.temporal_task_queue,
+            execution_timeout=timedelta(seconds=4),
         )
-        out, _ = await proc.communicate()
-        if proc.returncode != 0:
-            raise RuntimeError(out.decode(errors="replace").strip().splitlines()[-1:] or "failed")
 
     return Component(
         name="worker",
