@@ -1,16 +1,22 @@
-"""Dependency aliases for routes: settings, DB session, Temporal client, storage clients."""
+"""Dependency aliases for routes: settings, DB session, current user, request context, stores, clients."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Annotated, Any
 
-from fastapi import Depends, Request
+from fastapi import Depends, Query, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel.ext.asyncio.session import AsyncSession
 from temporalio.client import Client as TemporalClient
 
+from healthcare import errors, security
+from healthcare.models import Role, User
+from healthcare.services.context import Actor, RequestContext
 from healthcare.settings import Settings
+from healthcare.stores.patients import PatientStore
+from healthcare.stores.patients_pg import PostgresPatientStore
 
 
 def get_settings(request: Request) -> Settings:
@@ -44,3 +50,82 @@ SessionDep = Annotated[AsyncSession, Depends(get_session)]
 TemporalDep = Annotated[TemporalClient, Depends(get_temporal)]
 S3Dep = Annotated[Any, Depends(get_s3)]
 LambdaDep = Annotated[Any, Depends(get_lambda)]
+
+_bearer = HTTPBearer(auto_error=False, description="Access token from POST /api/v1/auth/login")
+
+
+async def get_actor(
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Actor:
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise errors.Unauthorized("missing bearer token")
+    try:
+        claims = security.decode_token(credentials.credentials, settings=settings)
+    except security.InvalidToken as exc:
+        raise errors.Unauthorized("invalid or expired token") from exc
+    # The token alone is not enough: a deactivated or deleted account loses access at once.
+    user = await session.get(User, claims.user_id)
+    if user is None or not user.is_active:
+        raise errors.Unauthorized("invalid or expired token")
+    return Actor(user_id=user.id, role=Role(user.role), email=user.email)
+
+
+CurrentActor = Annotated[Actor, Depends(get_actor)]
+
+
+def client_ip(request: Request) -> str | None:
+    return request.client.host if request.client else None
+
+
+def get_context(request: Request, actor: CurrentActor) -> RequestContext:
+    return RequestContext(
+        actor=actor, client_ip=client_ip(request), request_id=request.scope.get("state", {}).get("request_id")
+    )
+
+
+def get_anonymous_context(request: Request) -> RequestContext:
+    return RequestContext(
+        actor=None, client_ip=client_ip(request), request_id=request.scope.get("state", {}).get("request_id")
+    )
+
+
+Ctx = Annotated[RequestContext, Depends(get_context)]
+AnonymousCtx = Annotated[RequestContext, Depends(get_anonymous_context)]
+
+
+def require_roles(*roles: Role) -> Callable[[CurrentActor], Coroutine[Any, Any, Actor]]:
+    async def check(actor: CurrentActor) -> Actor:
+        if actor.role not in roles:
+            raise errors.Forbidden("your role does not allow this action")
+        return actor
+
+    return check
+
+
+AdminActor = Annotated[Actor, Depends(require_roles(Role.admin))]
+
+
+def get_patient_store(request: Request, session: SessionDep) -> PatientStore:
+    factory = getattr(request.app.state, "patient_store_factory", None)
+    if factory is not None:
+        return factory(session)  # type: ignore[no-any-return]
+    return PostgresPatientStore(session)
+
+
+PatientStoreDep = Annotated[PatientStore, Depends(get_patient_store)]
+
+
+class Pagination:
+    def __init__(
+        self,
+        limit: Annotated[int, Query(ge=1, le=100, description="Page size")] = 20,
+        offset: Annotated[int, Query(ge=0, le=1_000_000, description="Items to skip")] = 0,
+    ) -> None:
+        self.limit = limit
+        self.offset = offset
+
+
+PageDep = Annotated[Pagination, Depends()]

@@ -61,6 +61,6 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error", path=request.url.path, error=type(exc).__name__)
         return JSONResponse(
-            {"detail": "internal error", "requestId": request.headers.get("x-request-id")},
+            {"detail": "internal error", "requestId": request.scope.get("state", {}).get("request_id")},
             status_code=500,
         )

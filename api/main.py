@@ -10,11 +10,12 @@ from prometheus_fastapi_instrumentator import Instrumentator
 
 from api.errors import install_error_handlers
 from api.middleware import RequestContextMiddleware
-from api.routes import health
+from api.routes import audit, auth, doctors, health, patients, users
 from healthcare import clients
 from healthcare.db import create_engine, session_factory
 from healthcare.logging import configure_logging
 from healthcare.settings import Settings, get_settings
+from healthcare.stores.factory import patient_store_factory
 
 API_PREFIX = "/api/v1"
 
@@ -31,6 +32,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.temporal = await clients.temporal_client(settings, lazy=True)
         app.state.s3 = clients.s3_client(settings)
         app.state.lambda_client = clients.lambda_client(settings, read_timeout=30)
+        app.state.patient_store_factory = patient_store_factory(settings)
         try:
             yield
         finally:
@@ -47,6 +49,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.add_middleware(RequestContextMiddleware)
     app.include_router(health.router)
+    for router in (auth.router, users.router, doctors.router, patients.router, audit.router):
+        app.include_router(router, prefix=API_PREFIX)
     Instrumentator(excluded_handlers=["/metrics", "/healthz"]).instrument(app).expose(
         app, include_in_schema=False
     )

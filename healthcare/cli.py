@@ -11,7 +11,12 @@ import typer
 from healthcare.logging import configure_logging
 from healthcare.settings import get_settings
 
-app = typer.Typer(help="Healthcare operations platform.", no_args_is_help=True, add_completion=False)
+app = typer.Typer(
+    help="Healthcare operations platform.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
 
 
 class Role(StrEnum):
@@ -76,6 +81,86 @@ def diagnostics(
 
     result = asyncio.run(_run())
     typer.echo(f"ok: worker reached PostgreSQL {result.server_version}")
+
+
+@app.command("create-admin")
+def create_admin(
+    email: str = typer.Option(..., help="The admin's email (login)."),
+    password: str = typer.Option(..., prompt=True, hide_input=True, help="At least 10 characters."),
+) -> None:
+    """Create the first admin (or another one). Refuses an email that is already taken."""
+    from pydantic import ValidationError
+
+    from healthcare import errors
+    from healthcare.db import create_engine, session_factory
+    from healthcare.models import Role
+    from healthcare.schemas import UserCreate
+    from healthcare.services import audit
+    from healthcare.services.context import RequestContext
+    from healthcare.services.users import create_user
+
+    settings = get_settings()
+    try:
+        body = UserCreate(email=email, password=password, role=Role.admin)
+    except ValidationError as exc:
+        typer.echo(f"invalid input: {exc.errors()[0]['loc'][0]}: {exc.errors()[0]['msg']}", err=True)
+        raise typer.Exit(2) from exc
+
+    async def _run() -> str:
+        engine = create_engine(settings)
+        try:
+            async with session_factory(engine)() as session:
+                user = await create_user(
+                    session, email=body.email, password=body.password, role=Role.admin, settings=settings
+                )
+                ctx = RequestContext(actor=None, client_ip="cli", request_id=None)
+                await audit.append(
+                    session,
+                    ctx,
+                    action="create",
+                    resource_type="user",
+                    resource_id=user.id,
+                    actor_role="cli",
+                )
+                await session.commit()
+                return str(user.id)
+        finally:
+            await engine.dispose()
+
+    try:
+        user_id = asyncio.run(_run())
+    except errors.Conflict as exc:
+        typer.echo(exc.message, err=True)
+        raise typer.Exit(1) from exc
+    typer.echo(f"admin {body.email} created (id {user_id})")
+
+
+audit_app = typer.Typer(help="The audit trail.", no_args_is_help=True)
+app.add_typer(audit_app, name="audit")
+
+
+@audit_app.command("verify")
+def audit_verify() -> None:
+    """Recompute the audit hash chain; exit 1 and name the first bad record if it was tampered with."""
+    from healthcare.db import create_engine, session_factory
+    from healthcare.services.audit import VerifyResult, verify
+
+    settings = get_settings()
+
+    async def _run() -> VerifyResult:
+        engine = create_engine(settings)
+        try:
+            async with session_factory(engine)() as session:
+                return await verify(session)
+        finally:
+            await engine.dispose()
+
+    result = asyncio.run(_run())
+    if result.ok:
+        typer.echo(f"ok: {result.checked} audit records, chain intact")
+        return
+    typer.echo(f"TAMPERED: record {result.first_bad_seq}: {result.reason} ({result.checked} good before it)")
+    raise typer.Exit(1)
 
 
 if __name__ == "__main__":

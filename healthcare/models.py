@@ -1,3 +1,133 @@
-"""Table models (SQLModel). Each entity's API-facing models live beside its router's service."""
+"""Table models (SQLModel): the one definition of each table, shared by the API, activities and tools."""
 
 from __future__ import annotations
+
+import uuid
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import BigInteger, Column, DateTime, Identity, Numeric, String, func
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _ts(**kwargs: Any) -> Any:
+    return Field(
+        default_factory=utcnow,
+        sa_column=Column(DateTime(timezone=True), nullable=False, server_default=func.now(), **kwargs),
+    )
+
+
+class Role(StrEnum):
+    admin = "admin"
+    staff = "staff"
+    doctor = "doctor"
+    patient = "patient"
+
+
+class User(SQLModel, table=True):
+    __tablename__ = "users"
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    email: str = Field(sa_column=Column(String(254), nullable=False, unique=True))
+    password_hash: str = Field(sa_column=Column(String(255), nullable=False))
+    role: str = Field(sa_column=Column(String(16), nullable=False, index=True))
+    is_active: bool = Field(default=True)
+    created_at: datetime = _ts()
+
+
+class Doctor(SQLModel, table=True):
+    __tablename__ = "doctors"
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    name: str = Field(sa_column=Column(String(200), nullable=False))
+    specialty: str = Field(sa_column=Column(String(100), nullable=False))
+    fee: Decimal = Field(sa_column=Column(Numeric(10, 2), nullable=False))
+    # The login of the doctor themselves, when they have one: it scopes what they may see.
+    user_id: uuid.UUID | None = Field(default=None, foreign_key="users.id", unique=True)
+    created_at: datetime = _ts()
+
+
+class Patient(SQLModel, table=True):
+    __tablename__ = "patients"
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    name: str = Field(sa_column=Column(String(200), nullable=False, index=True))
+    date_of_birth: date | None = None
+    gender: str | None = Field(default=None, sa_column=Column(String(32)))
+    condition: str | None = Field(default=None, sa_column=Column(String(500)))
+    attributes: dict[str, Any] = Field(
+        default_factory=dict, sa_column=Column(JSONB, nullable=False, server_default="{}")
+    )
+    # Set when a patient-role user registered this record for themselves.
+    user_id: uuid.UUID | None = Field(default=None, foreign_key="users.id", unique=True)
+    created_by: uuid.UUID | None = Field(default=None, foreign_key="users.id")
+    created_at: datetime = _ts()
+    updated_at: datetime = _ts()
+
+
+class AuditRecord(SQLModel, table=True):
+    """Append-only, hash-chained: each record's hash covers its fields and the previous hash."""
+
+    __tablename__ = "audit_log"
+
+    seq: int | None = Field(
+        default=None, sa_column=Column(BigInteger, Identity(always=True), primary_key=True)
+    )
+    at: datetime = _ts()
+    actor_id: uuid.UUID | None = None
+    actor_role: str | None = Field(default=None, sa_column=Column(String(16)))
+    action: str = Field(sa_column=Column(String(32), nullable=False, index=True))
+    resource_type: str = Field(sa_column=Column(String(32), nullable=False))
+    resource_id: str | None = Field(default=None, sa_column=Column(String(64), index=True))
+    client_ip: str | None = Field(default=None, sa_column=Column(String(64)))
+    request_id: str | None = Field(default=None, sa_column=Column(String(64)))
+    outcome: str = Field(default="ok", sa_column=Column(String(16), nullable=False))
+    prev_hash: str = Field(sa_column=Column(String(64), nullable=False))
+    hash: str = Field(sa_column=Column(String(64), nullable=False, unique=True))
+
+
+class LoginThrottle(SQLModel, table=True):
+    """Failed-login counters per account and per client address, shared by every API replica."""
+
+    __tablename__ = "login_throttle"
+
+    key: str = Field(sa_column=Column(String(300), primary_key=True))
+    failures: int = Field(default=0)
+    locked_until: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+    updated_at: datetime = _ts()
+
+
+class AppointmentStatus(StrEnum):
+    booked = "BOOKED"
+    cancelled = "CANCELLED"
+    completed = "COMPLETED"
+    no_show = "NO_SHOW"
+
+
+class Appointment(SQLModel, table=True):
+    """A booked slot. Overlaps of one doctor's or one patient's BOOKED slots are refused by the database."""
+
+    __tablename__ = "appointments"
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    # No foreign key: patients may live in DynamoDB; the booking workflow checks existence.
+    patient_id: uuid.UUID = Field(index=True)
+    doctor_id: uuid.UUID = Field(foreign_key="doctors.id", index=True)
+    time: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False, index=True))
+    end_time: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    duration_minutes: int = Field(default=30)
+    status: str = Field(
+        default=AppointmentStatus.booked.value, sa_column=Column(String(16), nullable=False, index=True)
+    )
+    reason: str | None = Field(default=None, sa_column=Column(String(500)))
+    workflow_id: str = Field(sa_column=Column(String(100), nullable=False))
+    created_by: uuid.UUID | None = Field(default=None, foreign_key="users.id")
+    created_at: datetime = _ts()
+    updated_at: datetime = _ts()

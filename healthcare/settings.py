@@ -62,6 +62,16 @@ class Settings(BaseSettings):
     jwt_audience: str = "healthcare-portal"
     jwt_ttl_seconds: int = 3600
     bcrypt_rounds: int = Field(default=12, ge=10, le=16)
+    # Failed logins before a back-off lock: per account and per client address; counters reset
+    # once no failure happened for `login_failure_window_seconds`.
+    login_max_failures_per_account: int = Field(default=5, ge=1)
+    login_max_failures_per_address: int = Field(default=20, ge=1)
+    login_failure_window_seconds: int = Field(default=900, ge=1)
+
+    # Patient records: PostgreSQL (default) or Amazon DynamoDB (table partition key `id`).
+    patient_store: Literal["postgres", "dynamodb"] = "postgres"
+    dynamodb_endpoint_url: str | None = None
+    dynamodb_patients_table: str = "patients"
 
     # HTTP endpoints
     api_host: str = "127.0.0.1"

@@ -10,8 +10,11 @@ from temporalio.client import Client as TemporalClient
 
 from devstack.paths import Paths
 from healthcare import clients
-from healthcare.db import create_engine
+from healthcare.db import create_engine, session_factory
+from healthcare.models import Role
+from healthcare.services import users
 from healthcare.settings import Settings
+from tests.integration.factories import PASSWORD, Account, create_user, login, unique_email
 
 pytestmark = pytest.mark.integration
 
@@ -55,3 +58,20 @@ async def api(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     base = f"http://{settings.api_host}:{settings.api_port}"
     async with httpx.AsyncClient(base_url=base, timeout=30) as client:
         yield client
+
+
+@pytest.fixture(scope="session")
+async def admin(api: httpx.AsyncClient, engine: AsyncEngine, settings: Settings) -> Account:
+    """An admin made the way an operator makes the first one: outside the API."""
+    email = unique_email("admin")
+    async with session_factory(engine)() as session:
+        user = await users.create_user(
+            session, email=email, password=PASSWORD, role=Role.admin, settings=settings
+        )
+        await session.commit()
+    return Account(str(user.id), email, "admin", await login(api, email))
+
+
+@pytest.fixture(scope="session")
+async def staff(api: httpx.AsyncClient, admin: Account) -> Account:
+    return await create_user(api, admin, "staff")

@@ -1,0 +1,54 @@
+"""User administration (admin only) and the caller's own account."""
+
+from __future__ import annotations
+
+import uuid
+
+from fastapi import APIRouter, status
+
+from api.deps import AdminActor, Ctx, CurrentActor, PageDep, SessionDep, SettingsDep
+from healthcare import errors
+from healthcare.models import Role
+from healthcare.schemas import Page, UserCreate, UserPublic, UserUpdate
+from healthcare.services import audit, users
+
+router = APIRouter(prefix="/users", tags=["users"])
+
+
+@router.get("/me", response_model=UserPublic)
+async def me(actor: CurrentActor, session: SessionDep) -> UserPublic:
+    user = await users.get_user(session, actor.user_id)
+    if user is None:
+        raise errors.NotFound("user not found")
+    return UserPublic.model_validate(user)
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=UserPublic)
+async def create_user(
+    body: UserCreate, _: AdminActor, session: SessionDep, settings: SettingsDep, ctx: Ctx
+) -> UserPublic:
+    user = await users.create_user(
+        session, email=body.email, password=body.password, role=body.role, settings=settings
+    )
+    await audit.append(session, ctx, action="create", resource_type="user", resource_id=user.id)
+    await session.commit()
+    return UserPublic.model_validate(user)
+
+
+@router.get("", response_model=Page[UserPublic])
+async def list_users(
+    _: AdminActor, session: SessionDep, page: PageDep, role: Role | None = None
+) -> Page[UserPublic]:
+    items, total = await users.list_users(session, limit=page.limit, offset=page.offset, role=role)
+    return Page[UserPublic](
+        items=[UserPublic.model_validate(u) for u in items], total=total, limit=page.limit, offset=page.offset
+    )
+
+
+@router.patch("/{user_id}", response_model=UserPublic)
+async def update_user(
+    user_id: uuid.UUID, body: UserUpdate, _: AdminActor, session: SessionDep, ctx: Ctx
+) -> UserPublic:
+    """Deactivate (`{"isActive": false}`) or change the role of a user."""
+    user = await users.update_user(session, ctx, user_id, is_active=body.is_active, role=body.role)
+    return UserPublic.model_validate(user)

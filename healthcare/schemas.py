@@ -1,0 +1,183 @@
+"""API models (camelCase on the wire): each entity's Create / Update / Public family, and pages."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Annotated, Any, Generic, TypeVar
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    EmailStr,
+    Field,
+    PlainSerializer,
+    StringConstraints,
+    field_validator,
+)
+from pydantic.alias_generators import to_camel
+
+from healthcare.models import Role
+
+T = TypeVar("T")
+
+MAX_ATTRIBUTES_BYTES = 16_384
+
+# Money travels as a decimal string ("120.00"), never a float.
+Money = Annotated[
+    Decimal,
+    Field(gt=0, le=Decimal("100000"), max_digits=10, decimal_places=2),
+    PlainSerializer(lambda d: f"{d:.2f}", return_type=str, when_used="json"),
+]
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+Password = Annotated[str, StringConstraints(min_length=10, max_length=128)]
+
+
+def _lower(value: str) -> str:
+    return value.lower()
+
+
+Email = Annotated[EmailStr, AfterValidator(_lower)]
+
+
+class ApiIn(BaseModel):
+    """Request bodies: camelCase, unknown fields refused rather than silently dropped."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+
+class ApiOut(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, from_attributes=True)
+
+
+class Page(ApiOut, Generic[T]):
+    items: list[T]
+    total: int
+    limit: int
+    offset: int
+
+
+# -- users -------------------------------------------------------------------------------------
+class Credentials(ApiIn):
+    email: Email
+    password: Annotated[str, StringConstraints(min_length=1, max_length=128)]
+
+
+class RegisterIn(ApiIn):
+    email: Email
+    password: Password
+
+
+class UserCreate(RegisterIn):
+    role: Role
+
+
+class UserUpdate(ApiIn):
+    is_active: bool | None = None
+    role: Role | None = None
+
+
+class UserPublic(ApiOut):
+    id: uuid.UUID
+    email: str
+    role: Role
+    is_active: bool
+    created_at: datetime
+
+
+class TokenOut(BaseModel):
+    """The login answer keeps OAuth2's snake_case names (clients of the original system rely on them)."""
+
+    access_token: str
+    token_type: str = "bearer"
+    expires_in: int
+
+
+# -- doctors -----------------------------------------------------------------------------------
+class DoctorCreate(ApiIn):
+    name: Name
+    specialty: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+    fee: Money
+    user_id: uuid.UUID | None = None
+
+
+class DoctorPublic(ApiOut):
+    id: uuid.UUID
+    name: str
+    specialty: str
+    fee: Money
+    user_id: uuid.UUID | None = None
+
+
+# -- patients ----------------------------------------------------------------------------------
+def _check_attributes(value: dict[str, Any] | None) -> dict[str, Any] | None:
+    if value is not None and len(json.dumps(value, default=str)) > MAX_ATTRIBUTES_BYTES:
+        raise ValueError(f"attributes must serialise to at most {MAX_ATTRIBUTES_BYTES} bytes")
+    return value
+
+
+def _not_future(value: date | None) -> date | None:
+    if value is not None and value > datetime.now(UTC).date():
+        raise ValueError("dateOfBirth cannot be in the future")
+    if value is not None and value.year < 1880:
+        raise ValueError("dateOfBirth is implausibly old")
+    return value
+
+
+Attributes = Annotated[dict[str, Any], AfterValidator(_check_attributes)]
+BirthDate = Annotated[date, AfterValidator(_not_future)]
+Short = Annotated[str, StringConstraints(strip_whitespace=True, max_length=32)]
+Condition = Annotated[str, StringConstraints(strip_whitespace=True, max_length=500)]
+
+
+class PatientCreate(ApiIn):
+    name: Name
+    date_of_birth: BirthDate | None = None
+    gender: Short | None = None
+    condition: Condition | None = None
+    attributes: Attributes = Field(default_factory=dict)
+
+
+class PatientUpdate(ApiIn):
+    """Merge semantics: only the given fields change; `attributes` merges key by key (null deletes)."""
+
+    name: Name | None = None
+    date_of_birth: BirthDate | None = None
+    gender: Short | None = None
+    condition: Condition | None = None
+    attributes: Attributes | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name_not_null(cls, value: str | None) -> str | None:
+        if value is None:
+            raise ValueError("name cannot be removed")
+        return value
+
+
+class PatientPublic(ApiOut):
+    id: uuid.UUID
+    name: str
+    date_of_birth: date | None = None
+    gender: str | None = None
+    condition: str | None = None
+    attributes: dict[str, Any] = Field(default_factory=dict)
+    created_at: datetime
+    updated_at: datetime
+
+
+# -- audit -------------------------------------------------------------------------------------
+class AuditPublic(ApiOut):
+    seq: int
+    at: datetime
+    actor_id: uuid.UUID | None
+    actor_role: str | None
+    action: str
+    resource_type: str
+    resource_id: str | None
+    client_ip: str | None
+    request_id: str | None
+    outcome: str

@@ -1,0 +1,100 @@
+"""Password hashing (bcrypt through passlib) and access tokens (PyJWT, one pinned algorithm)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from functools import lru_cache
+
+import jwt
+from passlib.context import CryptContext
+
+from healthcare.settings import Settings
+
+# bcrypt releases the GIL while hashing, so one thread per core keeps every core busy with logins
+# while the event loop stays free for other requests.
+_HASH_POOL = ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="bcrypt")
+
+
+@lru_cache(maxsize=4)
+def _context(rounds: int) -> CryptContext:
+    return CryptContext(schemes=["bcrypt"], bcrypt__rounds=rounds, deprecated="auto")
+
+
+def hash_password(password: str, *, rounds: int) -> str:
+    return str(_context(rounds).hash(password))
+
+
+def verify_password(password: str, password_hash: str, *, rounds: int) -> bool:
+    try:
+        return bool(_context(rounds).verify(password, password_hash))
+    except ValueError:  # a malformed stored hash never authenticates
+        return False
+
+
+async def hash_password_async(password: str, *, rounds: int) -> str:
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(_HASH_POOL, lambda: hash_password(password, rounds=rounds))
+
+
+async def verify_password_async(password: str, password_hash: str, *, rounds: int) -> bool:
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(
+        _HASH_POOL, lambda: verify_password(password, password_hash, rounds=rounds)
+    )
+
+
+@lru_cache(maxsize=4)
+def dummy_hash(rounds: int) -> str:
+    """Verified against when the email is unknown, so both answers take the same time."""
+    return hash_password(uuid.uuid4().hex, rounds=rounds)
+
+
+@dataclass(frozen=True)
+class TokenClaims:
+    user_id: uuid.UUID
+    role: str
+    expires_at: datetime
+
+
+class InvalidToken(Exception):
+    pass
+
+
+def issue_token(*, user_id: uuid.UUID, role: str, settings: Settings, now: datetime | None = None) -> str:
+    now = now or datetime.now(UTC)
+    payload = {
+        "sub": str(user_id),
+        "role": role,
+        "iat": int(now.timestamp()),
+        "nbf": int(now.timestamp()),
+        "exp": int((now + timedelta(seconds=settings.jwt_ttl_seconds)).timestamp()),
+        "iss": settings.jwt_issuer,
+        "aud": settings.jwt_audience,
+        "jti": uuid.uuid4().hex,
+    }
+    return jwt.encode(payload, settings.jwt_secret.get_secret_value(), algorithm=settings.jwt_algorithm)
+
+
+def decode_token(token: str, *, settings: Settings) -> TokenClaims:
+    """Accepts only our algorithm, our issuer and audience, and an unexpired token with every claim."""
+    try:
+        payload = jwt.decode(
+            token,
+            settings.jwt_secret.get_secret_value(),
+            algorithms=[settings.jwt_algorithm],
+            audience=settings.jwt_audience,
+            issuer=settings.jwt_issuer,
+            options={"require": ["exp", "iat", "iss", "aud", "sub"]},
+        )
+        return TokenClaims(
+            user_id=uuid.UUID(payload["sub"]),
+            role=str(payload["role"]),
+            expires_at=datetime.fromtimestamp(payload["exp"], UTC),
+        )
+    except (jwt.PyJWTError, KeyError, ValueError, TypeError) as exc:
+        raise InvalidToken(type(exc).__name__) from exc

@@ -1,0 +1,45 @@
+"""Object-level authorization: which patients an actor may see. One place, used by every route."""
+
+from __future__ import annotations
+
+import uuid
+
+from sqlmodel import select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from healthcare.models import Appointment, Doctor, Role
+from healthcare.services.context import Actor
+from healthcare.stores.patients import PatientStore
+
+
+async def doctor_id_of(session: AsyncSession, actor: Actor) -> uuid.UUID | None:
+    if actor.role != Role.doctor:
+        return None
+    return await session.scalar(select(Doctor.id).where(Doctor.user_id == actor.user_id))
+
+
+async def visible_patient_ids(
+    session: AsyncSession, store: PatientStore, actor: Actor
+) -> set[uuid.UUID] | None:
+    """None means every patient (admin, staff); otherwise the exact set the actor may see."""
+    if actor.is_clinic_wide:
+        return None
+    if actor.role == Role.patient:
+        own = await store.get_by_user(actor.user_id)
+        return {own.id} if own else set()
+    if actor.role == Role.doctor:
+        doctor_id = await doctor_id_of(session, actor)
+        if doctor_id is None:
+            return set()
+        rows = await session.scalars(
+            select(Appointment.patient_id).where(Appointment.doctor_id == doctor_id).distinct()
+        )
+        return set(rows)
+    return set()
+
+
+async def can_see_patient(
+    session: AsyncSession, store: PatientStore, actor: Actor, patient_id: uuid.UUID
+) -> bool:
+    visible = await visible_patient_ids(session, store, actor)
+    return visible is None or patient_id in visible

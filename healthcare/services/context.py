@@ -1,0 +1,27 @@
+"""Who is acting, from where: passed to every service call that touches protected data."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+from healthcare.models import Role
+
+
+@dataclass(frozen=True)
+class Actor:
+    user_id: uuid.UUID
+    role: Role
+    email: str
+
+    @property
+    def is_clinic_wide(self) -> bool:
+        """Admins and staff see every patient, appointment and invoice."""
+        return self.role in (Role.admin, Role.staff)
+
+
+@dataclass(frozen=True)
+class RequestContext:
+    actor: Actor | None
+    client_ip: str | None
+    request_id: str | None

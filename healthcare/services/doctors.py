@@ -1,0 +1,51 @@
+"""Doctors: the clinic's practitioners; a doctor's fee is what billing charges for a visit."""
+
+from __future__ import annotations
+
+from sqlalchemy import func
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from healthcare import errors
+from healthcare.models import Doctor, Role, User
+from healthcare.schemas import DoctorCreate
+from healthcare.services import audit
+from healthcare.services.context import RequestContext
+
+
+async def create_doctor(session: AsyncSession, ctx: RequestContext, data: DoctorCreate) -> Doctor:
+    if data.user_id is not None:
+        user = await session.get(User, data.user_id)
+        if user is None or user.role != Role.doctor.value:
+            raise errors.Invalid("userId must name an existing user with the doctor role")
+    doctor = Doctor(**data.model_dump())
+    session.add(doctor)
+    try:
+        await session.flush()
+    except IntegrityError as exc:
+        await session.rollback()
+        raise errors.Conflict("that user is already linked to a doctor") from exc
+    await audit.append(session, ctx, action="create", resource_type="doctor", resource_id=doctor.id)
+    await session.commit()
+    return doctor
+
+
+async def list_doctors(
+    session: AsyncSession, *, limit: int, offset: int, specialty: str | None = None
+) -> tuple[list[Doctor], int]:
+    conditions = [Doctor.specialty == specialty] if specialty else []
+    total = await session.scalar(select(func.count()).select_from(Doctor).where(*conditions))
+    rows = (
+        await session.exec(
+            select(Doctor).where(*conditions).order_by(Doctor.name, Doctor.id).limit(limit).offset(offset)
+        )
+    ).all()
+    return list(rows), int(total or 0)
+
+
+async def get_doctor(session: AsyncSession, doctor_id: object) -> Doctor:
+    doctor = await session.get(Doctor, doctor_id)
+    if doctor is None:
+        raise errors.NotFound("doctor not found")
+    return doctor

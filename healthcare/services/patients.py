@@ -1,0 +1,112 @@
+"""Patient records: create, read, merge-update, list; every access is authorized and audited."""
+
+from __future__ import annotations
+
+import uuid
+
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from healthcare import errors
+from healthcare.models import Role, utcnow
+from healthcare.schemas import PatientCreate, PatientUpdate
+from healthcare.services import audit
+from healthcare.services.access import can_see_patient, visible_patient_ids
+from healthcare.services.context import Actor, RequestContext
+from healthcare.stores.patients import PatientRecord, PatientStore
+
+NOT_FOUND = "patient not found"
+
+
+def _actor(ctx: RequestContext) -> Actor:
+    assert ctx.actor is not None, "patient services need an authenticated actor"
+    return ctx.actor
+
+
+async def create_patient(
+    session: AsyncSession, store: PatientStore, ctx: RequestContext, data: PatientCreate
+) -> PatientRecord:
+    actor = _actor(ctx)
+    if actor.role == Role.doctor:
+        raise errors.Forbidden("doctors cannot create patient records")
+    owner = None
+    if actor.role == Role.patient:
+        if await store.get_by_user(actor.user_id):
+            raise errors.Conflict("this account already has a patient record")
+        owner = actor.user_id
+    now = utcnow()
+    record = PatientRecord(
+        id=uuid.uuid4(),
+        user_id=owner,
+        created_by=actor.user_id,
+        created_at=now,
+        updated_at=now,
+        **data.model_dump(),
+    )
+    created = await store.create(record)
+    await audit.append(session, ctx, action="create", resource_type="patient", resource_id=created.id)
+    await session.commit()
+    return created
+
+
+async def get_patient(
+    session: AsyncSession, store: PatientStore, ctx: RequestContext, patient_id: uuid.UUID
+) -> PatientRecord:
+    actor = _actor(ctx)
+    record = await store.get(patient_id)
+    allowed = record is not None and await can_see_patient(session, store, actor, patient_id)
+    await audit.append(
+        session,
+        ctx,
+        action="read",
+        resource_type="patient",
+        resource_id=patient_id,
+        outcome="ok" if allowed else "denied",
+    )
+    await session.commit()
+    if not allowed or record is None:
+        raise errors.NotFound(NOT_FOUND)  # someone else's record and a missing one look the same
+    return record
+
+
+async def update_patient(
+    session: AsyncSession,
+    store: PatientStore,
+    ctx: RequestContext,
+    patient_id: uuid.UUID,
+    data: PatientUpdate,
+) -> PatientRecord:
+    actor = _actor(ctx)
+    if not await can_see_patient(session, store, actor, patient_id):
+        await audit.append(
+            session, ctx, action="update", resource_type="patient", resource_id=patient_id, outcome="denied"
+        )
+        await session.commit()
+        raise errors.NotFound(NOT_FOUND)
+    given = data.model_dump(exclude_unset=True)
+    attributes = given.pop("attributes", None)
+    updated = await store.update(patient_id, given, attributes)
+    if updated is None:
+        await session.rollback()
+        raise errors.NotFound(NOT_FOUND)
+    await audit.append(session, ctx, action="update", resource_type="patient", resource_id=patient_id)
+    await session.commit()
+    return updated
+
+
+async def list_patients(
+    session: AsyncSession,
+    store: PatientStore,
+    ctx: RequestContext,
+    *,
+    limit: int,
+    offset: int,
+    q: str | None,
+) -> tuple[list[PatientRecord], int]:
+    actor = _actor(ctx)
+    only = await visible_patient_ids(session, store, actor)
+    items, total = await store.list(limit=limit, offset=offset, q=q, only_ids=only)
+    await audit.append_many(
+        session, ctx, action="list", resource_type="patient", resource_ids=[p.id for p in items] or [None]
+    )
+    await session.commit()
+    return items, total

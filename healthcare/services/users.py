@@ -1,0 +1,167 @@
+"""Accounts: registration, login with throttling, admin management of users."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import case, delete, func, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from healthcare import errors, security
+from healthcare.models import LoginThrottle, Role, User
+from healthcare.services import audit
+from healthcare.services.context import RequestContext
+from healthcare.settings import Settings
+
+# Back-off: after the threshold a key is locked for 2, 4, 8 ... seconds, at most MAX_LOCK_SECONDS.
+MAX_LOCK_SECONDS = 900
+LOGIN_FAILED = "invalid email or password"
+
+
+async def create_user(
+    session: AsyncSession, *, email: str, password: str, role: Role, settings: Settings
+) -> User:
+    user = User(
+        email=email,
+        password_hash=await security.hash_password_async(password, rounds=settings.bcrypt_rounds),
+        role=role.value,
+    )
+    session.add(user)
+    try:
+        await session.flush()
+    except IntegrityError as exc:
+        await session.rollback()
+        raise errors.Conflict("a user with this email already exists") from exc
+    return user
+
+
+async def get_user(session: AsyncSession, user_id: uuid.UUID) -> User | None:
+    return await session.get(User, user_id)
+
+
+async def _locked_for(session: AsyncSession, keys: list[str], now: datetime) -> int:
+    rows = (await session.exec(select(LoginThrottle).where(LoginThrottle.key.in_(keys)))).all()
+    waits = [
+        (row.locked_until - now).total_seconds()
+        for row in rows
+        if row.locked_until and row.locked_until > now
+    ]
+    return int(max(waits, default=0)) + 1 if waits else 0
+
+
+async def _record_failure(
+    session: AsyncSession, key: str, *, threshold: int, window_seconds: int, now: datetime
+) -> None:
+    stale = now - timedelta(seconds=window_seconds)
+    stmt = insert(LoginThrottle).values(key=key, failures=1, updated_at=now)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[LoginThrottle.key],
+        set_={
+            # A quiet window forgives earlier failures: the count starts again.
+            "failures": case((LoginThrottle.updated_at < stale, 1), else_=LoginThrottle.failures + 1),
+            "updated_at": now,
+        },
+    ).returning(LoginThrottle.failures)
+    failures = int((await session.execute(stmt)).scalar_one())
+    if failures >= threshold:
+        lock = min(2 ** (failures - threshold + 1), MAX_LOCK_SECONDS)
+        await session.execute(
+            update(LoginThrottle)
+            .where(LoginThrottle.key == key)
+            .values(locked_until=now + timedelta(seconds=lock))
+        )
+
+
+async def login(
+    session: AsyncSession, ctx: RequestContext, *, email: str, password: str, settings: Settings
+) -> tuple[str, User]:
+    """Returns an access token. Unknown email and wrong password answer alike, in the same time."""
+    now = datetime.now(UTC)
+    account_key, address_key = f"acct:{email}", f"ip:{ctx.client_ip or 'unknown'}"
+    wait = await _locked_for(session, [account_key, address_key], now)
+    if wait:
+        raise errors.RateLimited("too many failed logins; try again later", retry_after_seconds=wait)
+    user = await session.scalar(select(User).where(func.lower(User.email) == email))
+    stored = user.password_hash if user else security.dummy_hash(settings.bcrypt_rounds)
+    valid = await security.verify_password_async(password, stored, rounds=settings.bcrypt_rounds)
+    if not (user and valid and user.is_active):
+        window = settings.login_failure_window_seconds
+        await _record_failure(
+            session,
+            account_key,
+            threshold=settings.login_max_failures_per_account,
+            window_seconds=window,
+            now=now,
+        )
+        await _record_failure(
+            session,
+            address_key,
+            threshold=settings.login_max_failures_per_address,
+            window_seconds=window,
+            now=now,
+        )
+        await audit.append(
+            session,
+            ctx,
+            action="login",
+            resource_type="user",
+            resource_id=user.id if user else None,
+            outcome="failed",
+            actor_id=user.id if user else None,
+            actor_role=user.role if user else None,
+        )
+        await session.commit()
+        raise errors.Unauthorized(LOGIN_FAILED)
+    await session.execute(delete(LoginThrottle).where(LoginThrottle.key == account_key))
+    await audit.append(
+        session,
+        ctx,
+        action="login",
+        resource_type="user",
+        resource_id=user.id,
+        actor_id=user.id,
+        actor_role=user.role,
+    )
+    await session.commit()
+    return security.issue_token(user_id=user.id, role=user.role, settings=settings), user
+
+
+async def list_users(
+    session: AsyncSession, *, limit: int, offset: int, role: Role | None = None
+) -> tuple[list[User], int]:
+    conditions = [User.role == role.value] if role else []
+    total = await session.scalar(select(func.count()).select_from(User).where(*conditions))
+    rows = (
+        await session.exec(
+            select(User).where(*conditions).order_by(User.created_at, User.id).limit(limit).offset(offset)
+        )
+    ).all()
+    return list(rows), int(total or 0)
+
+
+async def update_user(
+    session: AsyncSession,
+    ctx: RequestContext,
+    user_id: uuid.UUID,
+    *,
+    is_active: bool | None,
+    role: Role | None,
+) -> User:
+    user = await session.get(User, user_id)
+    if user is None:
+        raise errors.NotFound("user not found")
+    if ctx.actor and ctx.actor.user_id == user_id and (is_active is False or (role and role != Role.admin)):
+        raise errors.Conflict("admins cannot deactivate or demote themselves")
+    if is_active is not None:
+        user.is_active = is_active
+    if role is not None:
+        user.role = role.value
+    session.add(user)
+    await audit.append(session, ctx, action="update", resource_type="user", resource_id=user.id)
+    await session.commit()
+    await session.refresh(user)
+    return user

@@ -1,0 +1,79 @@
+"""Test data through the public API: unique users, tokens and records, so tests never share rows."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+PASSWORD = "correct-horse-battery"
+
+
+def unique_email(prefix: str = "user") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:12]}@clinic.example.com"
+
+
+def fresh_ip() -> str:
+    """A client address of its own (uvicorn trusts X-Forwarded-For from 127.0.0.1), so login
+    throttling in one test never locks out another."""
+    n = uuid.uuid4().int
+    return f"10.{n % 250}.{(n >> 8) % 250}.{(n >> 16) % 250 + 1}"
+
+
+@dataclass
+class Account:
+    id: str
+    email: str
+    role: str
+    token: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+
+async def login(api: httpx.AsyncClient, email: str, password: str = PASSWORD) -> str:
+    resp = await api.post(
+        "/api/v1/auth/login",
+        json={"email": email, "password": password},
+        headers={"X-Forwarded-For": fresh_ip()},
+    )
+    assert resp.status_code == 200, resp.text
+    return str(resp.json()["access_token"])
+
+
+async def register_patient_user(api: httpx.AsyncClient) -> Account:
+    email = unique_email("patient")
+    resp = await api.post("/api/v1/auth/register", json={"email": email, "password": PASSWORD})
+    assert resp.status_code == 201, resp.text
+    body = resp.json()
+    return Account(body["id"], email, body["role"], await login(api, email))
+
+
+async def create_user(api: httpx.AsyncClient, admin: Account, role: str) -> Account:
+    email = unique_email(role)
+    resp = await api.post(
+        "/api/v1/users", json={"email": email, "password": PASSWORD, "role": role}, headers=admin.headers
+    )
+    assert resp.status_code == 201, resp.text
+    return Account(resp.json()["id"], email, role, await login(api, email))
+
+
+async def create_doctor(
+    api: httpx.AsyncClient, admin: Account, *, fee: str = "120.00", user: Account | None = None
+) -> dict[str, Any]:
+    body: dict[str, Any] = {"name": f"Dr {uuid.uuid4().hex[:6]}", "specialty": "General practice", "fee": fee}
+    if user is not None:
+        body["userId"] = user.id
+    resp = await api.post("/api/v1/doctors", json=body, headers=admin.headers)
+    assert resp.status_code == 201, resp.text
+    return dict(resp.json())
+
+
+async def create_patient(api: httpx.AsyncClient, who: Account, **fields: Any) -> dict[str, Any]:
+    body = {"name": f"Patient {uuid.uuid4().hex[:8]}", **fields}
+    resp = await api.post("/api/v1/patients", json=body, headers=who.headers)
+    assert resp.status_code == 201, resp.text
+    return dict(resp.json())

@@ -1,0 +1,205 @@
+"""Registration, login, token rules and login throttling over HTTP on the real database."""
+
+import base64
+import json
+import time
+import uuid
+
+import httpx
+import jwt
+
+from healthcare.settings import Settings
+from tests.integration.factories import (
+    PASSWORD,
+    Account,
+    create_user,
+    fresh_ip,
+    register_patient_user,
+    unique_email,
+)
+
+V1 = "/api/v1"
+
+
+async def test_register_gives_patient_role_and_hides_the_hash(api: httpx.AsyncClient) -> None:
+    email = unique_email()
+    resp = await api.post(f"{V1}/auth/register", json={"email": email.upper(), "password": PASSWORD})
+    assert resp.status_code == 201
+    body = resp.json()
+    assert body["email"] == email and body["role"] == "patient"
+    assert "password" not in json.dumps(body).lower()
+    again = await api.post(f"{V1}/auth/register", json={"email": email, "password": PASSWORD})
+    assert again.status_code == 409 and again.json()["detail"]
+
+
+async def test_register_refuses_bad_input(api: httpx.AsyncClient) -> None:
+    cases = [
+        {"email": "not-an-email", "password": PASSWORD},
+        {"email": unique_email(), "password": "short"},
+        {"email": unique_email(), "password": PASSWORD, "role": "admin"},  # no self-promotion
+        {"email": unique_email()},
+    ]
+    for body in cases:
+        resp = await api.post(f"{V1}/auth/register", json=body)
+        assert resp.status_code == 422, body
+        assert isinstance(resp.json()["detail"], list)
+    broken = await api.post(
+        f"{V1}/auth/register", content=b"{not json", headers={"content-type": "application/json"}
+    )
+    assert broken.status_code == 422
+
+
+async def test_login_token_shape_and_claims(api: httpx.AsyncClient, settings: Settings) -> None:
+    user = await register_patient_user(api)
+    resp = await api.post(f"{V1}/auth/login", json={"email": user.email, "password": PASSWORD})
+    assert resp.status_code == 200
+    body = resp.json()
+    assert body["token_type"] == "bearer" and body["expires_in"] == 3600
+    header = jwt.get_unverified_header(body["access_token"])
+    assert header["alg"] == "HS256"
+    claims = jwt.decode(body["access_token"], options={"verify_signature": False})
+    assert claims["exp"] - claims["iat"] == 3600
+    assert claims["iss"] == settings.jwt_issuer and claims["aud"] == settings.jwt_audience
+    assert claims["sub"] == user.id
+
+
+async def test_unknown_email_and_wrong_password_answer_alike(api: httpx.AsyncClient) -> None:
+    user = await register_patient_user(api)
+    wrong = await api.post(
+        f"{V1}/auth/login",
+        json={"email": user.email, "password": "nope-nope-nope"},
+        headers={"X-Forwarded-For": fresh_ip()},
+    )
+    unknown = await api.post(
+        f"{V1}/auth/login",
+        json={"email": unique_email(), "password": "nope-nope-nope"},
+        headers={"X-Forwarded-For": fresh_ip()},
+    )
+    assert wrong.status_code == unknown.status_code == 401
+    assert wrong.json() == unknown.json() == {"detail": "invalid email or password"}
+
+
+def _forge(claims: dict[str, object], key: str, alg: str = "HS256") -> str:
+    return jwt.encode(claims, key, algorithm=alg)
+
+
+async def test_tampered_tokens_are_refused(api: httpx.AsyncClient, settings: Settings) -> None:
+    user = await register_patient_user(api)
+    ok = await api.get(f"{V1}/users/me", headers=user.headers)
+    assert ok.status_code == 200 and ok.json()["email"] == user.email
+
+    now = int(time.time())
+    base = {
+        "sub": user.id,
+        "role": "admin",
+        "iat": now,
+        "exp": now + 600,
+        "iss": settings.jwt_issuer,
+        "aud": settings.jwt_audience,
+    }
+    secret = settings.jwt_secret.get_secret_value()
+    header_none = base64.urlsafe_b64encode(b'{"alg":"none","typ":"JWT"}').rstrip(b"=").decode()
+    payload = base64.urlsafe_b64encode(json.dumps(base).encode()).rstrip(b"=").decode()
+    head, _, sig = user.token.split(".")
+    forged_body = (
+        base64.urlsafe_b64encode(
+            json.dumps(
+                {**jwt.decode(user.token, options={"verify_signature": False}), "role": "admin"}
+            ).encode()
+        )
+        .rstrip(b"=")
+        .decode()
+    )
+    bad_tokens = {
+        "alg none": f"{header_none}.{payload}.",
+        "wrong key": _forge(base, "another-secret-that-is-long-enough-0000"),
+        "expired": _forge({**base, "iat": now - 7200, "exp": now - 3600}, secret),
+        "wrong audience": _forge({**base, "aud": "someone-else"}, secret),
+        "wrong issuer": _forge({**base, "iss": "someone-else"}, secret),
+        "no exp": _forge({k: v for k, v in base.items() if k != "exp"}, secret),
+        "other algorithm": _forge(base, secret + "x" * 20, alg="HS512"),
+        "payload edited": f"{head}.{forged_body}.{sig}",
+        "unknown user": _forge({**base, "sub": str(uuid.uuid4())}, secret),
+        "garbage": "not.a.token",
+    }
+    for name, token in bad_tokens.items():
+        resp = await api.get(f"{V1}/users/me", headers={"Authorization": f"Bearer {token}"})
+        assert resp.status_code == 401, name
+        assert resp.json() == {"detail": "invalid or expired token"}, name
+    missing = await api.get(f"{V1}/patients")
+    assert missing.status_code == 401 and missing.headers["www-authenticate"] == "Bearer"
+
+
+async def test_deactivated_user_loses_access_at_once(api: httpx.AsyncClient, admin: Account) -> None:
+    staff = await create_user(api, admin, "staff")
+    assert (await api.get(f"{V1}/patients", headers=staff.headers)).status_code == 200
+    resp = await api.patch(f"{V1}/users/{staff.id}", json={"isActive": False}, headers=admin.headers)
+    assert resp.status_code == 200 and resp.json()["isActive"] is False
+    assert (await api.get(f"{V1}/patients", headers=staff.headers)).status_code == 401
+    login = await api.post(
+        f"{V1}/auth/login",
+        json={"email": staff.email, "password": PASSWORD},
+        headers={"X-Forwarded-For": fresh_ip()},
+    )
+    assert login.status_code == 401
+
+
+async def test_login_is_throttled_per_account_with_retry_after(
+    api: httpx.AsyncClient, settings: Settings
+) -> None:
+    user = await register_patient_user(api)
+    for _ in range(settings.login_max_failures_per_account):
+        resp = await api.post(
+            f"{V1}/auth/login",
+            json={"email": user.email, "password": "wrong-password!"},
+            headers={"X-Forwarded-For": fresh_ip()},
+        )
+        assert resp.status_code == 401
+    # Even the right password waits now, from any address: the account is under back-off.
+    locked = await api.post(
+        f"{V1}/auth/login",
+        json={"email": user.email, "password": PASSWORD},
+        headers={"X-Forwarded-For": fresh_ip()},
+    )
+    assert locked.status_code == 429
+    assert int(locked.headers["retry-after"]) >= 1
+    assert "too many" in locked.json()["detail"]
+
+
+async def test_login_is_throttled_per_client_address(api: httpx.AsyncClient, settings: Settings) -> None:
+    address = fresh_ip()
+    for _ in range(settings.login_max_failures_per_address):
+        resp = await api.post(
+            f"{V1}/auth/login",
+            json={"email": unique_email(), "password": "wrong-password!"},
+            headers={"X-Forwarded-For": address},
+        )
+        assert resp.status_code == 401
+    user = await register_patient_user(api)
+    blocked = await api.post(
+        f"{V1}/auth/login",
+        json={"email": user.email, "password": PASSWORD},
+        headers={"X-Forwarded-For": address},
+    )
+    assert blocked.status_code == 429 and blocked.headers["retry-after"]
+    elsewhere = await api.post(
+        f"{V1}/auth/login",
+        json={"email": user.email, "password": PASSWORD},
+        headers={"X-Forwarded-For": fresh_ip()},
+    )
+    assert elsewhere.status_code == 200
+
+
+async def test_only_admins_manage_users(api: httpx.AsyncClient, admin: Account, staff: Account) -> None:
+    body = {"email": unique_email(), "password": PASSWORD, "role": "doctor"}
+    assert (await api.post(f"{V1}/users", json=body, headers=staff.headers)).status_code == 403
+    assert (await api.get(f"{V1}/users", headers=staff.headers)).status_code == 403
+    created = await api.post(f"{V1}/users", json=body, headers=admin.headers)
+    assert created.status_code == 201 and created.json()["role"] == "doctor"
+    listed = await api.get(f"{V1}/users", params={"role": "doctor", "limit": 100}, headers=admin.headers)
+    assert listed.status_code == 200
+    page = listed.json()
+    assert set(page) == {"items", "total", "limit", "offset"}
+    assert all(u["role"] == "doctor" for u in page["items"])
+    me = await api.patch(f"{V1}/users/{admin.id}", json={"isActive": False}, headers=admin.headers)
+    assert me.status_code == 409
