@@ -22,6 +22,7 @@ APT_PACKAGES = {
     "java": ["openjdk-17-jre-headless"],
     "mvn": ["maven"],
     "pdftotext": ["poppler-utils"],
+    "fonts": ["fonts-dejavu-core"],  # invoice PDFs print Greek and Cyrillic names with DejaVu Sans
 }
 
 
@@ -176,6 +177,13 @@ def install_poppler(paths: Paths) -> str:
     return "installed"
 
 
+def install_fonts(paths: Paths) -> str:
+    if Path("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf").exists():
+        return "present"
+    apt_install(APT_PACKAGES["fonts"])
+    return "installed"
+
+
 def _need(tool: str, why: str) -> None:
     if shutil.which(tool) is None:
         raise SetupError(f"{tool} not found: {why}")
@@ -187,6 +195,7 @@ STEPS: list[tuple[str, Callable[[Paths], str]]] = [
     ("lambda-rie", install_rie),
     ("seaweedfs", install_seaweedfs),
     ("pdftotext", install_poppler),
+    ("fonts", install_fonts),
 ]
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import sys
 from collections.abc import AsyncIterator
@@ -28,6 +29,14 @@ PASS_HEADERS = (
     "x-amz-executed-version",
     "content-type",
 )
+
+
+def _is_function_error(body: bytes) -> bool:
+    try:
+        payload = json.loads(body)
+    except ValueError:
+        return body.startswith(b"Task timed out")
+    return isinstance(payload, dict) and "errorType" in payload and "statusCode" not in payload
 
 
 def build_app(backends: list[str], *, timeout: float) -> Starlette:
@@ -53,6 +62,9 @@ def build_app(backends: list[str], *, timeout: float) -> Starlette:
         finally:
             free.put_nowait(backend)
         headers = {k: v for k, v in upstream.headers.items() if k.lower() in PASS_HEADERS}
+        if upstream.status_code == 200 and _is_function_error(upstream.content):
+            # AWS flags a handler exception with this header; the emulator does not (upstream #20).
+            headers["X-Amz-Function-Error"] = "Unhandled"
         return Response(upstream.content, status_code=upstream.status_code, headers=headers)
 
     async def health(_: Request) -> Response:

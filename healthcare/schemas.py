@@ -17,6 +17,7 @@ from pydantic import (
     PlainSerializer,
     StringConstraints,
     field_validator,
+    model_validator,
 )
 from pydantic.alias_generators import to_camel
 
@@ -25,6 +26,7 @@ from healthcare.models import Role
 T = TypeVar("T")
 
 MAX_ATTRIBUTES_BYTES = 16_384
+NO_NUL = r"^[^\x00]*$"  # for string query parameters
 
 # Money travels as a decimal string ("120.00"), never a float.
 Money = Annotated[
@@ -33,7 +35,16 @@ Money = Annotated[
     PlainSerializer(lambda d: f"{d:.2f}", return_type=str, when_used="json"),
 ]
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
-Password = Annotated[str, StringConstraints(min_length=10, max_length=128)]
+
+
+def _bcrypt_fits(value: str) -> str:
+    # bcrypt reads at most 72 bytes; longer secrets are refused rather than silently truncated.
+    if len(value.encode()) > 72:
+        raise ValueError("password must be at most 72 bytes in UTF-8")
+    return value
+
+
+Password = Annotated[str, StringConstraints(min_length=10, max_length=72), AfterValidator(_bcrypt_fits)]
 
 
 def _lower(value: str) -> str:
@@ -43,10 +54,30 @@ def _lower(value: str) -> str:
 Email = Annotated[EmailStr, AfterValidator(_lower)]
 
 
+def _reject_nul(value: Any) -> None:
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise ValueError("text must not contain NUL characters")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _reject_nul(key)
+            _reject_nul(item)
+    elif isinstance(value, list):
+        for item in value:
+            _reject_nul(item)
+
+
 class ApiIn(BaseModel):
     """Request bodies: camelCase, unknown fields refused rather than silently dropped."""
 
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_nul_anywhere(cls, data: Any) -> Any:
+        # PostgreSQL text and JSONB cannot store NUL: refuse it here as bad input, not later as a 500.
+        _reject_nul(data)
+        return data
 
 
 class ApiOut(BaseModel):

@@ -9,7 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from api.deps import AdminActor, PageDep, SessionDep
-from healthcare.schemas import AuditPublic, Page
+from healthcare.schemas import NO_NUL, AuditPublic, Page
 from healthcare.services import audit
 
 router = APIRouter(prefix="/audit", tags=["audit"])
@@ -21,9 +21,9 @@ async def list_audit(
     session: SessionDep,
     page: PageDep,
     actor_id: Annotated[uuid.UUID | None, Query(alias="actorId")] = None,
-    action: Annotated[str | None, Query(max_length=32)] = None,
-    resource_type: Annotated[str | None, Query(alias="resourceType", max_length=32)] = None,
-    resource_id: Annotated[str | None, Query(alias="resourceId", max_length=64)] = None,
+    action: Annotated[str | None, Query(pattern=NO_NUL, max_length=32)] = None,
+    resource_type: Annotated[str | None, Query(alias="resourceType", pattern=NO_NUL, max_length=32)] = None,
+    resource_id: Annotated[str | None, Query(alias="resourceId", pattern=NO_NUL, max_length=64)] = None,
     since: datetime | None = None,
     until: datetime | None = None,
 ) -> Page[AuditPublic]:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import uuid
+from typing import Annotated
 
-from fastapi import APIRouter, status
+from fastapi import APIRouter, Query, status
 
 from api.deps import AdminActor, Ctx, CurrentActor, PageDep, SessionDep
-from healthcare.schemas import DoctorCreate, DoctorPublic, Page
+from healthcare.schemas import NO_NUL, DoctorCreate, DoctorPublic, Page
 from healthcare.services import doctors
 
 router = APIRouter(prefix="/doctors", tags=["doctors"])
@@ -20,7 +21,10 @@ async def create_doctor(body: DoctorCreate, _: AdminActor, session: SessionDep, 
 
 @router.get("", response_model=Page[DoctorPublic])
 async def list_doctors(
-    _: CurrentActor, session: SessionDep, page: PageDep, specialty: str | None = None
+    _: CurrentActor,
+    session: SessionDep,
+    page: PageDep,
+    specialty: Annotated[str | None, Query(pattern=NO_NUL, max_length=100)] = None,
 ) -> Page[DoctorPublic]:
     items, total = await doctors.list_doctors(
         session, limit=page.limit, offset=page.offset, specialty=specialty

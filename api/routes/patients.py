@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, status
 
 from api.deps import Ctx, PageDep, PatientStoreDep, SessionDep
-from healthcare.schemas import Page, PatientCreate, PatientPublic, PatientUpdate
+from healthcare.schemas import NO_NUL, Page, PatientCreate, PatientPublic, PatientUpdate
 from healthcare.services import patients
 
 router = APIRouter(prefix="/patients", tags=["patients"])
@@ -31,7 +31,9 @@ async def list_patients(
     store: PatientStoreDep,
     ctx: Ctx,
     page: PageDep,
-    q: Annotated[str | None, Query(max_length=100, description="Name contains (case-insensitive)")] = None,
+    q: Annotated[
+        str | None, Query(pattern=NO_NUL, max_length=100, description="Name contains (case-insensitive)")
+    ] = None,
 ) -> Page[PatientPublic]:
     items, total = await patients.list_patients(
         session, store, ctx, limit=page.limit, offset=page.offset, q=q

@@ -1,0 +1,27 @@
+"""Property-based run of the OpenAPI schema (schemathesis): no 5xx and no answer that breaks the schema."""
+
+import schemathesis
+from hypothesis import HealthCheck, settings
+from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import response_schema_conformance
+
+from api.main import create_app
+from healthcare.settings import Settings, get_settings
+from tests.integration.factories import Account, fresh_ip
+
+# The schema comes from the app object (no server needed to collect); the calls go to the real API.
+schema = schemathesis.openapi.from_dict(create_app(get_settings()).openapi()).include(
+    path_regex="^/api/v1/(auth|users|doctors|patients|audit)"
+)
+
+
+@schema.parametrize()
+@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+def test_api_answers_within_its_schema(case: schemathesis.Case, admin: Account, settings: Settings) -> None:
+    base = f"http://{settings.api_host}:{settings.api_port}"
+    # A fresh client address per case keeps generated failed logins from throttling other tests.
+    case.call_and_validate(
+        base_url=base,
+        headers={**admin.headers, "X-Forwarded-For": fresh_ip()},
+        checks=[not_a_server_error, response_schema_conformance],
+    )

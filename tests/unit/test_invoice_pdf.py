@@ -1,0 +1,356 @@
+"""The invoice-PDF Lambda handler without services: validation, rendering, the S3 put it makes."""
+
+import ast
+import hashlib
+import importlib.util
+import json
+import logging
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError
+
+REPO = Path(__file__).resolve().parents[2]
+HANDLER = REPO / "lambda" / "invoice_pdf.py"
+
+
+def _load() -> ModuleType:
+    # `lambda` is a keyword, so the handler is loaded by path, as the Lambda runtime does.
+    spec = importlib.util.spec_from_file_location("invoice_pdf", HANDLER)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["invoice_pdf"] = module  # dataclasses look their module up by name
+    spec.loader.exec_module(module)
+    return module
+
+
+invoice_pdf = _load()
+
+INVOICE_ID = "3f2504e0-4f89-11d3-9a0c-0305e82c3301"
+REQUEST: dict[str, Any] = {
+    "invoiceId": INVOICE_ID,
+    "patientId": "7c9e6679-7425-40de-944b-e07fc1f90ae7",
+    "amount": "1234.50",
+    "date": "2025-03-04",
+    "status": "ISSUED",
+    "patientName": "Zoë Okafor-Hansen",
+    "doctorName": "Dr. Amara Lindqvist",
+    "clinicName": "Harbourview Family Clinic",
+    "currency": "EUR",
+    "appointmentTime": "2025-03-04T14:30:00+01:00",
+    "invoiceNumber": "INV-2025-000123",
+}
+
+
+def pdf_text(pdf: bytes) -> str:
+    if shutil.which("pdftotext") is None:
+        pytest.skip("pdftotext (poppler-utils) is not installed: `make setup` installs it")
+    done = subprocess.run(["pdftotext", "-layout", "-", "-"], input=pdf, capture_output=True, check=True)
+    return done.stdout.decode()
+
+
+class FakeS3:
+    """Stands in for the boto3 client: records put_object calls, or fails them."""
+
+    def __init__(self, error: Exception | None = None) -> None:
+        self.puts: list[dict[str, Any]] = []
+        self.error = error
+
+    def put_object(self, **kwargs: Any) -> dict[str, Any]:
+        if self.error is not None:
+            raise self.error
+        self.puts.append(kwargs)
+        return {"ETag": '"etag"'}
+
+
+@pytest.fixture
+def s3(monkeypatch: pytest.MonkeyPatch) -> FakeS3:
+    fake = FakeS3()
+    monkeypatch.setattr(invoice_pdf, "_s3_client", lambda: fake)
+    for name in ("INVOICE_BUCKET", "INVOICE_SSE", "INVOICE_KMS_KEY_ID", "INVOICE_CLINIC_NAME"):
+        monkeypatch.delenv(name, raising=False)
+    return fake
+
+
+def render(**changes: Any) -> bytes:
+    pdf: bytes = invoice_pdf.render_pdf(invoice_pdf.parse_request({**REQUEST, **changes}))
+    return pdf
+
+
+# -- Rendering --------------------------------------------------------------------------------
+def test_pdf_shows_the_invoice_facts_on_one_a4_page() -> None:
+    pdf = render()
+    text = pdf_text(pdf)
+    for expected in (
+        "Harbourview Family Clinic",
+        "INV-2025-000123",
+        "2025-03-04",
+        "Zoë Okafor-Hansen",
+        "7c9e6679-7425-40de-944b-e07fc1f90ae7",
+        "Dr. Amara Lindqvist",
+        "2025-03-04 14:30 (UTC+01:00)",
+        "EUR 1,234.50",
+        "Amount due",
+        "ISSUED",
+        INVOICE_ID,
+    ):
+        assert expected in text, expected
+    info = subprocess.run(["pdfinfo", "-"], input=pdf, capture_output=True, check=True).stdout.decode()
+    assert "Pages:           1" in info
+    assert "595.276 x 841.89 pts (A4)" in info
+    assert "Zoë" not in info  # metadata carries no patient data
+
+
+def test_same_input_renders_the_same_bytes() -> None:
+    assert render() == render()
+    assert render() != render(status="PAID")
+
+
+def test_required_fields_alone_render_with_defaults() -> None:
+    minimal = {k: REQUEST[k] for k in ("invoiceId", "patientId", "amount", "date", "status")}
+    invoice = invoice_pdf.parse_request({**minimal, "amount": 80})
+    text = pdf_text(invoice_pdf.render_pdf(invoice))
+    assert "INV-3F2504E0" in text  # invoice number derived from the id
+    assert "USD 80.00" in text
+    assert invoice_pdf.DEFAULT_CLINIC in text
+
+
+def test_paid_and_void_invoices_say_so() -> None:
+    assert "Amount paid" in pdf_text(render(status="paid"))
+    assert "Total (void)" in pdf_text(render(status="VOID"))
+
+
+def test_names_beyond_latin1_render_when_dejavu_is_available() -> None:
+    if invoice_pdf._fonts()[0] == "Helvetica":
+        pytest.skip("DejaVu fonts not found (Debian: fonts-dejavu-core); Helvetica covers Latin-1 only")
+    text = pdf_text(render(patientName="Ελένη Иванова"))
+    assert "Ελένη Иванова" in text
+
+
+def test_long_values_stay_on_one_page() -> None:
+    pdf = render(patientName="A" * 60 + " " + "B" * 59, doctorName="C " * 60, clinicName="D" * 120)
+    info = subprocess.run(["pdfinfo", "-"], input=pdf, capture_output=True, check=True).stdout.decode()
+    assert "Pages:           1" in info
+
+
+# -- Validation -------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"invoiceId": None},
+        {"invoiceId": "not-a-uuid"},
+        {"invoiceId": "3f2504e04f8911d39a0c0305e82c3301"},
+        {"invoiceId": "../../etc/passwd"},
+        {"invoiceId": 12345},
+        {"patientId": None},
+        {"patientId": ""},
+        {"patientId": "../x"},
+        {"patientId": "p" * 65},
+        {"amount": None},
+        {"amount": "0"},
+        {"amount": "-5.00"},
+        {"amount": "10.123"},
+        {"amount": "1e3"},
+        {"amount": " 10"},
+        {"amount": "abc"},
+        {"amount": True},
+        {"amount": 0.1 + 0.2},
+        {"amount": float("nan")},
+        {"amount": 10**10},
+        {"amount": [10]},
+        {"date": None},
+        {"date": "2025-13-01"},
+        {"date": "yesterday"},
+        {"date": 20250304},
+        {"status": None},
+        {"status": "DRAFT"},
+        {"status": 1},
+        {"patientName": "Jane\nDoe"},
+        {"patientName": "x" * 121},
+        {"patientName": 42},
+        {"doctorName": "Dr.\x00Who"},
+        {"currency": "usd"},
+        {"currency": "EURO"},
+        {"appointmentTime": "2025-03-04T10:00:00"},
+        {"appointmentTime": "soon"},
+        {"invoiceNumber": "../INV-1"},
+        {"invoiceNumber": 'INV"1'},
+        {"invoiceNumber": "I" * 41},
+    ],
+)
+def test_bad_request_answers_400_without_storing(changes: dict[str, Any], s3: FakeS3) -> None:
+    answer = invoice_pdf.handler({**REQUEST, **changes}, None)
+    assert set(answer) == {"statusCode", "error", "errorType"}
+    assert answer["statusCode"] == 400
+    assert answer["errorType"] == "BadRequest"
+    assert next(iter(changes)) in answer["error"]
+    assert s3.puts == []
+
+
+@pytest.mark.parametrize("event", [None, [], "invoice", 42])
+def test_a_request_that_is_not_an_object_answers_400(event: Any, s3: FakeS3) -> None:
+    answer = invoice_pdf.handler(event, None)
+    assert answer == {
+        "statusCode": 400,
+        "error": "invalid request: request must be a JSON object",
+        "errorType": "BadRequest",
+    }
+
+
+def test_every_bad_field_is_named_but_no_value_is_echoed(
+    s3: FakeS3, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    answer = invoice_pdf.handler(
+        {**REQUEST, "amount": "-1", "patientName": "Secret\nPatient", "status": "SECRET-STATUS"}, None
+    )
+    assert answer["statusCode"] == 400
+    for field in ("amount", "patientName", "status"):
+        assert field in answer["error"]
+    assert "Secret" not in answer["error"] and "SECRET" not in answer["error"]
+    (line,) = [r.getMessage() for r in caplog.records if "invoice_pdf" in r.getMessage()]
+    logged = json.loads(line)
+    assert logged["outcome"] == "rejected"
+    assert logged["invoiceId"] == INVOICE_ID
+    assert sorted(logged["invalidFields"]) == ["amount", "patientName", "status"]
+    assert "Secret" not in line and "SECRET" not in line
+
+
+def test_optional_fields_may_be_null_or_blank_and_unknown_fields_are_ignored() -> None:
+    invoice = invoice_pdf.parse_request(
+        {**REQUEST, "patientName": None, "doctorName": "  ", "currency": "", "addedLater": {"x": 1}}
+    )
+    assert invoice.patient_name is None and invoice.doctor_name is None
+    assert invoice.currency == "USD"
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [("120", "120.00"), ("99.9", "99.90"), (120, "120.00"), (99.95, "99.95"), ("0.01", "0.01")],
+)
+def test_amounts_are_exact_two_place_decimals(raw: Any, expected: str) -> None:
+    assert str(invoice_pdf.parse_request({**REQUEST, "amount": raw}).amount) == expected
+
+
+def test_date_accepts_an_iso_date_time_and_keeps_its_calendar_day() -> None:
+    invoice = invoice_pdf.parse_request({**REQUEST, "date": "2025-03-04T23:30:00-05:00"})
+    assert invoice.issued_on.isoformat() == "2025-03-04"
+
+
+# -- Handler and storage ----------------------------------------------------------------------
+def test_healthcheck_answers_ok(s3: FakeS3) -> None:
+    assert invoice_pdf.handler({"healthcheck": True}, None) == {"statusCode": 200, "status": "ok"}
+    assert s3.puts == []
+
+
+def test_handler_stores_the_pdf_under_a_key_from_the_invoice_id(
+    s3: FakeS3, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    answer = invoice_pdf.handler({**REQUEST, "invoiceId": INVOICE_ID.upper()}, None)
+    key = f"invoices/{INVOICE_ID}.pdf"
+    (put,) = s3.puts
+    body = put.pop("Body")
+    assert answer == {
+        "statusCode": 200,
+        "pdfUrl": f"s3://invoices/{key}",
+        "key": key,
+        "sha256": hashlib.sha256(body).hexdigest(),
+        "bytes": len(body),
+    }
+    assert body.startswith(b"%PDF-")
+    assert put == {
+        "Bucket": "invoices",
+        "Key": key,
+        "ContentType": "application/pdf",
+        "ContentDisposition": 'inline; filename="INV-2025-000123.pdf"',
+        "CacheControl": "private, no-store",
+        "Metadata": {"invoice-id": INVOICE_ID, "sha256": answer["sha256"]},
+    }
+    (line,) = [r.getMessage() for r in caplog.records if "invoice_pdf" in r.getMessage()]
+    logged = json.loads(line)
+    assert logged["outcome"] == "stored" and logged["invoiceId"] == INVOICE_ID
+    assert "Zoë" not in line and "Okafor" not in line and "Lindqvist" not in line
+
+
+def test_a_retry_writes_identical_bytes_to_the_same_key(s3: FakeS3) -> None:
+    first = invoice_pdf.handler(REQUEST, None)
+    second = invoice_pdf.handler(REQUEST, None)
+    assert first == second
+    assert s3.puts[0] == s3.puts[1]
+
+
+def test_bucket_and_encryption_come_from_the_environment(s3: FakeS3, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("INVOICE_BUCKET", "prod-invoices")
+    monkeypatch.setenv("INVOICE_SSE", "aws:kms")
+    monkeypatch.setenv("INVOICE_KMS_KEY_ID", "alias/invoices")
+    answer = invoice_pdf.handler(REQUEST, None)
+    assert answer["pdfUrl"] == f"s3://prod-invoices/invoices/{INVOICE_ID}.pdf"
+    (put,) = s3.puts
+    assert put["Bucket"] == "prod-invoices"
+    assert put["ServerSideEncryption"] == "aws:kms"
+    assert put["SSEKMSKeyId"] == "alias/invoices"
+
+
+def test_an_unknown_encryption_mode_fails_loudly(s3: FakeS3, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("INVOICE_SSE", "rot13")
+    with pytest.raises(RuntimeError, match="INVOICE_SSE"):
+        invoice_pdf.handler(REQUEST, None)
+
+
+def test_a_storage_failure_raises_so_the_caller_retries(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    error = ClientError({"Error": {"Code": "SlowDown", "Message": "slow down"}}, "PutObject")
+    monkeypatch.setattr(invoice_pdf, "_s3_client", lambda: FakeS3(error))
+    with pytest.raises(ClientError):
+        invoice_pdf.handler(REQUEST, None)
+    (line,) = [r.getMessage() for r in caplog.records if "invoice_pdf" in r.getMessage()]
+    assert json.loads(line)["outcome"] == "store_failed"
+
+
+# -- Client and packaging rules ---------------------------------------------------------------
+@pytest.fixture
+def fresh_client(monkeypatch: pytest.MonkeyPatch) -> Any:
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
+    invoice_pdf._s3_client.cache_clear()
+    yield invoice_pdf._s3_client
+    invoice_pdf._s3_client.cache_clear()
+
+
+def test_s3_client_takes_the_local_endpoint_from_the_standard_variable(
+    fresh_client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", "http://127.0.0.1:8333")
+    client = fresh_client()
+    assert client.meta.endpoint_url == "http://127.0.0.1:8333"
+    assert client.meta.config.s3 == {"addressing_style": "path"}
+    assert client.meta.config.signature_version == "s3v4"
+    assert fresh_client() is client  # one client per container
+
+
+def test_s3_client_on_aws_uses_default_addressing(fresh_client: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("AWS_ENDPOINT_URL_S3", raising=False)
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    client = fresh_client()
+    assert client.meta.endpoint_url.startswith("https://")
+    assert not client.meta.config.s3
+
+
+def test_handler_imports_only_stdlib_boto3_and_reportlab() -> None:
+    tree = ast.parse(HANDLER.read_text())
+    roots = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            roots |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            roots.add(node.module.split(".")[0])
+    assert roots - set(sys.stdlib_module_names) == {"boto3", "botocore", "reportlab"}

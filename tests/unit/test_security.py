@@ -1,0 +1,102 @@
+"""Password hashing and access tokens, without services."""
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import jwt
+import pytest
+
+from healthcare import security
+from healthcare.settings import Settings
+
+SETTINGS = Settings()
+
+
+def test_bcrypt_hash_has_the_configured_cost_and_verifies() -> None:
+    h = security.hash_password("s3cret-password", rounds=10)
+    assert h.startswith("$2b$10$")
+    assert security.verify_password("s3cret-password", h, rounds=10)
+    assert not security.verify_password("wrong", h, rounds=10)
+    assert security.hash_password("s3cret-password", rounds=10) != h  # salted
+
+
+def test_malformed_stored_hash_never_authenticates() -> None:
+    assert not security.verify_password("x", "not-a-hash", rounds=10)
+
+
+async def test_async_hashing_runs_off_the_event_loop() -> None:
+    h = await security.hash_password_async("pw-pw-pw-pw", rounds=10)
+    assert await security.verify_password_async("pw-pw-pw-pw", h, rounds=10)
+
+
+def test_token_round_trip() -> None:
+    uid = uuid.uuid4()
+    token = security.issue_token(user_id=uid, role="staff", settings=SETTINGS)
+    claims = security.decode_token(token, settings=SETTINGS)
+    assert claims.user_id == uid and claims.role == "staff"
+    assert claims.expires_at - datetime.now(UTC) <= timedelta(seconds=SETTINGS.jwt_ttl_seconds)
+
+
+@pytest.mark.parametrize(
+    "mutate",
+    [
+        lambda t: t[:-2] + ("AA" if not t.endswith("AA") else "BB"),  # signature changed
+        lambda t: "x" + t,
+        lambda t: t.split(".")[0] + "..",
+    ],
+)
+def test_tampered_token_is_invalid(mutate) -> None:  # type: ignore[no-untyped-def]
+    token = security.issue_token(user_id=uuid.uuid4(), role="staff", settings=SETTINGS)
+    with pytest.raises(security.InvalidToken):
+        security.decode_token(mutate(token), settings=SETTINGS)
+
+
+def test_expired_token_is_invalid() -> None:
+    old = datetime.now(UTC) - timedelta(hours=2)
+    token = security.issue_token(user_id=uuid.uuid4(), role="staff", settings=SETTINGS, now=old)
+    with pytest.raises(security.InvalidToken, match="ExpiredSignature"):
+        security.decode_token(token, settings=SETTINGS)
+
+
+def test_alg_none_and_other_algorithms_are_refused() -> None:
+    claims = {
+        "sub": str(uuid.uuid4()),
+        "role": "admin",
+        "iat": 1,
+        "exp": 4_000_000_000,
+        "iss": SETTINGS.jwt_issuer,
+        "aud": SETTINGS.jwt_audience,
+    }
+    unsigned = jwt.encode(claims, None, algorithm="none")
+    with pytest.raises(security.InvalidToken):
+        security.decode_token(unsigned, settings=SETTINGS)
+    other = jwt.encode(claims, SETTINGS.jwt_secret.get_secret_value() * 2, algorithm="HS512")
+    with pytest.raises(security.InvalidToken):
+        security.decode_token(other, settings=SETTINGS)
+
+
+def test_missing_claims_are_refused() -> None:
+    secret = SETTINGS.jwt_secret.get_secret_value()
+    for missing in ("exp", "iat", "iss", "aud", "sub"):
+        claims = {
+            "sub": str(uuid.uuid4()),
+            "role": "admin",
+            "iat": 1,
+            "exp": 4_000_000_000,
+            "iss": SETTINGS.jwt_issuer,
+            "aud": SETTINGS.jwt_audience,
+        }
+        del claims[missing]
+        with pytest.raises(security.InvalidToken):
+            security.decode_token(jwt.encode(claims, secret, algorithm="HS256"), settings=SETTINGS)
+
+
+def test_passwords_longer_than_bcrypt_reads_are_refused_not_truncated() -> None:
+    from pydantic import ValidationError
+
+    from healthcare.schemas import RegisterIn
+
+    assert RegisterIn(email="a@example.com", password="é" * 36).password  # 72 bytes: fits
+    with pytest.raises(ValidationError, match="72 bytes"):
+        RegisterIn(email="a@example.com", password="é" * 37)
+    assert not security.verify_password("x" * 100, security.hash_password("y" * 10, rounds=10), rounds=10)
