@@ -21,6 +21,7 @@ _STATUS: dict[type[errors.DomainError], int] = {
     errors.Forbidden: 403,
     errors.NotFound: 404,
     errors.Conflict: 409,
+    errors.Unprocessable: 422,
     errors.RateLimited: 429,
     errors.DependencyUnavailable: 503,
 }

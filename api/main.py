@@ -10,7 +10,7 @@ from prometheus_fastapi_instrumentator import Instrumentator
 
 from api.errors import install_error_handlers
 from api.middleware import RequestContextMiddleware
-from api.routes import audit, auth, doctors, health, patients, users
+from api.routes import appointments, audit, auth, doctors, health, patients, users
 from healthcare import clients
 from healthcare.db import create_engine, session_factory
 from healthcare.logging import configure_logging
@@ -49,7 +49,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.add_middleware(RequestContextMiddleware)
     app.include_router(health.router)
-    for router in (auth.router, users.router, doctors.router, patients.router, audit.router):
+    for router in (
+        auth.router,
+        users.router,
+        doctors.router,
+        patients.router,
+        appointments.router,
+        audit.router,
+    ):
         app.include_router(router, prefix=API_PREFIX)
     Instrumentator(excluded_handlers=["/metrics", "/healthz"]).instrument(app).expose(
         app, include_in_schema=False

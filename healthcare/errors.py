@@ -31,6 +31,10 @@ class Invalid(DomainError):
     """Well-formed input that breaks a business rule."""
 
 
+class Unprocessable(DomainError):
+    """Well-formed but unusable as sent (e.g. an Idempotency-Key reused for a different request)."""
+
+
 class RateLimited(DomainError):
     def __init__(self, message: str, *, retry_after_seconds: int) -> None:
         super().__init__(message)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import uuid
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Annotated, Any, Generic, TypeVar
 
 from pydantic import (
     AfterValidator,
+    AwareDatetime,
     BaseModel,
     ConfigDict,
     EmailStr,
@@ -196,6 +197,42 @@ class PatientPublic(ApiOut):
     gender: str | None = None
     condition: str | None = None
     attributes: dict[str, Any] = Field(default_factory=dict)
+    created_at: datetime
+    updated_at: datetime
+
+
+# -- appointments ------------------------------------------------------------------------------
+MAX_BOOKING_AHEAD = timedelta(days=730)
+
+
+def _future_slot(value: datetime) -> datetime:
+    now = datetime.now(UTC)
+    if value <= now:
+        raise ValueError("time must be in the future")
+    if value > now + MAX_BOOKING_AHEAD:
+        raise ValueError("time must be within two years")
+    return value
+
+
+class AppointmentCreate(ApiIn):
+    patient_id: uuid.UUID
+    doctor_id: uuid.UUID
+    time: Annotated[AwareDatetime, AfterValidator(_future_slot)] = Field(
+        description="ISO 8601 with a UTC offset, e.g. 2030-05-01T09:30:00+02:00"
+    )
+    duration_minutes: int = Field(default=30, ge=5, le=480)
+    reason: Annotated[str, StringConstraints(strip_whitespace=True, max_length=500)] | None = None
+
+
+class AppointmentPublic(ApiOut):
+    id: uuid.UUID
+    patient_id: uuid.UUID
+    doctor_id: uuid.UUID
+    time: datetime
+    duration_minutes: int
+    status: str
+    reason: str | None = None
+    workflow_id: str
     created_at: datetime
     updated_at: datetime
 

@@ -8,27 +8,44 @@ from datetime import timedelta
 
 from temporalio.worker import Worker
 
+from activities.appointments import AppointmentActivities
 from activities.diagnostics import DiagnosticsActivities
 from healthcare import clients
 from healthcare.db import create_engine
 from healthcare.logging import configure_logging, get_logger
 from healthcare.settings import Settings, get_settings
+from healthcare.stores.factory import patient_store_factory
+from workflows.appointments import AppointmentWorkflow
 from workflows.diagnostics import DiagnosticsWorkflow
 
 log = get_logger(__name__)
 
-WORKFLOWS = [DiagnosticsWorkflow]
+WORKFLOWS = [DiagnosticsWorkflow, AppointmentWorkflow]
 
 
 async def run_worker(settings: Settings, *, stop: asyncio.Event) -> None:
     engine = create_engine(settings)
+    producer = clients.kafka_producer(settings)
+    await producer.start()
     client = await clients.temporal_client(settings)
     diagnostics = DiagnosticsActivities(engine=engine)
+    appointments = AppointmentActivities(
+        engine=engine,
+        producer=producer,
+        topic=settings.topic_appointment_events,
+        patient_store=patient_store_factory(settings),
+    )
     worker = Worker(
         client,
         task_queue=settings.temporal_task_queue,
         workflows=WORKFLOWS,
-        activities=[diagnostics.check_database],
+        activities=[
+            diagnostics.check_database,
+            appointments.check_parties,
+            appointments.store,
+            appointments.set_status,
+            appointments.publish,
+        ],
         graceful_shutdown_timeout=timedelta(seconds=10),
     )
     log.info("worker started", task_queue=settings.temporal_task_queue)
@@ -36,6 +53,7 @@ async def run_worker(settings: Settings, *, stop: asyncio.Event) -> None:
         async with worker:
             await stop.wait()
     finally:
+        await producer.stop()
         await engine.dispose()
         log.info("worker stopped")
 

@@ -1,0 +1,141 @@
+"""Appointment activities: check the parties, store the row, change its status, publish events. Idempotent."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+
+from aiokafka import AIOKafkaProducer
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlmodel import select
+from sqlmodel.ext.asyncio.session import AsyncSession
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from healthcare.appointments import (
+    PARTY_NOT_FOUND,
+    SLOT_TAKEN,
+    AppointmentState,
+    BookingRequest,
+    PartiesCheck,
+    PublishRequest,
+    StatusChange,
+    event_id_for,
+    workflow_id_for,
+)
+from healthcare.db import session_factory
+from healthcare.events import AppointmentEvent
+from healthcare.models import Appointment, AppointmentStatus, Doctor, utcnow
+from healthcare.stores.patients import PatientStore
+
+UNIQUE_VIOLATION = "23505"
+EXCLUSION_VIOLATION = "23P01"
+
+
+def _state(row: Appointment) -> AppointmentState:
+    return AppointmentState.model_validate(row, from_attributes=True)
+
+
+class AppointmentActivities:
+    def __init__(
+        self,
+        *,
+        engine: AsyncEngine,
+        producer: AIOKafkaProducer,
+        topic: str,
+        patient_store: Callable[[AsyncSession], PatientStore],
+    ) -> None:
+        self._sessions = session_factory(engine)
+        self._producer = producer
+        self._topic = topic
+        self._patient_store = patient_store
+
+    @activity.defn(name="appointments.check_parties")
+    async def check_parties(self, data: PartiesCheck) -> None:
+        async with self._sessions() as session:
+            if not await self._patient_store(session).exists(data.patient_id):
+                raise ApplicationError("patient not found", type=PARTY_NOT_FOUND, non_retryable=True)
+            if await session.get(Doctor, data.doctor_id) is None:
+                raise ApplicationError("doctor not found", type=PARTY_NOT_FOUND, non_retryable=True)
+
+    @activity.defn(name="appointments.store")
+    async def store(self, data: BookingRequest) -> AppointmentState:
+        """Insert the row; a retry after a crash finds its own row and returns it."""
+        async with self._sessions() as session:
+            existing = await session.get(Appointment, data.appointment_id)
+            if existing is not None:
+                return _state(existing)
+            row = Appointment(
+                id=data.appointment_id,
+                patient_id=data.patient_id,
+                doctor_id=data.doctor_id,
+                time=data.time,
+                end_time=data.time + timedelta(minutes=data.duration_minutes),
+                duration_minutes=data.duration_minutes,
+                status=AppointmentStatus.booked.value,
+                reason=data.reason,
+                workflow_id=workflow_id_for(data.appointment_id),
+                created_by=data.created_by,
+            )
+            session.add(row)
+            try:
+                await session.commit()
+            except IntegrityError as exc:
+                await session.rollback()
+                if _sqlstate(exc) == UNIQUE_VIOLATION:  # a concurrent retry of this activity won
+                    again = await session.get(Appointment, data.appointment_id)
+                    if again is not None:
+                        return _state(again)
+                # The exclusion constraints are what make two concurrent bookings of a slot lose one.
+                if _sqlstate(exc) == EXCLUSION_VIOLATION:
+                    raise ApplicationError(
+                        "the doctor or the patient already has an appointment at that time",
+                        type=SLOT_TAKEN,
+                        non_retryable=True,
+                    ) from None
+                raise
+            await session.refresh(row)
+            return _state(row)
+
+    @activity.defn(name="appointments.set_status")
+    async def set_status(self, data: StatusChange) -> AppointmentState:
+        """BOOKED → target, once; a retry finds the status already set and returns the row."""
+        async with self._sessions() as session:
+            row = await session.scalar(
+                select(Appointment).where(Appointment.id == data.appointment_id).with_for_update()
+            )
+            if row is None:
+                raise ApplicationError("appointment not found", type=PARTY_NOT_FOUND, non_retryable=True)
+            if row.status == AppointmentStatus.booked.value:
+                row.status = data.target
+                row.updated_at = utcnow()
+                session.add(row)
+                await session.commit()
+                await session.refresh(row)
+            return _state(row)
+
+    @activity.defn(name="appointments.publish")
+    async def publish(self, data: PublishRequest) -> None:
+        """Keyed by appointment id (per-appointment order); the event id is stable across retries."""
+        appt = data.appointment
+        event = AppointmentEvent.model_validate(
+            {
+                "event": data.event,
+                "eventId": event_id_for(appt.id, data.event),
+                "appointmentId": appt.id,
+                "patientId": appt.patient_id,
+                "doctorId": appt.doctor_id,
+                "time": appt.time,
+                "occurredAt": appt.updated_at if data.event == "APPOINTMENT_CANCELLED" else appt.created_at,
+            }
+        )
+        await self._producer.send_and_wait(self._topic, event.value(), key=event.key())
+        activity.logger.info(
+            "published %s for appointment %s (attempt %d)", data.event, appt.id, activity.info().attempt
+        )
+
+
+def _sqlstate(exc: IntegrityError) -> str | None:
+    orig = exc.orig
+    return getattr(orig, "sqlstate", None) or getattr(getattr(orig, "__cause__", None), "sqlstate", None)

@@ -1,0 +1,257 @@
+"""Booking and managing appointments: checks and authorization here, the work in the workflow."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from sqlalchemy import func
+from sqlmodel import select
+from sqlmodel.ext.asyncio.session import AsyncSession
+from temporalio.client import Client as TemporalClient
+from temporalio.client import WithStartWorkflowOperation, WorkflowUpdateFailedError
+from temporalio.common import (
+    SearchAttributePair,
+    TypedSearchAttributes,
+    WorkflowIDConflictPolicy,
+    WorkflowIDReusePolicy,
+)
+from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
+
+from healthcare import errors
+from healthcare.appointments import (
+    IDEMPOTENCY_MISMATCH,
+    INVALID_TRANSITION,
+    PARTY_NOT_FOUND,
+    SLOT_TAKEN,
+    AppointmentState,
+    BookingRequest,
+    Transition,
+    TransitionRequest,
+    idempotent_appointment_id,
+    workflow_id_for,
+)
+from healthcare.models import Appointment, Doctor, Role
+from healthcare.schemas import AppointmentCreate
+from healthcare.services import audit
+from healthcare.services.access import doctor_id_of
+from healthcare.services.context import Actor, RequestContext
+from healthcare.stores.patients import PatientStore
+from workflows.appointments import DOCTOR_ID, PATIENT_ID, STATUS, AppointmentWorkflow
+
+NOT_FOUND = "appointment not found"
+_ERROR_TYPES: dict[str, type[errors.DomainError]] = {
+    SLOT_TAKEN: errors.Conflict,
+    INVALID_TRANSITION: errors.Conflict,
+    PARTY_NOT_FOUND: errors.NotFound,
+    IDEMPOTENCY_MISMATCH: errors.Unprocessable,
+}
+
+
+def _actor(ctx: RequestContext) -> Actor:
+    assert ctx.actor is not None
+    return ctx.actor
+
+
+def _domain_error(exc: WorkflowUpdateFailedError) -> errors.DomainError:
+    cause = exc.cause
+    if isinstance(cause, ApplicationError) and cause.type in _ERROR_TYPES:
+        return _ERROR_TYPES[cause.type](str(cause.message))
+    return errors.DependencyUnavailable("the booking could not be completed; try again")
+
+
+async def _scope(
+    session: AsyncSession, store: PatientStore, actor: Actor
+) -> tuple[uuid.UUID | None, uuid.UUID | None]:
+    """(patient_id, doctor_id) the actor is confined to; (None, None) for clinic-wide roles.
+    A role with no linked record gets an id that matches nothing."""
+    nothing = uuid.UUID(int=0)
+    if actor.role == Role.patient:
+        own = await store.get_by_user(actor.user_id)
+        return (own.id if own else nothing), None
+    if actor.role == Role.doctor:
+        return None, (await doctor_id_of(session, actor)) or nothing
+    return None, None
+
+
+async def book(
+    session: AsyncSession,
+    store: PatientStore,
+    temporal: TemporalClient,
+    ctx: RequestContext,
+    data: AppointmentCreate,
+    *,
+    task_queue: str,
+    idempotency_key: str | None,
+) -> AppointmentState:
+    actor = _actor(ctx)
+    own_patient, own_doctor = await _scope(session, store, actor)
+    if own_patient is not None and data.patient_id != own_patient:
+        raise errors.NotFound("patient not found")
+    if own_doctor is not None and data.doctor_id != own_doctor:
+        raise errors.Forbidden("doctors book only their own appointments")
+    # Cheap checks before any workflow exists; the workflow checks again (the source of truth).
+    if await session.get(Doctor, data.doctor_id) is None:
+        raise errors.NotFound("doctor not found")
+    if not await store.exists(data.patient_id):
+        raise errors.NotFound("patient not found")
+
+    appointment_id = (
+        idempotent_appointment_id(actor.user_id, idempotency_key) if idempotency_key else uuid.uuid4()
+    )
+    request = BookingRequest(
+        appointment_id=appointment_id,
+        patient_id=data.patient_id,
+        doctor_id=data.doctor_id,
+        time=data.time,
+        duration_minutes=data.duration_minutes,
+        reason=data.reason,
+        created_by=actor.user_id,
+    )
+    start = WithStartWorkflowOperation(
+        AppointmentWorkflow.run,
+        request,
+        id=workflow_id_for(appointment_id),
+        task_queue=task_queue,
+        # A repeated Idempotency-Key reaches the running workflow instead of booking again.
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+        search_attributes=TypedSearchAttributes(
+            [
+                SearchAttributePair(PATIENT_ID, str(data.patient_id)),
+                SearchAttributePair(DOCTOR_ID, str(data.doctor_id)),
+                SearchAttributePair(STATUS, "PENDING"),
+            ]
+        ),
+    )
+    try:
+        state: AppointmentState = await temporal.execute_update_with_start_workflow(
+            AppointmentWorkflow.book, request, start_workflow_operation=start
+        )
+    except WorkflowUpdateFailedError as exc:
+        raise _domain_error(exc) from exc
+    except WorkflowAlreadyStartedError as exc:
+        # The workflow for this key already finished: answer with what it stored, if anything.
+        row = await session.get(Appointment, appointment_id)
+        if row is None:
+            raise errors.Conflict("a booking with this Idempotency-Key was refused earlier") from exc
+        state = AppointmentState.model_validate(row, from_attributes=True)
+    except RPCError as exc:
+        raise errors.DependencyUnavailable("the scheduler is unavailable; try again") from exc
+    await audit.append(session, ctx, action="create", resource_type="appointment", resource_id=state.id)
+    await session.commit()
+    return state
+
+
+async def _visible(
+    session: AsyncSession, store: PatientStore, actor: Actor, appointment_id: uuid.UUID
+) -> Appointment | None:
+    row = await session.get(Appointment, appointment_id)
+    if row is None:
+        return None
+    own_patient, own_doctor = await _scope(session, store, actor)
+    if own_patient is not None and row.patient_id != own_patient:
+        return None
+    if own_doctor is not None and row.doctor_id != own_doctor:
+        return None
+    return row
+
+
+async def get(
+    session: AsyncSession, store: PatientStore, ctx: RequestContext, appointment_id: uuid.UUID
+) -> AppointmentState:
+    row = await _visible(session, store, _actor(ctx), appointment_id)
+    await audit.append(
+        session,
+        ctx,
+        action="read",
+        resource_type="appointment",
+        resource_id=appointment_id,
+        outcome="ok" if row else "denied",
+    )
+    await session.commit()
+    if row is None:
+        raise errors.NotFound(NOT_FOUND)
+    return AppointmentState.model_validate(row, from_attributes=True)
+
+
+async def list_appointments(
+    session: AsyncSession,
+    store: PatientStore,
+    ctx: RequestContext,
+    *,
+    limit: int,
+    offset: int,
+    patient_id: uuid.UUID | None = None,
+    doctor_id: uuid.UUID | None = None,
+    status: str | None = None,
+    time_from: datetime | None = None,
+    time_to: datetime | None = None,
+) -> tuple[list[AppointmentState], int]:
+    own_patient, own_doctor = await _scope(session, store, _actor(ctx))
+    conditions = []
+    for column, wanted, forced in (
+        (Appointment.patient_id, patient_id, own_patient),
+        (Appointment.doctor_id, doctor_id, own_doctor),
+    ):
+        if forced is not None:
+            conditions.append(column == forced)
+        if wanted is not None:
+            conditions.append(column == wanted)
+    if status:
+        conditions.append(Appointment.status == status)
+    if time_from:
+        conditions.append(Appointment.time >= time_from)
+    if time_to:
+        conditions.append(Appointment.time < time_to)
+    total = await session.scalar(select(func.count()).select_from(Appointment).where(*conditions))
+    rows = (
+        await session.exec(
+            select(Appointment)
+            .where(*conditions)
+            .order_by(Appointment.time, Appointment.id)
+            .limit(limit)
+            .offset(offset)
+        )
+    ).all()
+    items = [AppointmentState.model_validate(r, from_attributes=True) for r in rows]
+    await audit.append_many(
+        session, ctx, action="list", resource_type="appointment", resource_ids=[a.id for a in items] or [None]
+    )
+    await session.commit()
+    return items, int(total or 0)
+
+
+async def transition(
+    session: AsyncSession,
+    store: PatientStore,
+    temporal: TemporalClient,
+    ctx: RequestContext,
+    appointment_id: uuid.UUID,
+    target: Transition,
+) -> AppointmentState:
+    actor = _actor(ctx)
+    if target != "CANCELLED" and not actor.is_clinic_wide:
+        raise errors.Forbidden("only staff mark appointments completed or missed")
+    row = await _visible(session, store, actor, appointment_id)
+    if row is None:
+        raise errors.NotFound(NOT_FOUND)
+    if row.status != "BOOKED":
+        raise errors.Conflict(f"an appointment that is {row.status} cannot become {target}")
+    handle = temporal.get_workflow_handle(row.workflow_id)
+    try:
+        state: AppointmentState = await handle.execute_update(
+            AppointmentWorkflow.transition, TransitionRequest(target=target, actor_id=actor.user_id)
+        )
+    except WorkflowUpdateFailedError as exc:
+        raise _domain_error(exc) from exc
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:  # the workflow already reached a final state
+            raise errors.Conflict(f"an appointment that is {row.status} cannot become {target}") from exc
+        raise errors.DependencyUnavailable("the scheduler is unavailable; try again") from exc
+    await audit.append(
+        session, ctx, action=f"set_{target.lower()}", resource_type="appointment", resource_id=appointment_id
+    )
+    await session.commit()
+    return state

@@ -1,0 +1,140 @@
+"""The appointment workflow: validate, store, publish APPOINTMENT_CREATED, then wait for a final state.
+
+Id `appointment-<id>`. The API starts it with update-with-start: the `book` update returns once the
+row is stored (or the booking is refused), so a POST answers in one round trip while the rest of
+the lifecycle (publishing, cancellation, completion) stays durable.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Literal
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy, SearchAttributeKey
+from temporalio.exceptions import ActivityError, ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from healthcare.appointments import (
+        IDEMPOTENCY_MISMATCH,
+        INVALID_TRANSITION,
+        AppointmentState,
+        BookingRequest,
+        PartiesCheck,
+        PublishRequest,
+        StatusChange,
+        TransitionRequest,
+        WorkflowOutcome,
+    )
+
+PATIENT_ID = SearchAttributeKey.for_keyword("PatientId")
+DOCTOR_ID = SearchAttributeKey.for_keyword("DoctorId")
+STATUS = SearchAttributeKey.for_keyword("AppointmentStatus")
+
+# Database steps: a few quick retries; business refusals are non-retryable and end the booking.
+DB_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(seconds=5))
+# Publishing must eventually succeed (no dual write): retry without limit, backing off to 30 s.
+PUBLISH_RETRY = RetryPolicy(
+    initial_interval=timedelta(milliseconds=500),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=30),
+)
+
+
+@workflow.defn(name="Appointment")
+class AppointmentWorkflow:
+    @workflow.init
+    def __init__(self, request: BookingRequest) -> None:
+        # workflow.init: the request is known before the `book` update handler can run.
+        self._request = request
+        self._appointment: AppointmentState | None = None
+        self._refusal: ApplicationError | None = None
+        self._pending: TransitionRequest | None = None
+
+    @workflow.run
+    async def run(self, request: BookingRequest) -> WorkflowOutcome:
+        try:
+            await workflow.execute_activity(
+                "appointments.check_parties",
+                PartiesCheck(patient_id=request.patient_id, doctor_id=request.doctor_id),
+                start_to_close_timeout=timedelta(seconds=10),
+                retry_policy=DB_RETRY,
+            )
+            self._appointment = await workflow.execute_activity(
+                "appointments.store",
+                request,
+                result_type=AppointmentState,
+                start_to_close_timeout=timedelta(seconds=10),
+                retry_policy=DB_RETRY,
+            )
+        except ActivityError as err:
+            cause = err.cause
+            if isinstance(cause, ApplicationError) and cause.non_retryable:
+                self._refusal = ApplicationError(str(cause.message), type=cause.type, non_retryable=True)
+                workflow.upsert_search_attributes([STATUS.value_set("REJECTED")])
+                return WorkflowOutcome(appointment_id=request.appointment_id, final_status="REJECTED")
+            raise
+        workflow.upsert_search_attributes([STATUS.value_set(self._appointment.status)])
+        await self._publish("APPOINTMENT_CREATED")
+
+        await workflow.wait_condition(lambda: self._pending is not None)
+        assert self._pending is not None
+        target = self._pending.target
+        self._appointment = await workflow.execute_activity(
+            "appointments.set_status",
+            StatusChange(appointment_id=request.appointment_id, target=target),
+            result_type=AppointmentState,
+            start_to_close_timeout=timedelta(seconds=10),
+            retry_policy=DB_RETRY,
+        )
+        workflow.upsert_search_attributes([STATUS.value_set(target)])
+        if target == "CANCELLED":
+            await self._publish("APPOINTMENT_CANCELLED")
+        # Let the update handler return its answer before the workflow completes.
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        return WorkflowOutcome(appointment_id=request.appointment_id, final_status=target)
+
+    async def _publish(self, event: Literal["APPOINTMENT_CREATED", "APPOINTMENT_CANCELLED"]) -> None:
+        assert self._appointment is not None
+        await workflow.execute_activity(
+            "appointments.publish",
+            PublishRequest(event=event, appointment=self._appointment),
+            start_to_close_timeout=timedelta(seconds=20),
+            retry_policy=PUBLISH_RETRY,
+        )
+
+    @workflow.update
+    async def book(self, request: BookingRequest) -> AppointmentState:
+        """Answers once the booking is stored or refused; a repeat (same Idempotency-Key) gets the same."""
+        if self._request.fingerprint() != request.fingerprint():
+            raise ApplicationError(
+                "Idempotency-Key was already used for a different booking", type=IDEMPOTENCY_MISMATCH
+            )
+        await workflow.wait_condition(lambda: self._appointment is not None or self._refusal is not None)
+        if self._refusal is not None:
+            raise self._refusal
+        assert self._appointment is not None
+        return self._appointment
+
+    @workflow.update
+    async def transition(self, request: TransitionRequest) -> AppointmentState:
+        self._pending = request
+        await workflow.wait_condition(
+            lambda: self._appointment is not None and self._appointment.status == request.target
+        )
+        assert self._appointment is not None
+        return self._appointment
+
+    @transition.validator
+    def _validate_transition(self, request: TransitionRequest) -> None:
+        current = self._appointment.status if self._appointment else "PENDING"
+        if self._pending is not None or current != "BOOKED":
+            raise ApplicationError(
+                f"an appointment that is {current if self._pending is None else 'already changing'} "
+                f"cannot become {request.target}",
+                type=INVALID_TRANSITION,
+            )
+
+    @workflow.query
+    def appointment(self) -> AppointmentState | None:
+        return self._appointment
