@@ -1,6 +1,6 @@
 """Integration fixtures: real clients to the running local stack (`make test` starts it)."""
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx
@@ -14,6 +14,7 @@ from healthcare.db import create_engine, session_factory
 from healthcare.models import Role
 from healthcare.services import users
 from healthcare.settings import Settings
+from tests.integration.dynamo_stack import dynamo_stack
 from tests.integration.factories import PASSWORD, Account, create_user, login, unique_email
 
 pytestmark = pytest.mark.integration
@@ -75,3 +76,22 @@ async def admin(api: httpx.AsyncClient, engine: AsyncEngine, settings: Settings)
 @pytest.fixture(scope="session")
 async def staff(api: httpx.AsyncClient, admin: Account) -> Account:
     return await create_user(api, admin, "staff")
+
+
+@pytest.fixture(scope="session")
+def dynamo_api_url() -> Iterator[str]:
+    """A second API whose patient store is DynamoDB (moto's server mode, started here)."""
+    with dynamo_stack() as stack:
+        yield stack.api_url
+
+
+@pytest.fixture(scope="session", params=["postgres", "dynamodb"])
+async def patient_api(
+    request: pytest.FixtureRequest, api: httpx.AsyncClient
+) -> AsyncIterator[httpx.AsyncClient]:
+    """The patient suite runs against both patient stores; accounts and doctors live in PostgreSQL."""
+    if request.param == "postgres":
+        yield api
+        return
+    async with httpx.AsyncClient(base_url=request.getfixturevalue("dynamo_api_url"), timeout=30) as client:
+        yield client

@@ -1,4 +1,5 @@
-"""Patient records over HTTP: validation, merge updates, pagination, and object-level authorization."""
+"""Patient records over HTTP, against both stores (PostgreSQL and DynamoDB): validation, merge updates,
+pagination, and object-level authorization."""
 
 from datetime import UTC, date, datetime, timedelta
 
@@ -15,9 +16,9 @@ from tests.integration.factories import (
 V1 = "/api/v1"
 
 
-async def test_staff_create_read_merge_update(api: httpx.AsyncClient, staff: Account) -> None:
+async def test_staff_create_read_merge_update(patient_api: httpx.AsyncClient, staff: Account) -> None:
     created = await create_patient(
-        api,
+        patient_api,
         staff,
         dateOfBirth="1980-02-29",
         gender="female",
@@ -25,7 +26,7 @@ async def test_staff_create_read_merge_update(api: httpx.AsyncClient, staff: Acc
         attributes={"allergies": ["penicillin"], "bloodType": "A+", "smoker": False},
     )
     pid = created["id"]
-    got = await api.get(f"{V1}/patients/{pid}", headers=staff.headers)
+    got = await patient_api.get(f"{V1}/patients/{pid}", headers=staff.headers)
     assert got.status_code == 200 and got.json() == created
 
     patch = {
@@ -33,11 +34,11 @@ async def test_staff_create_read_merge_update(api: httpx.AsyncClient, staff: Acc
         "attributes": {"bloodType": None, "insurer": "Acme"},
         "id": "x",
     }
-    refused = await api.patch(f"{V1}/patients/{pid}", json=patch, headers=staff.headers)
+    refused = await patient_api.patch(f"{V1}/patients/{pid}", json=patch, headers=staff.headers)
     assert refused.status_code == 422  # `id` is not a field you can send
 
     patch.pop("id")
-    resp = await api.patch(f"{V1}/patients/{pid}", json=patch, headers=staff.headers)
+    resp = await patient_api.patch(f"{V1}/patients/{pid}", json=patch, headers=staff.headers)
     assert resp.status_code == 200
     body = resp.json()
     assert body["id"] == pid
@@ -47,7 +48,7 @@ async def test_staff_create_read_merge_update(api: httpx.AsyncClient, staff: Acc
     assert body["updatedAt"] > created["updatedAt"]
 
 
-async def test_patient_validation(api: httpx.AsyncClient, staff: Account) -> None:
+async def test_patient_validation(patient_api: httpx.AsyncClient, staff: Account) -> None:
     tomorrow = (datetime.now(UTC).date() + timedelta(days=1)).isoformat()
     bad = [
         {"name": ""},
@@ -61,98 +62,114 @@ async def test_patient_validation(api: httpx.AsyncClient, staff: Account) -> Non
         {},
     ]
     for body in bad:
-        resp = await api.post(f"{V1}/patients", json=body, headers=staff.headers)
+        resp = await patient_api.post(f"{V1}/patients", json=body, headers=staff.headers)
         assert resp.status_code == 422, body
         # Rejected values are not echoed back (they may be patient data).
         assert all("input" not in err for err in resp.json()["detail"])
         assert "xxxxxxxxxx" not in resp.text
-    pid = (await create_patient(api, staff))["id"]
+    pid = (await create_patient(patient_api, staff))["id"]
     assert (
-        await api.patch(f"{V1}/patients/{pid}", json={"name": None}, headers=staff.headers)
+        await patient_api.patch(f"{V1}/patients/{pid}", json={"name": None}, headers=staff.headers)
     ).status_code == 422
-    assert (await api.get(f"{V1}/patients/not-a-uuid", headers=staff.headers)).status_code == 422
+    assert (await patient_api.get(f"{V1}/patients/not-a-uuid", headers=staff.headers)).status_code == 422
 
 
-async def test_list_pagination_and_search(api: httpx.AsyncClient, staff: Account) -> None:
+async def test_list_pagination_and_search(patient_api: httpx.AsyncClient, staff: Account) -> None:
     tag = "Zyx" + date.today().strftime("%j") + "Q"
     for i in range(5):
-        await create_patient(api, staff, name=f"{tag} Person {i}")
+        await create_patient(patient_api, staff, name=f"{tag} Person {i}")
     first = (
-        await api.get(f"{V1}/patients", params={"q": tag.lower(), "limit": 2}, headers=staff.headers)
+        await patient_api.get(f"{V1}/patients", params={"q": tag.lower(), "limit": 2}, headers=staff.headers)
     ).json()
     assert first["total"] >= 5 and first["limit"] == 2 and first["offset"] == 0 and len(first["items"]) == 2
     second = (
-        await api.get(f"{V1}/patients", params={"q": tag, "limit": 2, "offset": 2}, headers=staff.headers)
+        await patient_api.get(
+            f"{V1}/patients", params={"q": tag, "limit": 2, "offset": 2}, headers=staff.headers
+        )
     ).json()
     assert {p["id"] for p in first["items"]}.isdisjoint({p["id"] for p in second["items"]})
     assert all(tag in p["name"] for p in first["items"] + second["items"])
     for params in ({"limit": 0}, {"limit": 101}, {"offset": -1}, {"limit": "ten"}):
-        assert (await api.get(f"{V1}/patients", params=params, headers=staff.headers)).status_code == 422
+        assert (
+            await patient_api.get(f"{V1}/patients", params=params, headers=staff.headers)
+        ).status_code == 422
 
 
-async def test_patient_sees_and_changes_only_their_own_record(api: httpx.AsyncClient, staff: Account) -> None:
-    alice = await register_patient_user(api)
-    bob = await register_patient_user(api)
-    alice_rec = await create_patient(api, alice, name="Alice Own")
-    bob_rec = await create_patient(api, bob, name="Bob Own")
-    other = await create_patient(api, staff)
+async def test_patient_sees_and_changes_only_their_own_record(
+    patient_api: httpx.AsyncClient, staff: Account
+) -> None:
+    alice = await register_patient_user(patient_api)
+    bob = await register_patient_user(patient_api)
+    alice_rec = await create_patient(patient_api, alice, name="Alice Own")
+    bob_rec = await create_patient(patient_api, bob, name="Bob Own")
+    other = await create_patient(patient_api, staff)
 
-    second = await api.post(f"{V1}/patients", json={"name": "Alice Again"}, headers=alice.headers)
+    second = await patient_api.post(f"{V1}/patients", json={"name": "Alice Again"}, headers=alice.headers)
     assert second.status_code == 409
 
     for target in (bob_rec["id"], other["id"]):
-        assert (await api.get(f"{V1}/patients/{target}", headers=alice.headers)).status_code == 404
-        resp = await api.patch(f"{V1}/patients/{target}", json={"condition": "hacked"}, headers=alice.headers)
+        assert (await patient_api.get(f"{V1}/patients/{target}", headers=alice.headers)).status_code == 404
+        resp = await patient_api.patch(
+            f"{V1}/patients/{target}", json={"condition": "hacked"}, headers=alice.headers
+        )
         assert resp.status_code == 404
     # Bob's record is unchanged by Alice's attempts.
-    assert (await api.get(f"{V1}/patients/{bob_rec['id']}", headers=bob.headers)).json()["condition"] is None
+    assert (await patient_api.get(f"{V1}/patients/{bob_rec['id']}", headers=bob.headers)).json()[
+        "condition"
+    ] is None
 
-    listed = (await api.get(f"{V1}/patients", params={"limit": 100}, headers=alice.headers)).json()
+    listed = (await patient_api.get(f"{V1}/patients", params={"limit": 100}, headers=alice.headers)).json()
     assert [p["id"] for p in listed["items"]] == [alice_rec["id"]] and listed["total"] == 1
-    mine = await api.patch(
+    mine = await patient_api.patch(
         f"{V1}/patients/{alice_rec['id']}", json={"condition": "flu"}, headers=alice.headers
     )
     assert mine.status_code == 200 and mine.json()["condition"] == "flu"
 
 
 async def test_a_missing_record_and_someone_elses_look_the_same(
-    api: httpx.AsyncClient, staff: Account
+    patient_api: httpx.AsyncClient, staff: Account
 ) -> None:
-    alice = await register_patient_user(api)
-    other = await create_patient(api, staff)
-    hidden = await api.get(f"{V1}/patients/{other['id']}", headers=alice.headers)
-    missing = await api.get(f"{V1}/patients/00000000-0000-4000-8000-000000000000", headers=alice.headers)
+    alice = await register_patient_user(patient_api)
+    other = await create_patient(patient_api, staff)
+    hidden = await patient_api.get(f"{V1}/patients/{other['id']}", headers=alice.headers)
+    missing = await patient_api.get(
+        f"{V1}/patients/00000000-0000-4000-8000-000000000000", headers=alice.headers
+    )
     assert hidden.status_code == missing.status_code == 404
     assert hidden.json() == missing.json()
 
 
 async def test_doctor_sees_no_patient_without_an_appointment_and_cannot_create(
-    api: httpx.AsyncClient, admin: Account, staff: Account
+    patient_api: httpx.AsyncClient, admin: Account, staff: Account
 ) -> None:
-    doctor_user = await create_user(api, admin, "doctor")
-    await create_doctor(api, admin, user=doctor_user)
-    rec = await create_patient(api, staff)
-    assert (await api.get(f"{V1}/patients/{rec['id']}", headers=doctor_user.headers)).status_code == 404
-    listed = (await api.get(f"{V1}/patients", headers=doctor_user.headers)).json()
+    doctor_user = await create_user(patient_api, admin, "doctor")
+    await create_doctor(patient_api, admin, user=doctor_user)
+    rec = await create_patient(patient_api, staff)
+    assert (
+        await patient_api.get(f"{V1}/patients/{rec['id']}", headers=doctor_user.headers)
+    ).status_code == 404
+    listed = (await patient_api.get(f"{V1}/patients", headers=doctor_user.headers)).json()
     assert listed["items"] == [] and listed["total"] == 0
-    resp = await api.post(f"{V1}/patients", json={"name": "By Doctor"}, headers=doctor_user.headers)
+    resp = await patient_api.post(f"{V1}/patients", json={"name": "By Doctor"}, headers=doctor_user.headers)
     assert resp.status_code == 403
 
 
-async def test_doctors_create_and_list(api: httpx.AsyncClient, admin: Account, staff: Account) -> None:
-    doc = await create_doctor(api, admin, fee="85.5")
+async def test_doctors_create_and_list(
+    patient_api: httpx.AsyncClient, admin: Account, staff: Account
+) -> None:
+    doc = await create_doctor(patient_api, admin, fee="85.5")
     assert doc["fee"] == "85.50"
     assert (
-        await api.post(
+        await patient_api.post(
             f"{V1}/doctors", json={"name": "X", "specialty": "Y", "fee": "10"}, headers=staff.headers
         )
     ).status_code == 403
     for fee in ("0", "-5", "10.001", "abc", "1000000"):
-        resp = await api.post(
+        resp = await patient_api.post(
             f"{V1}/doctors", json={"name": "X", "specialty": "Y", "fee": fee}, headers=admin.headers
         )
         assert resp.status_code == 422, fee
-    listed = (await api.get(f"{V1}/doctors", params={"limit": 100}, headers=staff.headers)).json()
+    listed = (await patient_api.get(f"{V1}/doctors", params={"limit": 100}, headers=staff.headers)).json()
     assert listed["total"] >= 1 and all(set(d) >= {"id", "name", "specialty", "fee"} for d in listed["items"])
-    one = await api.get(f"{V1}/doctors/{doc['id']}", headers=staff.headers)
+    one = await patient_api.get(f"{V1}/doctors/{doc['id']}", headers=staff.headers)
     assert one.status_code == 200 and one.json() == doc
