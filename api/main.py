@@ -10,7 +10,7 @@ from prometheus_fastapi_instrumentator import Instrumentator
 
 from api.errors import install_error_handlers
 from api.middleware import RequestContextMiddleware
-from api.routes import appointments, audit, auth, doctors, health, patients, users
+from api.routes import appointments, audit, auth, doctors, health, invoices, patients, users
 from healthcare import clients
 from healthcare.db import create_engine, session_factory
 from healthcare.logging import configure_logging
@@ -55,6 +55,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         doctors.router,
         patients.router,
         appointments.router,
+        invoices.router,
         audit.router,
     ):
         app.include_router(router, prefix=API_PREFIX)

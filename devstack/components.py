@@ -16,6 +16,7 @@ import asyncpg
 import httpx
 from sqlalchemy.engine import make_url
 
+from devstack.flink import flink, relay
 from devstack.install import kafka_libs, postgres_bin_dir
 from devstack.paths import REPO, VENV_BIN, Paths
 from devstack.supervisor import Component, StackError
@@ -176,6 +177,9 @@ def temporal(settings: Settings, paths: Paths) -> Component:
             str(db),
             "--sqlite-pragma",
             "journal_mode=wal",
+            # With WAL, NORMAL stays consistent after a crash and skips an fsync per commit.
+            "--sqlite-pragma",
+            "synchronous=normal",
             "--namespace",
             settings.temporal_namespace,
             "--log-level",
@@ -487,6 +491,31 @@ def api(settings: Settings, paths: Paths) -> Component:
     )
 
 
+def consumer(settings: Settings, paths: Paths) -> Component:
+    """The billing consumer: Kafka appointment events in, billing workflows started or signalled."""
+
+    async def ready() -> None:
+        # Ready once its group has a member: the consumer joined and owns partitions.
+        admin = clients.kafka_admin(settings)
+        await admin.start()
+        try:
+            (response,) = await admin.describe_consumer_groups(["billing-group"])
+        finally:
+            await admin.close()
+        (group,) = response.to_object()["groups"]
+        if group["state"] != "Stable" or not group["members"]:
+            raise RuntimeError(f"billing-group is {group['state']}")
+
+    return Component(
+        name="consumer",
+        argv=lambda: [str(VENV_BIN / "healthcare"), "serve", "consumer"],
+        ready=ready,
+        depends_on=["kafka", "temporal", "worker"],
+        ready_timeout=60,
+        describe="group billing-group",
+    )
+
+
 def all_components(settings: Settings, paths: Paths) -> list[Component]:
     return [
         postgres(settings, paths),
@@ -496,6 +525,9 @@ def all_components(settings: Settings, paths: Paths) -> list[Component]:
         *lambda_pool(settings, paths),
         worker(settings, paths),
         api(settings, paths),
+        consumer(settings, paths),
+        flink(settings, paths),
+        relay(settings, paths),
     ]
 
 
@@ -507,4 +539,5 @@ def urls(settings: Settings) -> dict[str, str]:
         "Readiness": f"{base}/readyz",
         "Metrics": f"{base}/metrics",
         "Temporal UI": settings.temporal_ui_url,
+        "Analytics WS": f"ws://{settings.ws_host}:{settings.ws_port}/ws/analytics?token=<access token>",
     }

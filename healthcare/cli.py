@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Awaitable, Callable
 from enum import StrEnum
+from typing import TypeVar
 
 import typer
+from temporalio.client import Client as TemporalClient
 
 from healthcare.logging import configure_logging
 from healthcare.settings import get_settings
+
+T = TypeVar("T")
 
 app = typer.Typer(
     help="Healthcare operations platform.",
@@ -22,6 +27,9 @@ app = typer.Typer(
 class Role(StrEnum):
     api = "api"
     worker = "worker"
+    consumer = "consumer"
+    relay = "relay"
+    analytics = "analytics"
 
 
 @app.command()
@@ -44,6 +52,18 @@ def serve(role: Role = typer.Argument(..., help="Which process this container ru
         from workers.temporal_worker import main as worker_main
 
         worker_main()
+    elif role is Role.consumer:
+        from workers.billing_consumer import main as consumer_main
+
+        consumer_main()
+    elif role is Role.relay:
+        from workers.ws_relay import main as relay_main
+
+        relay_main()
+    elif role is Role.analytics:
+        from analytics_flink.__main__ import main as analytics_main
+
+        analytics_main(["run"])
 
 
 @app.command()
@@ -161,6 +181,96 @@ def audit_verify() -> None:
         return
     typer.echo(f"TAMPERED: record {result.first_bad_seq}: {result.reason} ({result.checked} good before it)")
     raise typer.Exit(1)
+
+
+billing_app = typer.Typer(help="Billing workflows: replay, reset, restart, reconcile.", no_args_is_help=True)
+app.add_typer(billing_app, name="billing")
+
+
+def _with_temporal(work: Callable[[TemporalClient], Awaitable[T]]) -> T:
+    from healthcare.clients import temporal_client
+
+    async def _run() -> T:
+        return await work(await temporal_client(get_settings()))
+
+    return asyncio.run(_run())
+
+
+@billing_app.command("replay")
+def billing_replay(
+    workflow_id: str = typer.Argument(None, help="e.g. billing-<appointmentId>"),
+    all_failed: bool = typer.Option(False, "--all-failed", help="Replay every failed billing run."),
+) -> None:
+    """Replay histories against the current workflow code; non-zero exit on a non-determinism."""
+    from healthcare import billing_ops
+
+    if not workflow_id and not all_failed:
+        typer.echo("give a workflow id or --all-failed", err=True)
+        raise typer.Exit(2)
+
+    async def work(client: TemporalClient) -> dict[str, tuple[bool, str | None]]:
+        if all_failed:
+            return await billing_ops.replay_failed(client)
+        return {workflow_id: await billing_ops.replay_one(client, workflow_id)}
+
+    results = _with_temporal(work)
+    for wid, (ok, error) in results.items():
+        typer.echo(f"ok: {wid}" if ok else f"NON-DETERMINISTIC: {wid}: {error}")
+    if not results:
+        typer.echo("no failed billing runs")
+    if not all(ok for ok, _ in results.values()):
+        raise typer.Exit(1)
+
+
+@billing_app.command("reset")
+def billing_reset(
+    workflow_id: str = typer.Argument(..., help="e.g. billing-<appointmentId>"),
+    reason: str = typer.Option(..., help="Why (kept in the workflow history)."),
+) -> None:
+    """Reset a billing run to its last good point (the last completed workflow task)."""
+    from healthcare import billing_ops
+
+    run_id = _with_temporal(lambda c: billing_ops.reset(c, workflow_id, reason=reason))
+    typer.echo(f"reset {workflow_id}: new run {run_id}")
+
+
+@billing_app.command("restart-failed")
+def billing_restart_failed() -> None:
+    """Reset every failed billing run so it continues on the current code."""
+    from healthcare import billing_ops
+
+    restarted = _with_temporal(billing_ops.restart_failed)
+    for wid, run in restarted:
+        typer.echo(f"restarted {wid}: new run {run}")
+    typer.echo(f"{len(restarted)} billing run(s) restarted")
+
+
+@billing_app.command("reconcile")
+def billing_reconcile(
+    fix: bool = typer.Option(False, "--fix", help="Start or signal what is missing."),
+) -> None:
+    """List appointments without an invoice and invoices without a PDF; --fix starts what is missing."""
+    from healthcare import billing_ops
+    from healthcare.db import create_engine
+
+    settings = get_settings()
+
+    async def work(client: TemporalClient) -> billing_ops.Reconciliation:
+        engine = create_engine(settings)
+        try:
+            return await billing_ops.reconcile(
+                client, engine, task_queue=settings.temporal_task_queue, fix=fix
+            )
+        finally:
+            await engine.dispose()
+
+    report = _with_temporal(work)
+    typer.echo(
+        f"appointments without billing: {len(report.missing)}; cancellations not voided: "
+        f"{len(report.not_voided)}; invoices stuck without a PDF: {len(report.stuck)}; fixed: {report.fixed}"
+    )
+    if (report.missing or report.not_voided or report.stuck) and not fix:
+        raise typer.Exit(1)
 
 
 if __name__ == "__main__":

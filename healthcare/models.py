@@ -131,3 +131,37 @@ class Appointment(SQLModel, table=True):
     created_by: uuid.UUID | None = Field(default=None, foreign_key="users.id")
     created_at: datetime = _ts()
     updated_at: datetime = _ts()
+
+
+class InvoiceStatus(StrEnum):
+    pending = "PENDING"
+    issued = "ISSUED"
+    paid = "PAID"
+    void = "VOID"
+    overdue = "OVERDUE"
+
+
+class Invoice(SQLModel, table=True):
+    """One invoice per appointment (the billing workflow is its only writer)."""
+
+    __tablename__ = "invoices"
+
+    id: uuid.UUID = Field(primary_key=True)
+    appointment_id: uuid.UUID = Field(unique=True)
+    patient_id: uuid.UUID = Field(index=True)
+    doctor_id: uuid.UUID = Field(index=True)
+    amount: Decimal = Field(sa_column=Column(Numeric(10, 2), nullable=False))
+    # CHAR(3) in the migration; the model only reads and writes it.
+    currency: str = Field(default="USD", sa_column=Column(String(3), nullable=False))
+    status: str = Field(
+        default=InvoiceStatus.pending.value, sa_column=Column(String, nullable=False, index=True)
+    )
+    pdf_url: str | None = Field(default=None, sa_column=Column(String))
+    pdf_key: str | None = Field(default=None, sa_column=Column(String))
+    pdf_sha256: str | None = Field(default=None, sa_column=Column(String))
+    workflow_id: str = Field(sa_column=Column(String, nullable=False))
+    due_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    created_at: datetime = _ts()
+    issued_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+    paid_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+    updated_at: datetime = _ts()

@@ -9,6 +9,7 @@ from datetime import timedelta
 from temporalio.worker import Worker
 
 from activities.appointments import AppointmentActivities
+from activities.billing import BillingActivities
 from activities.diagnostics import DiagnosticsActivities
 from healthcare import clients
 from healthcare.db import create_engine
@@ -16,11 +17,12 @@ from healthcare.logging import configure_logging, get_logger
 from healthcare.settings import Settings, get_settings
 from healthcare.stores.factory import patient_store_factory
 from workflows.appointments import AppointmentWorkflow
+from workflows.billing import BillingWorkflow
 from workflows.diagnostics import DiagnosticsWorkflow
 
 log = get_logger(__name__)
 
-WORKFLOWS = [DiagnosticsWorkflow, AppointmentWorkflow]
+WORKFLOWS = [DiagnosticsWorkflow, AppointmentWorkflow, BillingWorkflow]
 
 
 async def run_worker(settings: Settings, *, stop: asyncio.Event) -> None:
@@ -35,6 +37,12 @@ async def run_worker(settings: Settings, *, stop: asyncio.Event) -> None:
         topic=settings.topic_appointment_events,
         patient_store=patient_store_factory(settings),
     )
+    billing = BillingActivities(
+        engine=engine,
+        lambda_client=clients.lambda_client(settings, read_timeout=60),
+        function_name=settings.lambda_function_name,
+        patient_store=patient_store_factory(settings),
+    )
     worker = Worker(
         client,
         task_queue=settings.temporal_task_queue,
@@ -45,6 +53,11 @@ async def run_worker(settings: Settings, *, stop: asyncio.Event) -> None:
             appointments.store,
             appointments.set_status,
             appointments.publish,
+            billing.price_visit,
+            billing.record_invoice,
+            billing.render_pdf,
+            billing.issue,
+            billing.set_status,
         ],
         graceful_shutdown_timeout=timedelta(seconds=10),
     )

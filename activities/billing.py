@@ -1,0 +1,202 @@
+"""Billing activities: price a visit, record the invoice, render its PDF (Lambda), set its status."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from healthcare.billing import (
+    DOCTOR_NOT_FOUND,
+    INVALID_INVOICE_TRANSITION,
+    PDF_FAILED,
+    PDF_REJECTED,
+    TRANSITIONS,
+    InvoiceDraft,
+    InvoiceState,
+    InvoiceStatusChange,
+    IssueRequest,
+    PdfRequest,
+    PdfResult,
+    Price,
+    PriceRequest,
+)
+from healthcare.db import session_factory
+from healthcare.models import Doctor, Invoice, utcnow
+from healthcare.stores.patients import PatientStore
+
+CURRENCY = "USD"
+HEARTBEAT_EVERY = 5.0
+
+
+def _state(row: Invoice) -> InvoiceState:
+    return InvoiceState.model_validate(row, from_attributes=True)
+
+
+class BillingActivities:
+    def __init__(
+        self,
+        *,
+        engine: AsyncEngine,
+        lambda_client: Any,
+        function_name: str,
+        patient_store: Callable[[AsyncSession], PatientStore],
+        currency: str = CURRENCY,
+    ) -> None:
+        self._sessions = session_factory(engine)
+        self._lambda = lambda_client
+        self._function = function_name
+        self._patient_store = patient_store
+        self._currency = currency
+
+    @activity.defn(name="billing.price_visit")
+    async def price_visit(self, data: PriceRequest) -> Price:
+        async with self._sessions() as session:
+            doctor = await session.get(Doctor, data.doctor_id)
+            if doctor is None:
+                raise ApplicationError("doctor not found", type=DOCTOR_NOT_FOUND, non_retryable=True)
+            return Price(amount=Decimal(doctor.fee).quantize(Decimal("0.01")), currency=self._currency)
+
+    @activity.defn(name="billing.record_invoice")
+    async def record_invoice(self, data: InvoiceDraft) -> InvoiceState:
+        """One invoice per appointment: a retry (or a second run) gets the row that already exists."""
+        async with self._sessions() as session:
+            await session.execute(
+                insert(Invoice)
+                .values(
+                    id=data.invoice_id,
+                    appointment_id=data.appointment_id,
+                    patient_id=data.patient_id,
+                    doctor_id=data.doctor_id,
+                    amount=data.amount,
+                    currency=data.currency,
+                    status="PENDING",
+                    workflow_id=data.workflow_id,
+                    due_at=data.due_at,
+                )
+                .on_conflict_do_nothing(index_elements=["appointment_id"])
+            )
+            await session.commit()
+            row = (
+                await session.exec(select(Invoice).where(Invoice.appointment_id == data.appointment_id))
+            ).one()
+            return _state(row)
+
+    @activity.defn(name="billing.render_pdf")
+    async def render_pdf(self, data: PdfRequest) -> PdfResult:
+        """Invoke the invoice-PDF Lambda; the object key depends only on the invoice id: retries overwrite."""
+        invoice = data.invoice
+        async with self._sessions() as session:
+            patient = await self._patient_store(session).get(invoice.patient_id)
+            doctor = await session.get(Doctor, invoice.doctor_id)
+        payload = {
+            "invoiceId": str(invoice.id),
+            "patientId": str(invoice.patient_id),
+            "amount": f"{invoice.amount:.2f}",
+            "date": invoice.created_at.date().isoformat(),
+            "status": "ISSUED",
+            "currency": invoice.currency,
+            "patientName": patient.name if patient else None,
+            "doctorName": doctor.name if doctor else None,
+            "appointmentTime": data.appointment_time.isoformat(),
+            "invoiceNumber": "INV-" + invoice.id.hex[:8].upper(),
+        }
+        call = asyncio.ensure_future(asyncio.to_thread(self._invoke, json.dumps(payload).encode()))
+        while True:
+            done, _ = await asyncio.wait({call}, timeout=HEARTBEAT_EVERY)
+            if done:
+                break
+            activity.heartbeat()
+        function_error, body = call.result()
+        return _pdf_result(function_error, body)
+
+    def _invoke(self, payload: bytes) -> tuple[str | None, bytes]:
+        response = self._lambda.invoke(FunctionName=self._function, Payload=payload)
+        return response.get("FunctionError"), response["Payload"].read()
+
+    @activity.defn(name="billing.issue")
+    async def issue(self, data: IssueRequest) -> InvoiceState:
+        """Store the PDF's key and digest; PENDING → ISSUED. A retry finds it done and returns the row."""
+        async with self._sessions() as session:
+            await session.execute(
+                update(Invoice)
+                .where(col(Invoice.id) == data.invoice_id, col(Invoice.pdf_key).is_(None))
+                .values(
+                    pdf_key=data.pdf.key,
+                    pdf_url=data.pdf.pdf_url,
+                    pdf_sha256=data.pdf.sha256,
+                    updated_at=utcnow(),
+                )
+            )
+            await session.execute(
+                update(Invoice)
+                .where(col(Invoice.id) == data.invoice_id, col(Invoice.status) == "PENDING")
+                .values(status="ISSUED", issued_at=data.at, updated_at=utcnow())
+            )
+            await session.commit()
+            row = await session.get(Invoice, data.invoice_id)
+            assert row is not None
+            return _state(row)
+
+    @activity.defn(name="billing.set_status")
+    async def set_status(self, data: InvoiceStatusChange) -> InvoiceState:
+        """Apply one allowed transition; a retry finds the target already set and returns the row."""
+        async with self._sessions() as session:
+            row = await session.scalar(select(Invoice).where(Invoice.id == data.invoice_id).with_for_update())
+            if row is None:
+                raise ApplicationError(
+                    "invoice not found", type=INVALID_INVOICE_TRANSITION, non_retryable=True
+                )
+            if row.status != data.target:
+                if data.target not in TRANSITIONS[row.status]:
+                    raise ApplicationError(
+                        f"an invoice that is {row.status} cannot become {data.target}",
+                        type=INVALID_INVOICE_TRANSITION,
+                        non_retryable=True,
+                    )
+                row.status = data.target
+                if data.target == "PAID":
+                    row.paid_at = data.at
+                row.updated_at = utcnow()
+                session.add(row)
+                await session.commit()
+                await session.refresh(row)
+            return _state(row)
+
+
+def _pdf_result(function_error: str | None, body: bytes) -> PdfResult:
+    """Read the Lambda's answer; the text of a failure never goes into the error (it may name a patient)."""
+    try:
+        answer = json.loads(body)
+    except ValueError:
+        answer = None
+    if function_error or not isinstance(answer, dict) or "statusCode" not in answer:
+        # The local emulator omits FunctionError; a payload without statusCode is a failure too.
+        kind = answer.get("errorType") if isinstance(answer, dict) else None
+        raise ApplicationError(
+            f"invoice-PDF function failed ({kind or function_error or 'no answer'})", type=PDF_FAILED
+        )
+    if answer["statusCode"] == 400:
+        # The Lambda's message names the bad fields and rules, never their values: safe to surface.
+        reason = str(answer.get("error") or "bad request")[:500]
+        raise ApplicationError(
+            f"invoice-PDF function refused the request: {reason}", type=PDF_REJECTED, non_retryable=True
+        )
+    try:
+        if answer["statusCode"] != 200:
+            raise ValueError("unexpected status")
+        return PdfResult(
+            pdf_url=answer["pdfUrl"], key=answer["key"], sha256=answer["sha256"], bytes=answer["bytes"]
+        )
+    except (KeyError, ValueError) as exc:  # pydantic's ValidationError is a ValueError
+        raise ApplicationError("invoice-PDF function gave a malformed answer", type=PDF_FAILED) from exc

@@ -1,0 +1,164 @@
+"""Operator tasks for billing runs: replay, reset, restart failed runs, reconcile invoices with appointments.
+
+The CLI (`healthcare billing ...`) calls these; each takes its clients so it can be tested alone.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlmodel import col, select
+from temporalio.api.common.v1 import WorkflowExecution
+from temporalio.api.enums.v1 import EventType
+from temporalio.api.workflowservice.v1 import ResetWorkflowExecutionRequest
+from temporalio.client import Client as TemporalClient
+from temporalio.client import WorkflowExecutionStatus
+from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
+
+from healthcare.billing import WORKFLOW_TYPE, BillingRequest, CancelSignal, workflow_id_for
+from healthcare.db import session_factory
+from healthcare.models import Appointment, Invoice
+from healthcare.replay import replay
+from workflows.billing import BillingWorkflow
+
+FAILED_QUERY = f'WorkflowType="{WORKFLOW_TYPE}" AND ExecutionStatus="Failed"'
+OPEN_INVOICE = ("PENDING", "ISSUED", "OVERDUE")
+
+
+async def replay_one(
+    client: TemporalClient, workflow_id: str, run_id: str | None = None
+) -> tuple[bool, str | None]:
+    history = await client.get_workflow_handle(workflow_id, run_id=run_id).fetch_history()
+    return await replay(history)
+
+
+async def replay_failed(client: TemporalClient) -> dict[str, tuple[bool, str | None]]:
+    results: dict[str, tuple[bool, str | None]] = {}
+    async for wf in client.list_workflows(FAILED_QUERY):
+        results[f"{wf.id}/{wf.run_id}"] = await replay_one(client, wf.id, wf.run_id)
+    return results
+
+
+async def _reset_point(client: TemporalClient, workflow_id: str, run_id: str | None) -> int:
+    """The workflow task that scheduled the activity that failed last (so the reset runs it again);
+    else the last completed workflow task."""
+    events = (await client.get_workflow_handle(workflow_id, run_id=run_id).fetch_history()).events
+    by_id = {e.event_id: e for e in events}
+    for event in reversed(events):
+        if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_FAILED:
+            scheduled = by_id[event.activity_task_failed_event_attributes.scheduled_event_id]
+            return scheduled.activity_task_scheduled_event_attributes.workflow_task_completed_event_id
+    for event in reversed(events):
+        if event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED:
+            return event.event_id
+    raise ValueError(f"{workflow_id} has no completed workflow task to reset to")
+
+
+async def reset(client: TemporalClient, workflow_id: str, *, reason: str, run_id: str | None = None) -> str:
+    """Reset a run to just before its last failed activity; returns the new run id."""
+    if run_id is None:
+        run_id = (await client.get_workflow_handle(workflow_id).describe()).run_id
+    point = await _reset_point(client, workflow_id, run_id)
+    response = await client.workflow_service.reset_workflow_execution(
+        ResetWorkflowExecutionRequest(
+            namespace=client.namespace,
+            workflow_execution=WorkflowExecution(workflow_id=workflow_id, run_id=run_id),
+            reason=reason,
+            workflow_task_finish_event_id=point,
+            request_id=str(uuid.uuid4()),
+        )
+    )
+    return str(response.run_id)
+
+
+async def restart_failed(client: TemporalClient, *, reason: str = "restart-failed") -> list[tuple[str, str]]:
+    """Reset every billing workflow whose latest run failed; returns (workflow id, new run id)."""
+    restarted: list[tuple[str, str]] = []
+    seen: set[str] = set()
+    async for wf in client.list_workflows(FAILED_QUERY):
+        if wf.id in seen:
+            continue
+        seen.add(wf.id)
+        latest = await client.get_workflow_handle(wf.id).describe()
+        if latest.status != WorkflowExecutionStatus.FAILED:
+            continue  # already reset or restarted
+        restarted.append((wf.id, await reset(client, wf.id, reason=reason, run_id=latest.run_id)))
+    return restarted
+
+
+@dataclass
+class Reconciliation:
+    missing: list[uuid.UUID] = field(default_factory=list)  # booked appointments with no billing at all
+    not_voided: list[uuid.UUID] = field(default_factory=list)  # open invoices of cancelled appointments
+    stuck: list[uuid.UUID] = field(default_factory=list)  # open invoices whose workflow is not running
+    fixed: list[str] = field(default_factory=list)
+
+
+async def _status(client: TemporalClient, workflow_id: str) -> WorkflowExecutionStatus | None:
+    try:
+        return (await client.get_workflow_handle(workflow_id).describe()).status
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            return None
+        raise
+
+
+async def reconcile(
+    client: TemporalClient, engine: AsyncEngine, *, task_queue: str, fix: bool = False
+) -> Reconciliation:
+    """Compare invoices with appointments and billing runs; with `fix`, start or signal what is missing."""
+    report = Reconciliation()
+    async with session_factory(engine)() as session:
+        unbilled = (
+            await session.exec(
+                select(Appointment)
+                .outerjoin(Invoice, col(Invoice.appointment_id) == col(Appointment.id))
+                .where(col(Invoice.id).is_(None), col(Appointment.status) != "CANCELLED")
+            )
+        ).all()
+        open_rows = (
+            await session.exec(
+                select(Invoice, Appointment.status)
+                .join(Appointment, col(Appointment.id) == col(Invoice.appointment_id))
+                .where(col(Invoice.status).in_(OPEN_INVOICE))
+            )
+        ).all()
+    for appt in unbilled:
+        if await _status(client, workflow_id_for(appt.id)) is not None:
+            continue  # a run exists (maybe still pricing, or it failed: see restart-failed)
+        report.missing.append(appt.id)
+        if fix:
+            request = BillingRequest(
+                appointment_id=appt.id,
+                patient_id=appt.patient_id,
+                doctor_id=appt.doctor_id,
+                appointment_time=appt.time,
+            )
+            try:
+                await client.start_workflow(
+                    BillingWorkflow.run,
+                    request,
+                    id=workflow_id_for(appt.id),
+                    task_queue=task_queue,
+                    id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+                    id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                )
+                report.fixed.append(f"started {workflow_id_for(appt.id)}")
+            except WorkflowAlreadyStartedError:
+                pass
+    for invoice, appointment_status in open_rows:
+        running = await _status(client, invoice.workflow_id) == WorkflowExecutionStatus.RUNNING
+        if not running:
+            report.stuck.append(invoice.id)
+        if appointment_status == "CANCELLED":
+            report.not_voided.append(invoice.id)
+            if fix and running:
+                await client.get_workflow_handle(invoice.workflow_id).signal(
+                    BillingWorkflow.cancel, CancelSignal()
+                )
+                report.fixed.append(f"cancel signalled to {invoice.workflow_id}")
+    return report

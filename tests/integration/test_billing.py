@@ -1,0 +1,176 @@
+"""Billing through the real stack: booking → appointment-events → billing consumer → workflow → Lambda PDF
+→ invoices API (read, pay, cancel → VOID, presigned PDF download), with the appointment role rules.
+
+Needs the billing consumer and a worker that runs the billing workflow (the stack's `consumer` and
+`worker` roles).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from temporalio.client import Client as TemporalClient
+
+from healthcare.billing import workflow_id_for
+from tests.integration.factories import (
+    Account,
+    create_doctor,
+    create_patient,
+    create_user,
+    register_patient_user,
+)
+
+pytestmark = pytest.mark.integration
+
+V1 = "/api/v1"
+N = 3
+HISTORIES = Path(__file__).parent.parent / "workflows" / "histories"
+
+
+def pdf_text(pdf: bytes) -> str:
+    done = subprocess.run(["pdftotext", "-layout", "-", "-"], input=pdf, capture_output=True, check=True)
+    return done.stdout.decode()
+
+
+async def book(api: httpx.AsyncClient, who: Account, patient_id: str, doctor_id: str, hours: int) -> str:
+    slot = (datetime.now(UTC) + timedelta(days=20, hours=hours)).replace(minute=0, second=0, microsecond=0)
+    body = {"patientId": patient_id, "doctorId": doctor_id, "time": slot.isoformat()}
+    resp = await api.post(f"{V1}/appointments", json=body, headers=who.headers)
+    assert resp.status_code == 201, resp.text
+    return str(resp.json()["id"])
+
+
+async def wait_for(
+    api: httpx.AsyncClient, who: Account, params: dict[str, Any], count: int, timeout: float = 90
+) -> list[dict[str, Any]]:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        body = (await api.get(f"{V1}/invoices", params=params, headers=who.headers)).json()
+        if body["total"] >= count or asyncio.get_running_loop().time() > deadline:
+            break
+        await asyncio.sleep(0.5)
+    assert body["total"] >= count, (
+        f"expected {count} invoices {params}, got {body['total']}: is the consumer up?"
+    )
+    return list(body["items"])
+
+
+async def status_of(api: httpx.AsyncClient, who: Account, invoice_id: str, wanted: str) -> dict[str, Any]:
+    for _ in range(120):
+        got = (await api.get(f"{V1}/invoices/{invoice_id}", headers=who.headers)).json()
+        if got["status"] == wanted:
+            return dict(got)
+        await asyncio.sleep(0.5)
+    raise AssertionError(f"invoice {invoice_id} never became {wanted}")
+
+
+async def keep_history(temporal: TemporalClient, appointment_id: str, name: str) -> None:
+    """With CAPTURE_HISTORIES=1, store the real run's history for the replay test."""
+    if os.environ.get("CAPTURE_HISTORIES") == "1":
+        history = await temporal.get_workflow_handle(
+            workflow_id_for(uuid.UUID(appointment_id))
+        ).fetch_history()
+        (HISTORIES / f"{name}.json").write_text(history.to_json())
+
+
+async def test_booked_visits_are_billed_paid_voided_and_downloadable(
+    api: httpx.AsyncClient, admin: Account, staff: Account, temporal: TemporalClient
+) -> None:
+    alice = await register_patient_user(api)
+    name = f"Alice Billing {uuid.uuid4().hex[:6]}"
+    patient = await create_patient(api, alice, name=name)
+    doctor_user = await create_user(api, admin, "doctor")
+    doctor = await create_doctor(api, admin, fee="150.00", user=doctor_user)
+    appointments = [await book(api, staff, patient["id"], doctor["id"], hours=i) for i in range(N)]
+
+    params = {"patientId": patient["id"], "status": "ISSUED", "limit": 100}
+    issued = await wait_for(api, staff, params, N)
+    assert {i["appointmentId"] for i in issued} == set(appointments)
+    for inv in issued:
+        assert inv["amount"] == "150.00" and inv["currency"] == "USD" and inv["pdfAvailable"] is True
+        assert inv["paidAt"] is None
+
+    # Each PDF: 307 to a presigned URL, which serves the invoice naming the patient and the amount.
+    by_appt = {i["appointmentId"]: i for i in issued}
+    async with httpx.AsyncClient(timeout=30) as outside:
+        for inv in issued:
+            redirect = await api.get(f"{V1}/invoices/{inv['id']}/pdf", headers=alice.headers)
+            assert redirect.status_code == 307, redirect.text
+            url = redirect.headers["location"]
+            assert "X-Amz-Expires=300" in url and "X-Amz-Signature=" in url
+            pdf = await outside.get(url)
+            assert pdf.status_code == 200 and pdf.content.startswith(b"%PDF")
+            text = pdf_text(pdf.content)
+            assert name in text and "USD 150.00" in text
+
+    # The patient pays one invoice; paying again answers the same PAID invoice.
+    first = by_appt[appointments[0]]
+    paid = await api.post(f"{V1}/invoices/{first['id']}/pay", headers=alice.headers)
+    assert paid.status_code == 200, paid.text
+    assert paid.json()["status"] == "PAID" and paid.json()["paidAt"]
+    again = await api.post(f"{V1}/invoices/{first['id']}/pay", headers=staff.headers)
+    assert again.status_code == 200 and again.json()["status"] == "PAID"
+    await keep_history(temporal, appointments[0], "real_paid")
+
+    # Cancelling the appointment voids its invoice; the PDF stays; a void invoice cannot be paid.
+    second = by_appt[appointments[1]]
+    cancelled = await api.post(f"{V1}/appointments/{appointments[1]}/cancel", headers=staff.headers)
+    assert cancelled.status_code == 200, cancelled.text
+    void = await status_of(api, staff, second["id"], "VOID")
+    assert void["pdfAvailable"] is True
+    assert (await api.post(f"{V1}/invoices/{second['id']}/pay", headers=alice.headers)).status_code == 409
+    assert (await api.get(f"{V1}/invoices/{second['id']}/pdf", headers=staff.headers)).status_code == 307
+    await keep_history(temporal, appointments[1], "real_cancelled")
+
+    # The doctor sees their appointments' invoices but takes no payments.
+    mine = (await api.get(f"{V1}/invoices", params={"limit": 100}, headers=doctor_user.headers)).json()
+    assert {i["id"] for i in mine["items"]} == {i["id"] for i in issued}
+    third = by_appt[appointments[2]]
+    assert (
+        await api.post(f"{V1}/invoices/{third['id']}/pay", headers=doctor_user.headers)
+    ).status_code == 403
+
+    # Someone else's invoice looks exactly like a missing one.
+    bob = await register_patient_user(api)
+    await create_patient(api, bob)
+    other_doctor = await create_user(api, admin, "doctor")
+    await create_doctor(api, admin, user=other_doctor)
+    missing = f"{V1}/invoices/{uuid.uuid4()}"
+    for who in (bob, other_doctor):
+        for suffix in ("", "/pdf"):
+            hidden = await api.get(f"{V1}/invoices/{third['id']}{suffix}", headers=who.headers)
+            absent = await api.get(f"{missing}{suffix}", headers=who.headers)
+            assert hidden.status_code == absent.status_code == 404
+            assert hidden.json() == absent.json()
+        assert (await api.post(f"{V1}/invoices/{third['id']}/pay", headers=who.headers)).status_code == 404
+        listed = (await api.get(f"{V1}/invoices", headers=who.headers)).json()
+        assert listed["total"] == 0 and listed["items"] == []
+
+    # Reads, downloads and payments are audited, denied ones included.
+    trail = (
+        await api.get(f"{V1}/audit", params={"resourceId": third["id"], "limit": 100}, headers=admin.headers)
+    ).json()["items"]
+    assert {(r["action"], r["outcome"]) for r in trail} >= {
+        ("download", "ok"),
+        ("read", "denied"),
+        ("download", "denied"),
+        ("pay", "denied"),
+    }
+
+
+async def test_invoice_routes_refuse_bad_input_and_anonymous_callers(
+    api: httpx.AsyncClient, staff: Account
+) -> None:
+    assert (await api.get(f"{V1}/invoices")).status_code == 401
+    assert (await api.get(f"{V1}/invoices/not-a-uuid", headers=staff.headers)).status_code == 422
+    bad_status = await api.get(f"{V1}/invoices", params={"status": "LOST"}, headers=staff.headers)
+    assert bad_status.status_code == 422
+    assert (await api.post(f"{V1}/invoices/{uuid.uuid4()}/pay", headers=staff.headers)).status_code == 404

@@ -1,0 +1,257 @@
+"""The billing workflow on the time-skipping test server, with activities stood in by name."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from temporalio import activity
+from temporalio.client import Client, WorkflowFailureError, WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from activities.billing import _pdf_result
+from healthcare.billing import (
+    INVOICE_VOID,
+    PDF_REJECTED,
+    TRANSITIONS,
+    BillingOutcome,
+    BillingRequest,
+    CancelSignal,
+    InvoiceDraft,
+    InvoiceState,
+    InvoiceStatusChange,
+    IssueRequest,
+    PayRequest,
+    PdfRequest,
+    PdfResult,
+    Price,
+    PriceRequest,
+    workflow_id_for,
+)
+from workflows.billing import BillingWorkflow
+
+HISTORIES = Path(__file__).parent / "histories"
+GOOD_PDF = {
+    "statusCode": 200,
+    "pdfUrl": "s3://invoices/k.pdf",
+    "key": "k.pdf",
+    "sha256": "ab" * 32,
+    "bytes": 9,
+}
+
+
+@dataclass
+class FakeBilling:
+    """In-memory stand-ins with the real activities' names and idempotency rules."""
+
+    lambda_answers: list[tuple[str | None, bytes]] = field(default_factory=list)
+    invoices: dict[uuid.UUID, InvoiceState] = field(default_factory=dict)
+    pdf_attempts: int = 0
+
+    @activity.defn(name="billing.price_visit")
+    async def price_visit(self, data: PriceRequest) -> Price:
+        return Price(amount=Decimal("120.00"), currency="USD")
+
+    @activity.defn(name="billing.record_invoice")
+    async def record_invoice(self, data: InvoiceDraft) -> InvoiceState:
+        for inv in self.invoices.values():
+            if inv.appointment_id == data.appointment_id:
+                return inv
+        now = datetime.now(UTC)
+        inv = InvoiceState(
+            **data.model_dump(exclude={"invoice_id"}),
+            id=data.invoice_id,
+            status="PENDING",
+            created_at=now,
+            updated_at=now,
+        )
+        self.invoices[inv.id] = inv
+        return inv
+
+    @activity.defn(name="billing.render_pdf")
+    async def render_pdf(self, data: PdfRequest) -> PdfResult:
+        self.pdf_attempts += 1
+        # The real answer parser decides what is retryable; later attempts reuse the last answer.
+        answer = self.lambda_answers[min(self.pdf_attempts, len(self.lambda_answers)) - 1]
+        return _pdf_result(*answer)
+
+    @activity.defn(name="billing.issue")
+    async def issue(self, data: IssueRequest) -> InvoiceState:
+        inv = self.invoices[data.invoice_id]
+        if inv.status == "PENDING":
+            inv = inv.model_copy(
+                update={"status": "ISSUED", "pdf_key": data.pdf.key, "pdf_sha256": data.pdf.sha256}
+            )
+            self.invoices[inv.id] = inv
+        return inv
+
+    @activity.defn(name="billing.set_status")
+    async def set_status(self, data: InvoiceStatusChange) -> InvoiceState:
+        inv = self.invoices[data.invoice_id]
+        if inv.status != data.target:
+            if data.target not in TRANSITIONS[inv.status]:
+                raise ApplicationError("bad transition", non_retryable=True)
+            paid_at = data.at if data.target == "PAID" else None
+            inv = inv.model_copy(update={"status": data.target, "paid_at": paid_at})
+            self.invoices[inv.id] = inv
+        return inv
+
+    def all(self) -> list[Callable[..., object]]:
+        return [self.price_visit, self.record_invoice, self.render_pdf, self.issue, self.set_status]
+
+
+def ok_answers() -> list[tuple[str | None, bytes]]:
+    return [(None, json.dumps(GOOD_PDF).encode())]
+
+
+def request(terms: timedelta = timedelta(days=30)) -> BillingRequest:
+    return BillingRequest(
+        appointment_id=uuid.uuid4(),
+        patient_id=uuid.uuid4(),
+        doctor_id=uuid.uuid4(),
+        appointment_time=datetime(2030, 5, 1, 9, 30, tzinfo=UTC),
+        payment_terms_seconds=int(terms.total_seconds()),
+    )
+
+
+@asynccontextmanager
+async def billing_worker(client: Client, task_queue: str, fake: FakeBilling) -> AsyncIterator[Worker]:
+    async with Worker(client, task_queue=task_queue, workflows=[BillingWorkflow], activities=fake.all()) as w:
+        yield w
+
+
+async def start(
+    client: Client, task_queue: str, req: BillingRequest
+) -> WorkflowHandle[BillingWorkflow, BillingOutcome]:
+    return await client.start_workflow(
+        BillingWorkflow.run, req, id=workflow_id_for(req.appointment_id), task_queue=task_queue
+    )
+
+
+async def until_status(
+    handle: WorkflowHandle[BillingWorkflow, BillingOutcome],
+    wanted: str,
+    env: WorkflowEnvironment | None = None,
+) -> InvoiceState:
+    """Poll the query; with `env`, skip time between polls (retry back-off is durable time too)."""
+    for _ in range(200):
+        inv = await handle.query(BillingWorkflow.invoice)
+        if inv is not None and inv.status == wanted:
+            return inv
+        if env is not None:
+            await env.sleep(timedelta(seconds=5))
+        else:
+            await asyncio.sleep(0.05)
+    raise AssertionError(f"invoice never became {wanted}")
+
+
+async def keep_history(handle: WorkflowHandle[BillingWorkflow, BillingOutcome], name: str) -> None:
+    """With CAPTURE_HISTORIES=1, store the run's history for the replay test."""
+    if os.environ.get("CAPTURE_HISTORIES") == "1":
+        history = await handle.fetch_history()
+        (HISTORIES / f"{name}.json").write_text(history.to_json())
+
+
+async def test_paid(client: Client, task_queue: str) -> None:
+    fake = FakeBilling(lambda_answers=ok_answers())
+    async with billing_worker(client, task_queue, fake):
+        handle = await start(client, task_queue, request())
+        issued = await until_status(handle, "ISSUED")
+        assert issued.pdf_key == "k.pdf" and issued.amount == Decimal("120.00")
+        paid = await handle.execute_update(BillingWorkflow.pay, PayRequest())
+        assert paid.status == "PAID" and paid.paid_at is not None
+        outcome = await handle.result()
+        assert outcome.final_status == "PAID" and outcome.invoice_id == issued.id
+        await keep_history(handle, "paid")
+
+
+async def test_cancelled_keeps_the_pdf_and_refuses_payment(client: Client, task_queue: str) -> None:
+    fake = FakeBilling(lambda_answers=ok_answers())
+    async with billing_worker(client, task_queue, fake):
+        handle = await start(client, task_queue, request())
+        await until_status(handle, "ISSUED")
+        await handle.signal(BillingWorkflow.cancel, CancelSignal())
+        with pytest.raises(WorkflowUpdateFailedError) as refused:
+            await handle.execute_update(BillingWorkflow.pay, PayRequest())
+        assert isinstance(refused.value.cause, ApplicationError) and refused.value.cause.type == INVOICE_VOID
+        outcome = await handle.result()
+        assert outcome.final_status == "VOID"
+        assert outcome.invoice_id is not None
+        assert fake.invoices[outcome.invoice_id].pdf_key == "k.pdf"
+        await keep_history(handle, "cancelled")
+
+
+async def test_cancellation_before_the_invoice_bills_nothing(client: Client, task_queue: str) -> None:
+    fake = FakeBilling(lambda_answers=ok_answers())
+    req = request()
+    async with billing_worker(client, task_queue, fake):
+        # What the consumer does when APPOINTMENT_CANCELLED is the first event it sees.
+        handle = await client.start_workflow(
+            BillingWorkflow.run,
+            req,
+            id=workflow_id_for(req.appointment_id),
+            task_queue=task_queue,
+            start_signal="cancel",
+            start_signal_args=[CancelSignal()],
+        )
+        outcome = await handle.result()
+        assert outcome.final_status == "UNBILLED" and outcome.invoice_id is None
+        assert fake.invoices == {} and fake.pdf_attempts == 0
+
+
+async def test_overdue_then_paid(env: WorkflowEnvironment, client: Client, task_queue: str) -> None:
+    fake = FakeBilling(lambda_answers=ok_answers())
+    async with billing_worker(client, task_queue, fake):
+        handle = await start(client, task_queue, request(terms=timedelta(days=30)))
+        await until_status(handle, "ISSUED")
+        await env.sleep(timedelta(days=31))
+        await until_status(handle, "OVERDUE")
+        paid = await handle.execute_update(BillingWorkflow.pay, PayRequest())
+        assert paid.status == "PAID"
+        assert (await handle.result()).final_status == "PAID"
+        await keep_history(handle, "overdue")
+
+
+async def test_lambda_failures_are_retried(env: WorkflowEnvironment, client: Client, task_queue: str) -> None:
+    fake = FakeBilling(
+        lambda_answers=[
+            ("Unhandled", b'{"errorType": "ClientError", "errorMessage": "storage down"}'),
+            (None, b'{"errorType": "ClientError", "errorMessage": "no FunctionError header"}'),
+            (None, b"not json"),
+            (None, b'{"statusCode": 200, "pdfUrl": "s3://invoices/k.pdf"}'),
+            (None, json.dumps(GOOD_PDF).encode()),
+        ]
+    )
+    async with billing_worker(client, task_queue, fake):
+        handle = await start(client, task_queue, request())
+        issued = await until_status(handle, "ISSUED", env)
+        assert fake.pdf_attempts == 5 and issued.pdf_sha256 == GOOD_PDF["sha256"]
+        await handle.signal(BillingWorkflow.cancel, CancelSignal())
+        assert (await handle.result()).final_status == "VOID"
+        await keep_history(handle, "lambda_retried")
+
+
+async def test_a_400_fails_the_run_without_retrying(client: Client, task_queue: str) -> None:
+    bad = {"statusCode": 400, "error": "invalid request: amount must be ...", "errorType": "BadRequest"}
+    fake = FakeBilling(lambda_answers=[(None, json.dumps(bad).encode())])
+    async with billing_worker(client, task_queue, fake):
+        handle = await start(client, task_queue, request())
+        with pytest.raises(WorkflowFailureError) as failed:
+            await handle.result()
+        cause = failed.value.cause
+        assert isinstance(cause, ActivityError)
+        assert isinstance(cause.cause, ApplicationError) and cause.cause.type == PDF_REJECTED
+        assert fake.pdf_attempts == 1
+        assert [i.status for i in fake.invoices.values()] == ["PENDING"]
+        await keep_history(handle, "pdf_rejected")

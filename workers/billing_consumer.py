@@ -1,0 +1,176 @@
+"""The billing consumer role: `appointment-events` in, one billing workflow per appointment out.
+
+At-least-once: an offset is committed only after Temporal accepted the start or the signal, and the
+workflow id (`billing-<appointmentId>`) makes a redelivered event a no-op. A malformed event is
+logged by partition and offset (never its content: it names a patient) and skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from datetime import timedelta
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from pydantic import ValidationError
+from temporalio.client import Client as TemporalClient
+from temporalio.common import (
+    SearchAttributePair,
+    TypedSearchAttributes,
+    WorkflowIDConflictPolicy,
+    WorkflowIDReusePolicy,
+)
+from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError
+
+from healthcare import clients
+from healthcare.billing import DEFAULT_PAYMENT_TERMS, BillingRequest, CancelSignal, workflow_id_for
+from healthcare.events import AppointmentEvent
+from healthcare.logging import configure_logging, get_logger
+from healthcare.settings import Settings, get_settings
+from workflows.appointments import DOCTOR_ID, PATIENT_ID
+from workflows.billing import BillingWorkflow
+
+log = get_logger(__name__)
+
+GROUP_ID = "billing-group"
+MAX_BACKOFF = timedelta(seconds=30)
+
+
+class BillingConsumer:
+    def __init__(
+        self,
+        *,
+        consumer: AIOKafkaConsumer,
+        temporal: TemporalClient,
+        task_queue: str,
+        payment_terms: timedelta = DEFAULT_PAYMENT_TERMS,
+    ) -> None:
+        self._consumer = consumer
+        self._temporal = temporal
+        self._task_queue = task_queue
+        self._terms = payment_terms
+        self._backoff = 0.5
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            batches = await self._consumer.getmany(timeout_ms=1000, max_records=200)
+            for tp, messages in batches.items():
+                if stop.is_set():
+                    return  # uncommitted messages are redelivered to whoever takes the partition
+                await self._handle_partition(tp, messages, stop)
+
+    async def _handle_partition(
+        self, tp: TopicPartition, messages: list[ConsumerRecord[bytes, bytes]], stop: asyncio.Event
+    ) -> None:
+        done: int | None = None
+        for msg in messages:
+            try:
+                await self.handle(msg)
+            except RPCError as exc:
+                # Temporal did not accept it: commit what it did accept, then read this one again.
+                log.warning(
+                    "temporal refused billing event; will retry",
+                    partition=tp.partition,
+                    offset=msg.offset,
+                    status=exc.status.name if exc.status else None,
+                )
+                await self._commit(tp, done)
+                self._consumer.seek(tp, msg.offset)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), self._backoff)
+                self._backoff = min(self._backoff * 2, MAX_BACKOFF.total_seconds())
+                return
+            done = msg.offset
+        self._backoff = 0.5
+        await self._commit(tp, done)
+
+    async def _commit(self, tp: TopicPartition, last_done: int | None) -> None:
+        if last_done is not None:
+            # Kafka's committed offset is the next one to read.
+            await self._consumer.commit({tp: last_done + 1})
+
+    async def handle(self, msg: ConsumerRecord[bytes, bytes]) -> None:
+        try:
+            event = AppointmentEvent.model_validate_json(msg.value or b"")
+        except ValidationError:
+            log.warning("skipping malformed appointment event", partition=msg.partition, offset=msg.offset)
+            return
+        request = BillingRequest(
+            appointment_id=event.appointment_id,
+            patient_id=event.patient_id,
+            doctor_id=event.doctor_id,
+            appointment_time=event.time,
+            payment_terms_seconds=int(self._terms.total_seconds()),
+        )
+        cancelled = event.event == "APPOINTMENT_CANCELLED"
+        # WorkflowAlreadyStarted: the run for this appointment already finished, nothing left to do.
+        with contextlib.suppress(WorkflowAlreadyStartedError):
+            await self._temporal.start_workflow(
+                BillingWorkflow.run,
+                request,
+                id=workflow_id_for(event.appointment_id),
+                task_queue=self._task_queue,
+                id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+                # A finished billing run is never started again by a redelivered event.
+                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                search_attributes=TypedSearchAttributes(
+                    [
+                        SearchAttributePair(PATIENT_ID, str(event.patient_id)),
+                        SearchAttributePair(DOCTOR_ID, str(event.doctor_id)),
+                    ]
+                ),
+                # Signal-with-start: a cancellation reaches the run, or starts it when it came first.
+                start_signal="cancel" if cancelled else None,
+                start_signal_args=[CancelSignal(event_id=event.event_id)] if cancelled else [],
+            )
+        log.info(
+            "billing event handled",
+            billing_event=event.event,
+            workflow_id=workflow_id_for(event.appointment_id),
+            partition=msg.partition,
+            offset=msg.offset,
+        )
+
+
+async def run_consumer(
+    settings: Settings, *, stop: asyncio.Event, group_id: str = GROUP_ID, **consumer_options: Any
+) -> None:
+    temporal = await clients.temporal_client(settings)
+    consumer = clients.kafka_consumer(
+        settings, settings.topic_appointment_events, group_id=group_id, **consumer_options
+    )
+    await consumer.start()
+    terms_days = getattr(settings, "billing_payment_terms_days", None)
+    billing = BillingConsumer(
+        consumer=consumer,
+        temporal=temporal,
+        task_queue=settings.temporal_task_queue,
+        payment_terms=timedelta(days=terms_days) if terms_days else DEFAULT_PAYMENT_TERMS,
+    )
+    log.info("billing consumer started", group=group_id, topic=settings.topic_appointment_events)
+    try:
+        await billing.run(stop)
+    finally:
+        await consumer.stop()
+        log.info("billing consumer stopped")
+
+
+def main() -> None:
+    settings = get_settings()
+    configure_logging(settings.log_level, json=settings.log_json)
+
+    async def _run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await run_consumer(settings, stop=stop)
+
+    asyncio.run(_run())
+
+
+if __name__ == "__main__":
+    main()

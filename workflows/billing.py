@@ -1,0 +1,173 @@
+"""The billing workflow: price the visit, record the invoice, render its PDF, then wait for payment.
+
+Id `billing-<appointmentId>`, started by the billing consumer from APPOINTMENT_CREATED. The invoice
+is ISSUED once its PDF is stored, then ends PAID (the `pay` update), VOID (the `cancel` signal; the
+PDF is kept) or becomes OVERDUE at its due date (a durable timer) and may still be paid.
+
+A cancellation that arrives before the invoice is recorded ends the run with no invoice at all
+(final status UNBILLED): a visit that never happened is not billed. Once the row exists (even if the
+cancellation raced the insert) the invoice ends VOID.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from healthcare.billing import (
+        DOCTOR_NOT_FOUND,
+        INVALID_INVOICE_TRANSITION,
+        INVOICE_NOT_ISSUED,
+        INVOICE_VOID,
+        PDF_REJECTED,
+        WORKFLOW_TYPE,
+        BillingOutcome,
+        BillingRequest,
+        CancelSignal,
+        InvoiceDraft,
+        InvoiceState,
+        InvoiceStatus,
+        InvoiceStatusChange,
+        IssueRequest,
+        PayRequest,
+        PdfRequest,
+        PdfResult,
+        Price,
+        PriceRequest,
+        invoice_id_for,
+    )
+
+# Database steps: quick retries, backing off to 10 s; business refusals are non-retryable.
+DB_RETRY = RetryPolicy(
+    initial_interval=timedelta(milliseconds=200),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=10),
+    non_retryable_error_types=[DOCTOR_NOT_FOUND, INVALID_INVOICE_TRANSITION],
+)
+# The Lambda: exponential back-off for function errors and unreadable answers, for about 30 minutes;
+# a 400 (the request can never succeed) is final and fails the run so an operator sees it.
+PDF_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(minutes=2),
+    maximum_attempts=20,
+    non_retryable_error_types=[PDF_REJECTED],
+)
+DB_TIMEOUT = timedelta(seconds=15)
+
+
+@workflow.defn(name=WORKFLOW_TYPE)
+class BillingWorkflow:
+    @workflow.init
+    def __init__(self, request: BillingRequest) -> None:
+        self._request = request
+        self._invoice: InvoiceState | None = None
+        self._cancelled = False
+        self._pay_requested = False
+
+    @workflow.run
+    async def run(self, request: BillingRequest) -> BillingOutcome:
+        price = await workflow.execute_activity(
+            "billing.price_visit",
+            PriceRequest(doctor_id=request.doctor_id),
+            result_type=Price,
+            start_to_close_timeout=DB_TIMEOUT,
+            retry_policy=DB_RETRY,
+        )
+        if self._cancelled:
+            return BillingOutcome(
+                appointment_id=request.appointment_id, invoice_id=None, final_status="UNBILLED"
+            )
+
+        info = workflow.info()
+        due_at = workflow.now() + timedelta(seconds=request.payment_terms_seconds)
+        self._invoice = await workflow.execute_activity(
+            "billing.record_invoice",
+            InvoiceDraft(
+                invoice_id=invoice_id_for(request.appointment_id),
+                appointment_id=request.appointment_id,
+                patient_id=request.patient_id,
+                doctor_id=request.doctor_id,
+                amount=price.amount,
+                currency=price.currency,
+                workflow_id=info.workflow_id,
+                due_at=due_at,
+            ),
+            result_type=InvoiceState,
+            start_to_close_timeout=DB_TIMEOUT,
+            retry_policy=DB_RETRY,
+        )
+        # The PDF is rendered even when a cancellation raced the insert: a VOID invoice keeps its PDF.
+        pdf = await workflow.execute_activity(
+            "billing.render_pdf",
+            PdfRequest(invoice=self._invoice, appointment_time=request.appointment_time),
+            result_type=PdfResult,
+            start_to_close_timeout=timedelta(seconds=90),
+            heartbeat_timeout=timedelta(seconds=30),
+            retry_policy=PDF_RETRY,
+        )
+        self._invoice = await workflow.execute_activity(
+            "billing.issue",
+            IssueRequest(invoice_id=self._invoice.id, pdf=pdf, at=workflow.now()),
+            result_type=InvoiceState,
+            start_to_close_timeout=DB_TIMEOUT,
+            retry_policy=DB_RETRY,
+        )
+
+        remaining = (due_at - workflow.now()).total_seconds()
+        try:
+            await workflow.wait_condition(
+                lambda: self._pay_requested or self._cancelled, timeout=max(remaining, 0.001)
+            )
+        except TimeoutError:
+            await self._set_status("OVERDUE")
+            await workflow.wait_condition(lambda: self._pay_requested or self._cancelled)
+        # A payment accepted before the cancellation wins: the money was taken.
+        await self._set_status("PAID" if self._pay_requested else "VOID")
+        # Let the `pay` update answer before the run completes.
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        return BillingOutcome(
+            appointment_id=request.appointment_id,
+            invoice_id=self._invoice.id,
+            final_status=self._invoice.status,
+        )
+
+    async def _set_status(self, target: InvoiceStatus) -> None:
+        assert self._invoice is not None
+        self._invoice = await workflow.execute_activity(
+            "billing.set_status",
+            InvoiceStatusChange(invoice_id=self._invoice.id, target=target, at=workflow.now()),
+            result_type=InvoiceState,
+            start_to_close_timeout=DB_TIMEOUT,
+            retry_policy=DB_RETRY,
+        )
+
+    @workflow.signal
+    def cancel(self, _: CancelSignal) -> None:
+        # Once paid, a cancellation changes nothing here (refunds are a separate process).
+        if not self._pay_requested:
+            self._cancelled = True
+
+    @workflow.update
+    async def pay(self, _: PayRequest) -> InvoiceState:
+        """PAID once; paying a PAID invoice answers with it (idempotent)."""
+        self._pay_requested = True
+        await workflow.wait_condition(lambda: self._invoice is not None and self._invoice.status == "PAID")
+        assert self._invoice is not None
+        return self._invoice
+
+    @pay.validator
+    def _validate_pay(self, _: PayRequest) -> None:
+        # Refused updates leave no trace in the history.
+        if self._cancelled or (self._invoice is not None and self._invoice.status == "VOID"):
+            raise ApplicationError("a void invoice cannot be paid", type=INVOICE_VOID)
+        if self._invoice is None:
+            raise ApplicationError("the invoice is not issued yet", type=INVOICE_NOT_ISSUED)
+
+    @workflow.query
+    def invoice(self) -> InvoiceState | None:
+        return self._invoice
