@@ -189,6 +189,12 @@ def _need(tool: str, why: str) -> None:
         raise SetupError(f"{tool} not found: {why}")
 
 
+def install_flink_connectors(paths: Paths) -> str:
+    from devstack.flink import install_flink_connectors as install
+
+    return install(paths)
+
+
 STEPS: list[tuple[str, Callable[[Paths], str]]] = [
     ("postgres", install_postgres),
     ("kafka", install_kafka),
@@ -196,6 +202,7 @@ STEPS: list[tuple[str, Callable[[Paths], str]]] = [
     ("seaweedfs", install_seaweedfs),
     ("pdftotext", install_poppler),
     ("fonts", install_fonts),
+    ("flink-connectors", install_flink_connectors),
 ]
 
 

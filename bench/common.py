@@ -1,0 +1,108 @@
+"""Load-generation helpers shared by the benchmarks (loopback only, bounded in time and count)."""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import httpx
+
+from healthcare.settings import get_settings
+
+PASSWORD = "bench-password-123"
+
+
+def base_url() -> str:
+    s = get_settings()
+    assert s.api_host in ("127.0.0.1", "localhost", "::1"), "benchmarks only target loopback"
+    return f"http://{s.api_host}:{s.api_port}"
+
+
+@dataclass
+class Run:
+    name: str
+    seconds: float
+    latencies_ms: list[float] = field(default_factory=list)
+    errors: dict[int, int] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> int:
+        return len(self.latencies_ms)
+
+    @property
+    def rate(self) -> float:
+        return self.ok / self.seconds if self.seconds else 0.0
+
+    def pct(self, p: float) -> float:
+        if not self.latencies_ms:
+            return float("nan")
+        data = sorted(self.latencies_ms)
+        return data[min(len(data) - 1, int(p / 100 * len(data)))]
+
+    def line(self) -> str:
+        errs = f" errors={self.errors}" if self.errors else ""
+        return (
+            f"{self.name:<38} {self.ok:>6} ok  {self.rate:8.1f}/s  "
+            f"p50 {self.pct(50):7.1f} ms  p99 {self.pct(99):7.1f} ms{errs}"
+        )
+
+
+async def load(
+    name: str,
+    call: Callable[[int], Awaitable[httpx.Response]],
+    *,
+    concurrency: int,
+    seconds: float,
+    max_requests: int = 100_000,
+    ok_status: tuple[int, ...] = (200, 201),
+) -> Run:
+    """`concurrency` workers call `call(i)` until `seconds` pass or `max_requests` were sent."""
+    run = Run(name, seconds)
+    counter = iter(range(max_requests))
+    deadline = time.perf_counter() + seconds
+
+    async def worker() -> None:
+        for i in counter:
+            if time.perf_counter() >= deadline:
+                return
+            began = time.perf_counter()
+            try:
+                resp = await call(i)
+                status = resp.status_code
+            except httpx.HTTPError:
+                status = -1
+            if status in ok_status:
+                run.latencies_ms.append((time.perf_counter() - began) * 1000)
+            else:
+                run.errors[status] = run.errors.get(status, 0) + 1
+
+    began = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    run.seconds = time.perf_counter() - began
+    return run
+
+
+async def admin_headers(client: httpx.AsyncClient) -> dict[str, str]:
+    """Registers a throwaway admin through the CLI's code path and logs in."""
+    from healthcare.db import create_engine, session_factory
+    from healthcare.models import Role
+    from healthcare.services.users import create_user
+
+    settings = get_settings()
+    email = f"bench-admin-{uuid.uuid4().hex[:10]}@clinic.example.com"
+    engine = create_engine(settings)
+    async with session_factory(engine)() as session:
+        await create_user(session, email=email, password=PASSWORD, role=Role.admin, settings=settings)
+        await session.commit()
+    await engine.dispose()
+    resp = await client.post("/api/v1/auth/login", json={"email": email, "password": PASSWORD})
+    resp.raise_for_status()
+    return {"Authorization": f"Bearer {resp.json()['access_token']}"}
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")

@@ -1,0 +1,152 @@
+"""The websocket relay without Kafka: auth, latest-on-connect, fan-out and the bounded client queue."""
+
+import asyncio
+import json
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from starlette.testclient import TestClient
+from starlette.websockets import WebSocketDisconnect
+
+from healthcare.security import issue_token
+from healthcare.settings import Settings
+from workers import ws_relay
+from workers.ws_relay import Hub
+
+SETTINGS = Settings(env="test")
+
+
+def result(total: int) -> str:
+    return json.dumps({"metricType": "AppointmentAnalytics", "totalEventsCreated": total})
+
+
+def token(**kwargs: object) -> str:
+    return issue_token(user_id=uuid.uuid4(), role="staff", settings=SETTINGS, **kwargs)  # type: ignore[arg-type]
+
+
+class FakeFeed:
+    """Stands in for Kafka: the test pushes results through the hub the app created."""
+
+    def __init__(self, initial: list[str]) -> None:
+        self.initial = initial
+        self.hub: Hub | None = None
+
+    async def __call__(self, hub: Hub) -> None:
+        self.hub = hub
+        for message in self.initial:
+            hub.publish(message)
+        hub.following = True
+        await asyncio.Event().wait()
+
+
+@pytest.fixture
+def feed() -> FakeFeed:
+    return FakeFeed([result(1), result(2)])
+
+
+@pytest.fixture
+def client(feed: FakeFeed) -> Iterator[TestClient]:
+    with TestClient(ws_relay.create_app(SETTINGS, feed=feed)) as test_client:
+        yield test_client
+
+
+def test_new_connection_gets_latest_result_at_once(client: TestClient) -> None:
+    with client.websocket_connect(f"/ws/analytics?token={token()}") as ws:
+        assert json.loads(ws.receive_text())["totalEventsCreated"] == 2
+
+
+def test_every_client_receives_every_result(client: TestClient, feed: FakeFeed) -> None:
+    with (
+        client.websocket_connect(f"/ws/analytics?token={token()}") as a,
+        client.websocket_connect(f"/ws/analytics?token={token()}") as b,
+    ):
+        assert a.receive_text() == b.receive_text() == result(2)
+        assert feed.hub is not None
+        for total in (3, 4, 5):
+            client.portal.call(feed.hub.publish, result(total))  # type: ignore[union-attr]
+        for ws in (a, b):
+            assert [json.loads(ws.receive_text())["totalEventsCreated"] for _ in range(3)] == [3, 4, 5]
+
+
+def test_token_as_subprotocol(client: TestClient) -> None:
+    proto = f"bearer.{token()}"
+    with client.websocket_connect("/ws/analytics", subprotocols=[proto]) as ws:
+        assert ws.accepted_subprotocol == proto
+        assert ws.receive_text() == result(2)
+    with client.websocket_connect("/ws/analytics", subprotocols=["analytics", f"bearer.{token()}"]) as ws:
+        assert ws.accepted_subprotocol == "analytics"  # the token is not echoed when avoidable
+        assert ws.receive_text() == result(2)
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "",
+        "?token=not-a-jwt",
+        "?token="
+        + issue_token(user_id=uuid.uuid4(), role="staff", settings=Settings(env="test", jwt_secret="x" * 40)),
+        "?token=" + token(now=datetime.now(UTC) - timedelta(hours=2)),  # expired
+    ],
+    ids=["missing", "garbage", "wrong-key", "expired"],
+)
+def test_bad_token_is_closed_with_policy_violation(client: TestClient, query: str) -> None:
+    with (
+        client.websocket_connect(f"/ws/analytics{query}") as ws,
+        pytest.raises(WebSocketDisconnect) as closed,
+    ):
+        ws.receive_text()
+    assert closed.value.code == 1008
+
+
+def test_healthz(client: TestClient) -> None:
+    body = client.get("/healthz").json()
+    assert body == {"status": "ok", "following": True, "clients": 0, "hasLatest": True}
+
+
+async def test_slow_client_drops_oldest_and_never_blocks_others() -> None:
+    hub = Hub(queue_size=3)
+    slow, fast = hub.connect(), hub.connect()
+    received: list[str] = []
+
+    async def drain() -> None:
+        while True:
+            received.append(await fast.queue.get())
+
+    task = asyncio.create_task(drain())
+    for total in range(10):
+        hub.publish(result(total))
+        await asyncio.sleep(0)
+    task.cancel()
+    assert received == [result(t) for t in range(10)]
+    assert [slow.queue.get_nowait() for _ in range(3)] == [result(7), result(8), result(9)]
+    assert slow.dropped == 7
+    hub.disconnect(slow)
+    hub.publish(result(10))
+    assert slow.queue.empty()
+
+
+def test_latest_is_offered_before_anything_newer() -> None:
+    hub = Hub()
+    hub.publish(result(1))
+    client = hub.connect()
+    hub.publish(result(2))
+    assert [client.queue.get_nowait(), client.queue.get_nowait()] == [result(1), result(2)]
+
+
+def test_token_in_query_never_reaches_logs() -> None:
+    import logging
+
+    record = logging.LogRecord(
+        "uvicorn.error",
+        20,
+        "",
+        0,
+        '%s - "WebSocket %s" [accepted]',
+        ("1.2.3.4", "/ws/analytics?token=abc.def.ghi&x=1"),
+        None,
+    )
+    ws_relay._RedactTokens().filter(record)
+    assert "abc.def" not in record.getMessage()
+    assert "token=[redacted]&x=1" in record.getMessage()
