@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -15,9 +17,21 @@ from passlib.context import CryptContext
 
 from healthcare.settings import Settings
 
+HASH_THREAD_NICENESS = 10
+
+
+def _lower_priority() -> None:
+    # Linux applies nice values per thread: hashing then takes only the CPU that request handling
+    # (this process's event loop, the database) leaves idle, so a login burst cannot starve reads.
+    with contextlib.suppress(OSError, AttributeError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), HASH_THREAD_NICENESS)
+
+
 # bcrypt releases the GIL while hashing, so one thread per core keeps every core busy with logins
 # while the event loop stays free for other requests.
-_HASH_POOL = ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="bcrypt")
+_HASH_POOL = ThreadPoolExecutor(
+    max_workers=os.cpu_count() or 2, thread_name_prefix="bcrypt", initializer=_lower_priority
+)
 
 
 @lru_cache(maxsize=4)
