@@ -10,7 +10,7 @@ PY := .venv/bin/python
 export UV_PYTHON_DOWNLOADS := never
 export UV_LINK_MODE := copy
 
-.PHONY: help install setup run up down status test test-unit lint fmt lambda-package clean distclean
+.PHONY: help install setup run up down status test test-unit lint fmt bench lambda-package clean distclean
 
 help: ## List the tasks
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -55,6 +55,11 @@ lint: install ## ruff (lint + format check) and mypy
 fmt: install ## Format the code
 	@$(PY) -m ruff check --fix .
 	@$(PY) -m ruff format .
+
+bench: ## Run every benchmark against the running stack (make up first); prints figures and ratios
+	@$(PY) -m bench.auth
+	@$(PY) -m bench.appointments
+	@$(PY) -m bench.analytics_freshness --ws-url ws://127.0.0.1:8001/ws/analytics --events 300
 
 lambda-package: install ## Build the deployable invoice-PDF Lambda zip (dist/invoice-pdf-lambda.zip)
 	@$(PY) lambda/package.py
