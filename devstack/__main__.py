@@ -126,7 +126,7 @@ def cmd_down(paths: Paths) -> int:
         say("stack: not running")
         return 0
     os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 240
     while time.monotonic() < deadline:
         try:
             os.kill(pid, 0)

@@ -207,29 +207,29 @@ class Supervisor:
         self._stopping = True
         for task in self._monitors:
             task.cancel()
-        order = self._stop_order()
-        for name in order:
-            comp = self.components[name]
-            await self._stop_one(comp)
+        for layer in self._stop_layers():
+            await asyncio.gather(*(self._stop_one(self.components[name]) for name in layer))
 
-    def _stop_order(self) -> list[str]:
-        """Dependents first: reverse topological order."""
-        order: list[str] = []
-        seen: set[str] = set()
+    def _stop_layers(self) -> list[list[str]]:
+        """Dependents before what they depend on; components of one layer stop concurrently."""
+        depth: dict[str, int] = {}
 
-        def visit(name: str) -> None:
-            if name in seen:
-                return
-            seen.add(name)
-            for dep in self.components[name].depends_on:
-                visit(dep)
-            order.append(name)
+        def level(name: str) -> int:
+            if name not in depth:
+                deps = self.components[name].depends_on
+                depth[name] = 1 + max((level(d) for d in deps), default=-1)
+            return depth[name]
 
         for name in self.components:
-            visit(name)
-        return list(reversed(order))
+            level(name)
+        top = max(depth.values(), default=-1)
+        return [sorted(n for n, d in depth.items() if d == lvl) for lvl in range(top, -1, -1)]
+
+    def _stop_order(self) -> list[str]:
+        return [name for layer in self._stop_layers() for name in layer]
 
     async def _stop_one(self, comp: Component) -> None:
+        began = time.monotonic()
         proc = comp.process
         (self.run_dir / f"{comp.name}.pid").unlink(missing_ok=True)
         if proc is None or proc.returncode is not None:
@@ -246,7 +246,7 @@ class Supervisor:
         # Anything the component left in its process group goes with it.
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
-        say(f"  {comp.name:<10} stopped")
+        say(f"  {comp.name:<10} stopped in {time.monotonic() - began:.1f}s")
 
 
 async def run_until_signal(supervisor: Supervisor, *, on_ready: Callable[[], None], ready_file: Path) -> int:
