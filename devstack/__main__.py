@@ -22,16 +22,26 @@ from healthcare.settings import get_settings
 UP_TIMEOUT = 600.0
 
 
+def _alive(pid: int) -> bool:
+    """True while the process runs; a zombie (exited, not yet reaped) counts as gone."""
+    with contextlib.suppress(ChildProcessError):
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:  # our own child that exited: reap it
+            return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with contextlib.suppress(OSError, IndexError):
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    return True
+
+
 def _stack_pid(paths: Paths) -> int | None:
     try:
         pid = int(paths.stack_pid.read_text())
     except (OSError, ValueError):
         return None
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return None
-    return pid
+    return pid if _alive(pid) else None
 
 
 def cmd_setup(paths: Paths) -> int:
@@ -128,9 +138,7 @@ def cmd_down(paths: Paths) -> int:
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+        if not _alive(pid):
             say("stack: stopped")
             return 0
         time.sleep(0.2)
