@@ -1,0 +1,227 @@
+"""Billing under faults on the real stack: each case ends with one invoice, one PDF object and one
+billing run per appointment.
+
+Faults are made deterministic by freezing the Lambda front door (SIGSTOP) until the PDF activity is
+in flight, then killing the process the case is about. The stack's supervisor restarts what dies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+from temporalio.api.enums.v1 import PendingActivityState
+from temporalio.client import Client as TemporalClient
+
+from devstack.paths import Paths
+from healthcare import clients
+from healthcare.appointments import event_id_for
+from healthcare.billing import invoice_id_for, workflow_id_for
+from healthcare.events import AppointmentEvent
+from healthcare.settings import Settings
+from tests.integration.factories import Account, create_doctor, create_patient
+
+pytestmark = pytest.mark.integration
+
+V1 = "/api/v1"
+
+
+def _pid(paths: Paths, name: str) -> int:
+    return int((paths.run / f"{name}.pid").read_text())
+
+
+@contextlib.contextmanager
+def frozen(pid: int) -> Iterator[None]:
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGCONT)
+
+
+async def _book(api: httpx.AsyncClient, who: Account, patient: str, doctor: str) -> str:
+    slot = datetime.now(UTC) + timedelta(days=40, minutes=31 * (uuid.uuid4().int % 5000))
+    body = {
+        "patientId": patient,
+        "doctorId": doctor,
+        "time": slot.replace(second=0, microsecond=0).isoformat(),
+    }
+    resp = await api.post(f"{V1}/appointments", json=body, headers=who.headers)
+    assert resp.status_code == 201, resp.text
+    return str(resp.json()["id"])
+
+
+async def _pdf_call_in_flight(temporal: TemporalClient, appointment_id: str, timeout: float = 60) -> None:
+    handle = temporal.get_workflow_handle(workflow_id_for(uuid.UUID(appointment_id)))
+    deadline = asyncio.get_running_loop().time() + timeout
+    while asyncio.get_running_loop().time() < deadline:
+        with contextlib.suppress(Exception):
+            desc = await handle.describe()
+            for act in desc.raw_description.pending_activities:
+                if (
+                    act.activity_type.name == "billing.render_pdf"
+                    and act.state == PendingActivityState.PENDING_ACTIVITY_STATE_STARTED
+                ):
+                    return
+        await asyncio.sleep(0.2)
+    raise AssertionError("the PDF activity never started")
+
+
+async def _issued(
+    api: httpx.AsyncClient, who: Account, appointment_id: str, timeout: float = 120
+) -> dict[str, Any]:
+    invoice_id = invoice_id_for(uuid.UUID(appointment_id))
+    deadline = asyncio.get_running_loop().time() + timeout
+    while asyncio.get_running_loop().time() < deadline:
+        resp = await api.get(f"{V1}/invoices/{invoice_id}", headers=who.headers)
+        if resp.status_code == 200 and resp.json()["status"] == "ISSUED":
+            return dict(resp.json())
+        await asyncio.sleep(0.5)
+    raise AssertionError(f"invoice for appointment {appointment_id} never became ISSUED")
+
+
+async def _exactly_once(
+    api: httpx.AsyncClient,
+    who: Account,
+    temporal: TemporalClient,
+    s3: Any,
+    settings: Settings,
+    patient_id: str,
+    appointment_ids: list[str],
+) -> None:
+    invoices = (
+        await api.get(f"{V1}/invoices", params={"patientId": patient_id, "limit": 100}, headers=who.headers)
+    ).json()
+    assert sorted(i["appointmentId"] for i in invoices["items"]) == sorted(appointment_ids)
+    for appointment_id in appointment_ids:
+        invoice_id = invoice_id_for(uuid.UUID(appointment_id))
+        listed = await asyncio.to_thread(
+            s3.list_objects_v2, Bucket=settings.s3_bucket, Prefix=f"invoices/{invoice_id}"
+        )
+        assert listed["KeyCount"] == 1, listed.get("Contents")
+        runs = await temporal.count_workflows(f"WorkflowId = '{workflow_id_for(uuid.UUID(appointment_id))}'")
+        assert runs.count == 1
+
+
+@pytest.fixture
+async def clinic(api: httpx.AsyncClient, admin: Account, staff: Account) -> tuple[str, str]:
+    doctor = await create_doctor(api, admin, fee="95.00")
+    patient = await create_patient(api, staff)
+    return patient["id"], doctor["id"]
+
+
+async def test_worker_killed_while_the_lambda_call_is_in_flight(
+    api: httpx.AsyncClient,
+    staff: Account,
+    temporal: TemporalClient,
+    s3: Any,
+    settings: Settings,
+    paths: Paths,
+    clinic: tuple[str, str],
+) -> None:
+    patient_id, doctor_id = clinic
+    worker_before = _pid(paths, "worker")
+    with frozen(_pid(paths, "lambda")):
+        appointment_id = await _book(api, staff, patient_id, doctor_id)
+        await _pdf_call_in_flight(temporal, appointment_id)
+        os.kill(worker_before, signal.SIGKILL)
+    invoice = await _issued(api, staff, appointment_id)
+    assert invoice["pdfAvailable"] and invoice["amount"] == "95.00"
+    assert _pid(paths, "worker") != worker_before
+    await _exactly_once(api, staff, temporal, s3, settings, patient_id, [appointment_id])
+
+
+async def test_lambda_failing_its_first_attempts_is_retried(
+    api: httpx.AsyncClient,
+    staff: Account,
+    temporal: TemporalClient,
+    s3: Any,
+    settings: Settings,
+    paths: Paths,
+    clinic: tuple[str, str],
+) -> None:
+    patient_id, doctor_id = clinic
+    gateway = _pid(paths, "lambda")
+    with frozen(gateway):
+        appointment_id = await _book(api, staff, patient_id, doctor_id)
+        await _pdf_call_in_flight(temporal, appointment_id)
+        os.kill(gateway, signal.SIGKILL)  # the call in flight fails; the next attempts are refused
+    await _issued(api, staff, appointment_id)
+    history = await temporal.get_workflow_handle(workflow_id_for(uuid.UUID(appointment_id))).fetch_history()
+    attempts = [
+        e.activity_task_started_event_attributes.attempt
+        for e in history.events
+        if e.HasField("activity_task_started_event_attributes")
+    ]
+    assert max(attempts) >= 2, "the Lambda fault did not happen: no attempt was retried"
+    await _exactly_once(api, staff, temporal, s3, settings, patient_id, [appointment_id])
+
+
+async def test_consumer_killed_before_committing_bills_each_visit_once(
+    api: httpx.AsyncClient,
+    staff: Account,
+    temporal: TemporalClient,
+    s3: Any,
+    settings: Settings,
+    paths: Paths,
+    clinic: tuple[str, str],
+) -> None:
+    patient_id, doctor_id = clinic
+    consumer = _pid(paths, "consumer")
+    with frozen(consumer):
+        appointment_ids = [await _book(api, staff, patient_id, doctor_id) for _ in range(5)]
+    # It wakes up to five events, starts workflows, and dies before (or while) committing.
+    await asyncio.sleep(0.3)
+    os.kill(consumer, signal.SIGKILL)
+    for appointment_id in appointment_ids:
+        await _issued(api, staff, appointment_id)
+    for _ in range(120):  # the stack restarts the consumer; redelivered events must stay no-ops
+        if _pid(paths, "consumer") != consumer:
+            break
+        await asyncio.sleep(0.5)
+    assert _pid(paths, "consumer") != consumer
+    await asyncio.sleep(3)  # the new consumer has re-read everything after the last commit
+    await _exactly_once(api, staff, temporal, s3, settings, patient_id, appointment_ids)
+
+
+async def test_the_same_event_produced_twice_bills_once(
+    api: httpx.AsyncClient,
+    staff: Account,
+    temporal: TemporalClient,
+    s3: Any,
+    settings: Settings,
+    clinic: tuple[str, str],
+) -> None:
+    patient_id, doctor_id = clinic
+    appointment_id = await _book(api, staff, patient_id, doctor_id)
+    await _issued(api, staff, appointment_id)
+    appt = (await api.get(f"{V1}/appointments/{appointment_id}", headers=staff.headers)).json()
+    event = AppointmentEvent.model_validate(
+        {
+            "event": "APPOINTMENT_CREATED",
+            "eventId": event_id_for(uuid.UUID(appointment_id), "APPOINTMENT_CREATED"),
+            "appointmentId": appointment_id,
+            "patientId": patient_id,
+            "doctorId": doctor_id,
+            "time": appt["time"],
+            "occurredAt": appt["createdAt"],
+        }
+    )
+    producer = clients.kafka_producer(settings)
+    await producer.start()
+    try:
+        for _ in range(2):
+            await producer.send_and_wait(settings.topic_appointment_events, event.value(), key=event.key())
+    finally:
+        await producer.stop()
+    await asyncio.sleep(5)  # time for the consumer to see both copies
+    await _exactly_once(api, staff, temporal, s3, settings, patient_id, [appointment_id])
