@@ -59,6 +59,7 @@ fmt: install ## Format the code
 bench: ## Run every benchmark against the running stack (make up first); prints figures and ratios
 	@$(PY) -m bench.auth
 	@$(PY) -m bench.appointments
+	@$(PY) -m bench.billing
 	@$(PY) -m bench.analytics_freshness --ws-url ws://127.0.0.1:8001/ws/analytics --events 300
 
 lambda-package: install ## Build the deployable invoice-PDF Lambda zip (dist/invoice-pdf-lambda.zip)
