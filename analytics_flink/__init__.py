@@ -1,1 +1,1 @@
-"""The PyFlink job: appointment events in, analytics results out (arrives with the analytics issue)."""
+"""The PyFlink analytics job: appointment events in, cumulative and hourly analytics results out."""

@@ -1,0 +1,1 @@
+"""Test suites: unit (no services), workflows (Temporal test servers, replays), integration (real stack)."""
