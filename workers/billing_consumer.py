@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import signal
 from datetime import timedelta
 from typing import Any
 
@@ -28,8 +27,9 @@ from temporalio.service import RPCError
 from healthcare import clients
 from healthcare.billing import DEFAULT_PAYMENT_TERMS, BillingRequest, CancelSignal, workflow_id_for
 from healthcare.events import AppointmentEvent
-from healthcare.logging import configure_logging, get_logger
-from healthcare.settings import Settings, get_settings
+from healthcare.logging import get_logger
+from healthcare.process import run_until_stopped
+from healthcare.settings import Settings
 from workflows.appointments import DOCTOR_ID, PATIENT_ID
 from workflows.billing import BillingWorkflow
 
@@ -159,17 +159,7 @@ async def run_consumer(
 
 
 def main() -> None:
-    settings = get_settings()
-    configure_logging(settings.log_level, json=settings.log_json)
-
-    async def _run() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        await run_consumer(settings, stop=stop)
-
-    asyncio.run(_run())
+    run_until_stopped(lambda settings, stop: run_consumer(settings, stop=stop))
 
 
 if __name__ == "__main__":

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import signal
 from datetime import timedelta
 
 from temporalio.worker import Worker
@@ -14,8 +13,9 @@ from activities.billing import BillingActivities
 from activities.diagnostics import DiagnosticsActivities
 from healthcare import clients
 from healthcare.db import create_engine
-from healthcare.logging import configure_logging, get_logger
-from healthcare.settings import Settings, get_settings
+from healthcare.logging import get_logger
+from healthcare.process import run_until_stopped
+from healthcare.settings import Settings
 from healthcare.stores.factory import patient_store_factory
 from workflows.appointments import AppointmentWorkflow
 from workflows.billing import BillingWorkflow
@@ -79,17 +79,7 @@ async def run_worker(settings: Settings, *, stop: asyncio.Event) -> None:
 
 
 def main() -> None:
-    settings = get_settings()
-    configure_logging(settings.log_level, json=settings.log_json)
-
-    async def _run() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        await run_worker(settings, stop=stop)
-
-    asyncio.run(_run())
+    run_until_stopped(lambda settings, stop: run_worker(settings, stop=stop))
 
 
 if __name__ == "__main__":

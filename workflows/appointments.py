@@ -17,9 +17,9 @@ from temporalio.exceptions import ActivityError, ApplicationError
 with workflow.unsafe.imports_passed_through():
     from healthcare.appointments import (
         IDEMPOTENCY_MISMATCH,
+        INVALID_TRANSITION,
         PARTY_NOT_FOUND,
         SLOT_TAKEN,
-        INVALID_TRANSITION,
         AppointmentState,
         BookingRequest,
         PartiesCheck,

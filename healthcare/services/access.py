@@ -43,3 +43,27 @@ async def can_see_patient(
 ) -> bool:
     visible = await visible_patient_ids(session, store, actor)
     return visible is None or patient_id in visible
+
+
+async def care_scope(
+    session: AsyncSession, store: PatientStore, actor: Actor
+) -> tuple[uuid.UUID | None, uuid.UUID | None]:
+    """(patient_id, doctor_id) an actor's appointments and invoices are confined to; (None, None)
+    for clinic-wide roles. A role with no linked record gets an id that matches nothing."""
+    nothing = uuid.UUID(int=0)
+    if actor.role == Role.patient:
+        own = await store.get_by_user(actor.user_id)
+        return (own.id if own else nothing), None
+    if actor.role == Role.doctor:
+        return None, (await doctor_id_of(session, actor)) or nothing
+    return None, None
+
+
+async def within_care_scope(
+    session: AsyncSession, store: PatientStore, actor: Actor, *, patient_id: uuid.UUID, doctor_id: uuid.UUID
+) -> bool:
+    """Whether a record of this patient with this doctor (an appointment, an invoice) is the actor's."""
+    own_patient, own_doctor = await care_scope(session, store, actor)
+    return (own_patient is None or patient_id == own_patient) and (
+        own_doctor is None or doctor_id == own_doctor
+    )

@@ -32,11 +32,11 @@ from healthcare.appointments import (
     idempotent_appointment_id,
     workflow_id_for,
 )
-from healthcare.models import Appointment, Doctor, Role
+from healthcare.models import Appointment, Doctor
 from healthcare.schemas import AppointmentCreate
 from healthcare.services import audit
-from healthcare.services.access import doctor_id_of
-from healthcare.services.context import Actor, RequestContext
+from healthcare.services.access import care_scope, within_care_scope
+from healthcare.services.context import Actor, RequestContext, require_actor
 from healthcare.stores.patients import PatientStore
 from workflows.appointments import DOCTOR_ID, PATIENT_ID, STATUS, AppointmentWorkflow
 
@@ -49,30 +49,11 @@ _ERROR_TYPES: dict[str, type[errors.DomainError]] = {
 }
 
 
-def _actor(ctx: RequestContext) -> Actor:
-    assert ctx.actor is not None
-    return ctx.actor
-
-
 def _domain_error(exc: WorkflowUpdateFailedError) -> errors.DomainError:
     cause = exc.cause
     if isinstance(cause, ApplicationError) and cause.type in _ERROR_TYPES:
         return _ERROR_TYPES[cause.type](str(cause.message))
     return errors.DependencyUnavailable("the booking could not be completed; try again")
-
-
-async def _scope(
-    session: AsyncSession, store: PatientStore, actor: Actor
-) -> tuple[uuid.UUID | None, uuid.UUID | None]:
-    """(patient_id, doctor_id) the actor is confined to; (None, None) for clinic-wide roles.
-    A role with no linked record gets an id that matches nothing."""
-    nothing = uuid.UUID(int=0)
-    if actor.role == Role.patient:
-        own = await store.get_by_user(actor.user_id)
-        return (own.id if own else nothing), None
-    if actor.role == Role.doctor:
-        return None, (await doctor_id_of(session, actor)) or nothing
-    return None, None
 
 
 async def book(
@@ -85,8 +66,8 @@ async def book(
     task_queue: str,
     idempotency_key: str | None,
 ) -> AppointmentState:
-    actor = _actor(ctx)
-    own_patient, own_doctor = await _scope(session, store, actor)
+    actor = require_actor(ctx)
+    own_patient, own_doctor = await care_scope(session, store, actor)
     if own_patient is not None and data.patient_id != own_patient:
         raise errors.NotFound("patient not found")
     if own_doctor is not None and data.doctor_id != own_doctor:
@@ -148,12 +129,9 @@ async def _visible(
     session: AsyncSession, store: PatientStore, actor: Actor, appointment_id: uuid.UUID
 ) -> Appointment | None:
     row = await session.get(Appointment, appointment_id)
-    if row is None:
-        return None
-    own_patient, own_doctor = await _scope(session, store, actor)
-    if own_patient is not None and row.patient_id != own_patient:
-        return None
-    if own_doctor is not None and row.doctor_id != own_doctor:
+    if row is None or not await within_care_scope(
+        session, store, actor, patient_id=row.patient_id, doctor_id=row.doctor_id
+    ):
         return None
     return row
 
@@ -161,7 +139,7 @@ async def _visible(
 async def get(
     session: AsyncSession, store: PatientStore, ctx: RequestContext, appointment_id: uuid.UUID
 ) -> AppointmentState:
-    row = await _visible(session, store, _actor(ctx), appointment_id)
+    row = await _visible(session, store, require_actor(ctx), appointment_id)
     await audit.append(
         session,
         ctx,
@@ -189,7 +167,7 @@ async def list_appointments(
     time_from: datetime | None = None,
     time_to: datetime | None = None,
 ) -> tuple[list[AppointmentState], int]:
-    own_patient, own_doctor = await _scope(session, store, _actor(ctx))
+    own_patient, own_doctor = await care_scope(session, store, require_actor(ctx))
     conditions = []
     for column, wanted, forced in (
         (Appointment.patient_id, patient_id, own_patient),
@@ -231,7 +209,7 @@ async def transition(
     appointment_id: uuid.UUID,
     target: Transition,
 ) -> AppointmentState:
-    actor = _actor(ctx)
+    actor = require_actor(ctx)
     if target != "CANCELLED" and not actor.is_clinic_wide:
         raise errors.Forbidden("only staff mark appointments completed or missed")
     row = await _visible(session, store, actor, appointment_id)

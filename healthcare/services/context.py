@@ -25,3 +25,9 @@ class RequestContext:
     actor: Actor | None
     client_ip: str | None
     request_id: str | None
+
+
+def require_actor(ctx: RequestContext) -> Actor:
+    """Services that touch protected data are only reachable through authenticated routes."""
+    assert ctx.actor is not None, "this service needs an authenticated actor"
+    return ctx.actor

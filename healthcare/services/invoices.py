@@ -21,8 +21,8 @@ from healthcare.billing import INVOICE_NOT_ISSUED, INVOICE_VOID, InvoiceState, P
 from healthcare.models import Invoice, Role
 from healthcare.schemas import ApiOut, Money
 from healthcare.services import audit
-from healthcare.services.appointments import _actor, _scope
-from healthcare.services.context import Actor, RequestContext
+from healthcare.services.access import care_scope, within_care_scope
+from healthcare.services.context import Actor, RequestContext, require_actor
 from healthcare.stores.patients import PatientStore
 from workflows.billing import BillingWorkflow
 
@@ -60,12 +60,9 @@ async def _visible(
     session: AsyncSession, store: PatientStore, actor: Actor, invoice_id: uuid.UUID
 ) -> Invoice | None:
     row = await session.get(Invoice, invoice_id)
-    if row is None:
-        return None
-    own_patient, own_doctor = await _scope(session, store, actor)
-    if own_patient is not None and row.patient_id != own_patient:
-        return None
-    if own_doctor is not None and row.doctor_id != own_doctor:
+    if row is None or not await within_care_scope(
+        session, store, actor, patient_id=row.patient_id, doctor_id=row.doctor_id
+    ):
         return None
     return row
 
@@ -73,7 +70,7 @@ async def _visible(
 async def _audited(
     session: AsyncSession, store: PatientStore, ctx: RequestContext, invoice_id: uuid.UUID, action: str
 ) -> Invoice:
-    row = await _visible(session, store, _actor(ctx), invoice_id)
+    row = await _visible(session, store, require_actor(ctx), invoice_id)
     await audit.append(
         session,
         ctx,
@@ -104,7 +101,7 @@ async def list_invoices(
     status: str | None = None,
     patient_id: uuid.UUID | None = None,
 ) -> tuple[list[InvoicePublic], int]:
-    own_patient, own_doctor = await _scope(session, store, _actor(ctx))
+    own_patient, own_doctor = await care_scope(session, store, require_actor(ctx))
     conditions = []
     if own_patient is not None:
         conditions.append(Invoice.patient_id == own_patient)
@@ -140,7 +137,7 @@ async def pay(
     invoice_id: uuid.UUID,
 ) -> InvoicePublic:
     """Staff, admins and the patient who owns the invoice; paying a PAID invoice answers with it."""
-    actor = _actor(ctx)
+    actor = require_actor(ctx)
     row = await _visible(session, store, actor, invoice_id)
     if row is None:
         await _audit_pay(session, ctx, invoice_id, "denied")

@@ -11,21 +11,16 @@ from healthcare.models import Role, utcnow
 from healthcare.schemas import PatientCreate, PatientUpdate
 from healthcare.services import audit
 from healthcare.services.access import can_see_patient, visible_patient_ids
-from healthcare.services.context import Actor, RequestContext
+from healthcare.services.context import RequestContext, require_actor
 from healthcare.stores.patients import PatientRecord, PatientStore
 
 NOT_FOUND = "patient not found"
 
 
-def _actor(ctx: RequestContext) -> Actor:
-    assert ctx.actor is not None, "patient services need an authenticated actor"
-    return ctx.actor
-
-
 async def create_patient(
     session: AsyncSession, store: PatientStore, ctx: RequestContext, data: PatientCreate
 ) -> PatientRecord:
-    actor = _actor(ctx)
+    actor = require_actor(ctx)
     if actor.role == Role.doctor:
         raise errors.Forbidden("doctors cannot create patient records")
     owner = None
@@ -51,7 +46,7 @@ async def create_patient(
 async def get_patient(
     session: AsyncSession, store: PatientStore, ctx: RequestContext, patient_id: uuid.UUID
 ) -> PatientRecord:
-    actor = _actor(ctx)
+    actor = require_actor(ctx)
     record = await store.get(patient_id)
     allowed = record is not None and await can_see_patient(session, store, actor, patient_id)
     await audit.append(
@@ -75,7 +70,7 @@ async def update_patient(
     patient_id: uuid.UUID,
     data: PatientUpdate,
 ) -> PatientRecord:
-    actor = _actor(ctx)
+    actor = require_actor(ctx)
     if not await can_see_patient(session, store, actor, patient_id):
         await audit.append(
             session, ctx, action="update", resource_type="patient", resource_id=patient_id, outcome="denied"
@@ -102,7 +97,7 @@ async def list_patients(
     offset: int,
     q: str | None,
 ) -> tuple[list[PatientRecord], int]:
-    actor = _actor(ctx)
+    actor = require_actor(ctx)
     only = await visible_patient_ids(session, store, actor)
     items, total = await store.list(limit=limit, offset=offset, q=q, only_ids=only)
     await audit.append_many(

@@ -272,8 +272,10 @@ async def test_total_grows_by_exactly_the_events_produced(analytics: Analytics) 
         await _settled(ws)
         assert ws.total == base + 21
         assert set(ids) <= ws.event_ids()
+        # The newest result comes after every event was applied (total == base + 21), whichever
+        # partition was read last, so it carries the duplicate and malformed counters.
         last = max(ws.results, key=lambda r: r["sequence"])
-        assert last["eventId"] == ids[-1]
+        assert last["eventId"] in ids
         assert last["metricType"] == "AppointmentAnalytics"
         assert last["windowStartTime"] < last["windowEndTime"]
         assert last["avgAppointmentsPerHour"] > 0

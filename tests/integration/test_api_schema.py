@@ -1,5 +1,7 @@
 """Property-based run of the OpenAPI schema (schemathesis): no 5xx and no answer that breaks the schema."""
 
+from typing import Any
+
 import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
@@ -17,7 +19,9 @@ schema = schemathesis.openapi.from_dict(create_app(get_settings()).openapi()).in
 
 @schema.parametrize()
 @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
-def test_api_answers_within_its_schema(case: schemathesis.Case, admin: Account, settings: Settings) -> None:
+def test_api_answers_within_its_schema(
+    case: schemathesis.Case[Any], admin: Account, settings: Settings
+) -> None:
     base = f"http://{settings.api_host}:{settings.api_port}"
     # A fresh client address per case keeps generated failed logins from throttling other tests.
     case.call_and_validate(

@@ -67,7 +67,7 @@ def test_alg_none_and_other_algorithms_are_refused() -> None:
         "iss": SETTINGS.jwt_issuer,
         "aud": SETTINGS.jwt_audience,
     }
-    unsigned = jwt.encode(claims, None, algorithm="none")
+    unsigned = jwt.encode(claims, "", algorithm="none")
     with pytest.raises(security.InvalidToken):
         security.decode_token(unsigned, settings=SETTINGS)
     other = jwt.encode(claims, SETTINGS.jwt_secret.get_secret_value() * 2, algorithm="HS512")

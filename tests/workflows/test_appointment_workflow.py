@@ -2,9 +2,10 @@
 
 import sys
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from temporalio import activity
@@ -92,7 +93,7 @@ class StandIns:
             raise RuntimeError("broker unavailable")
         self.published.append((data.event, attempt))
 
-    def all(self) -> list[object]:
+    def all(self) -> list[Callable[..., Any]]:
         return [self.check_parties, self.store, self.set_status, self.publish]
 
 
