@@ -23,30 +23,12 @@ def connector_dir(paths: Paths) -> Path:
 def install_flink_connectors(paths: Paths) -> str:
     """`make setup` step: the shaded Kafka connector jar from Maven Central into <state>/tools."""
     # Imported here so devstack.install can import this module for its STEPS without a cycle.
-    from devstack.install import APT_PACKAGES, _run, apt_install
+    from devstack.install import maven_fetch
 
     target = connector_dir(paths)
     if (target / f"flink-sql-connector-kafka-{FLINK_KAFKA_CONNECTOR_VERSION}.jar").exists():
         return "present"
-    for tool, pkgs in (("java", APT_PACKAGES["java"]), ("mvn", APT_PACKAGES["mvn"])):
-        if shutil.which(tool) is None:
-            apt_install(pkgs)
-    tmp = target.with_name("flink-connectors.partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    _run(
-        [
-            "mvn",
-            "-q",
-            "-B",
-            "-f",
-            str(REPO / "devstack" / "flink" / "pom.xml"),
-            "dependency:copy-dependencies",
-            "-DincludeScope=runtime",
-            f"-DoutputDirectory={tmp}",
-        ],
-    )
-    shutil.rmtree(target, ignore_errors=True)  # an older connector version
-    tmp.rename(target)  # only a complete download counts as installed
+    maven_fetch(REPO / "devstack" / "flink" / "pom.xml", target)
     return "downloaded"
 
 

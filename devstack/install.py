@@ -136,14 +136,12 @@ def kafka_libs(paths: Paths) -> Path:
     return paths.tools / f"kafka-{KAFKA_VERSION}" / "libs"
 
 
-def install_kafka(paths: Paths) -> str:
-    libs = kafka_libs(paths)
-    if (libs / f"kafka_2.13-{KAFKA_VERSION}.jar").exists():
-        return "present"
+def maven_fetch(pom: Path, target: Path) -> None:
+    """Copy a pom's runtime jars from Maven Central into `target`; only a complete fetch lands there."""
     for tool, pkgs in (("java", APT_PACKAGES["java"]), ("mvn", APT_PACKAGES["mvn"])):
         if shutil.which(tool) is None:
             apt_install(pkgs)
-    tmp = libs.with_name("libs.partial")
+    tmp = target.with_name(target.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     _run(
         [
@@ -151,13 +149,21 @@ def install_kafka(paths: Paths) -> str:
             "-q",
             "-B",
             "-f",
-            str(REPO / "devstack" / "kafka" / "pom.xml"),
+            str(pom),
             "dependency:copy-dependencies",
             "-DincludeScope=runtime",
             f"-DoutputDirectory={tmp}",
         ],
     )
-    tmp.rename(libs)  # only a complete download counts as installed
+    shutil.rmtree(target, ignore_errors=True)
+    tmp.rename(target)
+
+
+def install_kafka(paths: Paths) -> str:
+    libs = kafka_libs(paths)
+    if (libs / f"kafka_2.13-{KAFKA_VERSION}.jar").exists():
+        return "present"
+    maven_fetch(REPO / "devstack" / "kafka" / "pom.xml", libs)
     return "downloaded"
 
 

@@ -48,8 +48,7 @@ REQUEST: dict[str, Any] = {
 
 
 def pdf_text(pdf: bytes) -> str:
-    if shutil.which("pdftotext") is None:
-        pytest.skip("pdftotext (poppler-utils) is not installed: `make setup` installs it")
+    assert shutil.which("pdftotext"), "pdftotext (poppler-utils) is missing: `make setup` installs it"
     done = subprocess.run(["pdftotext", "-layout", "-", "-"], input=pdf, capture_output=True, check=True)
     return done.stdout.decode()
 
@@ -126,8 +125,8 @@ def test_paid_and_void_invoices_say_so() -> None:
 
 
 def test_names_beyond_latin1_render_when_dejavu_is_available() -> None:
-    if invoice_pdf._fonts()[0] == "Helvetica":
-        pytest.skip("DejaVu fonts not found (Debian: fonts-dejavu-core); Helvetica covers Latin-1 only")
+    # `make setup` installs fonts-dejavu-core; without it names beyond Latin-1 cannot print.
+    assert invoice_pdf._fonts()[0] != "Helvetica", "DejaVu fonts missing: run `make setup`"
     text = pdf_text(render(patientName="Ελένη Иванова"))
     assert "Ελένη Иванова" in text
 
