@@ -1,9 +1,15 @@
-"""Appointment activities: check the parties, store the row, change its status, publish events. Idempotent."""
+"""Appointment activities: check the parties, store the row, change its status, publish events. Idempotent.
+
+`store` and `set_status` queue their event in the outbox in the same transaction as the row change
+(healthcare.outbox); the worker's relay publishes it. `publish` remains for runs started before the
+outbox, whose histories schedule it.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import timedelta
+from typing import Literal
 
 from aiokafka import AIOKafkaProducer
 from sqlalchemy.exc import IntegrityError
@@ -13,6 +19,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from healthcare import outbox
 from healthcare.appointments import (
     PARTY_NOT_FOUND,
     SLOT_TAKEN,
@@ -33,8 +40,26 @@ UNIQUE_VIOLATION = "23505"
 EXCLUSION_VIOLATION = "23P01"
 
 
+EventKind = Literal["APPOINTMENT_CREATED", "APPOINTMENT_CANCELLED"]
+
+
 def _state(row: Appointment) -> AppointmentState:
     return AppointmentState.model_validate(row, from_attributes=True)
+
+
+def appointment_event(kind: EventKind, appt: AppointmentState) -> AppointmentEvent:
+    """The contract event; its id depends only on the appointment and the kind, so retries share it."""
+    return AppointmentEvent.model_validate(
+        {
+            "event": kind,
+            "eventId": event_id_for(appt.id, kind),
+            "appointmentId": appt.id,
+            "patientId": appt.patient_id,
+            "doctorId": appt.doctor_id,
+            "time": appt.time,
+            "occurredAt": appt.updated_at if kind == "APPOINTMENT_CANCELLED" else appt.created_at,
+        }
+    )
 
 
 class AppointmentActivities:
@@ -61,7 +86,10 @@ class AppointmentActivities:
 
     @activity.defn(name="appointments.store")
     async def store(self, data: BookingRequest) -> AppointmentState:
-        """Insert the row; a retry after a crash finds its own row and returns it."""
+        """Insert the row and queue APPOINTMENT_CREATED in one transaction.
+
+        A retry after a crash finds its own row, whose event committed with it, and returns it.
+        """
         async with self._sessions() as session:
             existing = await session.get(Appointment, data.appointment_id)
             if existing is not None:
@@ -80,6 +108,13 @@ class AppointmentActivities:
             )
             session.add(row)
             try:
+                await session.flush()
+                # Read back what the database stored, so the answer and the event match a later GET.
+                await session.refresh(row)
+                state = _state(row)
+                await outbox.enqueue(
+                    session, topic=self._topic, event=appointment_event("APPOINTMENT_CREATED", state)
+                )
                 await session.commit()
             except IntegrityError as exc:
                 await session.rollback()
@@ -95,44 +130,45 @@ class AppointmentActivities:
                         non_retryable=True,
                     ) from None
                 raise
-            await session.refresh(row)
-            return _state(row)
+            return state
 
     @activity.defn(name="appointments.set_status")
     async def set_status(self, data: StatusChange) -> AppointmentState:
-        """BOOKED → target, once; a retry finds the status already set and returns the row."""
+        """BOOKED → target, once; a cancellation queues its event in the same transaction (`outbox`).
+
+        A retry finds the status already set (and the event already queued) and returns the row.
+        """
         async with self._sessions() as session:
             row = await session.scalar(
                 select(Appointment).where(Appointment.id == data.appointment_id).with_for_update()
             )
             if row is None:
                 raise ApplicationError("appointment not found", type=PARTY_NOT_FOUND, non_retryable=True)
-            if row.status == AppointmentStatus.booked.value:
-                row.status = data.target
-                row.updated_at = utcnow()
-                session.add(row)
-                await session.commit()
-                await session.refresh(row)
-            return _state(row)
+            if row.status != AppointmentStatus.booked.value:
+                return _state(row)
+            row.status = data.target
+            row.updated_at = utcnow()
+            session.add(row)
+            await session.flush()
+            await session.refresh(row)
+            state = _state(row)
+            if data.outbox and data.target == AppointmentStatus.cancelled.value:
+                await outbox.enqueue(
+                    session, topic=self._topic, event=appointment_event("APPOINTMENT_CANCELLED", state)
+                )
+            await session.commit()
+            return state
 
     @activity.defn(name="appointments.publish")
     async def publish(self, data: PublishRequest) -> None:
-        """Keyed by appointment id (per-appointment order); the event id is stable across retries."""
-        appt = data.appointment
-        event = AppointmentEvent.model_validate(
-            {
-                "event": data.event,
-                "eventId": event_id_for(appt.id, data.event),
-                "appointmentId": appt.id,
-                "patientId": appt.patient_id,
-                "doctorId": appt.doctor_id,
-                "time": appt.time,
-                "occurredAt": appt.updated_at if data.event == "APPOINTMENT_CANCELLED" else appt.created_at,
-            }
-        )
+        """For runs started before the outbox. Keyed by appointment id; the event id is stable."""
+        event = appointment_event(data.event, data.appointment)
         await self._producer.send_and_wait(self._topic, event.value(), key=event.key())
         activity.logger.info(
-            "published %s for appointment %s (attempt %d)", data.event, appt.id, activity.info().attempt
+            "published %s for appointment %s (attempt %d)",
+            data.event,
+            data.appointment.id,
+            activity.info().attempt,
         )
 
 

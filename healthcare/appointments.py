@@ -69,6 +69,9 @@ class TransitionRequest(BaseModel):
 class StatusChange(BaseModel):
     appointment_id: uuid.UUID
     target: Transition
+    # True: a cancellation queues its event in the outbox, in the transaction of the status change.
+    # False (runs started before the outbox): the workflow publishes it with `appointments.publish`.
+    outbox: bool = False
 
 
 class PartiesCheck(BaseModel):

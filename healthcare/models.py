@@ -8,7 +8,19 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import BigInteger, Column, DateTime, Identity, Numeric, String, func
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Identity,
+    Index,
+    LargeBinary,
+    Numeric,
+    String,
+    Text,
+    func,
+    text,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
 
@@ -165,3 +177,22 @@ class Invoice(SQLModel, table=True):
     issued_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
     paid_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
     updated_at: datetime = _ts()
+
+
+class OutboxRecord(SQLModel, table=True):
+    """An event to publish, written in the transaction of the change it announces; the relay sends it."""
+
+    __tablename__ = "outbox"
+    __table_args__ = (
+        # Partial: the relay's queue stays small however long the table grows (see 0004_outbox).
+        Index("outbox_unpublished_seq", "seq", postgresql_where=text("published_at IS NULL")),
+        Index("outbox_unpublished_key", "key", "seq", postgresql_where=text("published_at IS NULL")),
+    )
+
+    seq: int | None = Field(default=None, sa_column=Column(BigInteger, primary_key=True, autoincrement=True))
+    event_id: uuid.UUID = Field(unique=True)
+    topic: str = Field(sa_column=Column(Text, nullable=False))
+    key: bytes | None = Field(default=None, sa_column=Column(LargeBinary))
+    value: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    created_at: datetime = _ts()
+    published_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 
-from temporalio.worker import Worker
+from temporalio.worker import PollerBehaviorAutoscaling, UnsandboxedWorkflowRunner, Worker, WorkflowRunner
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities.appointments import AppointmentActivities
@@ -14,6 +14,7 @@ from activities.diagnostics import DiagnosticsActivities
 from healthcare import clients
 from healthcare.db import create_engine
 from healthcare.logging import get_logger
+from healthcare.outbox import OutboxRelay
 from healthcare.process import run_until_stopped
 from healthcare.settings import Settings
 from healthcare.stores.factory import patient_store_factory
@@ -25,6 +26,16 @@ log = get_logger(__name__)
 
 PASSTHROUGH_MODULES = ("pydantic", "pydantic_core", "annotated_types", "typing_extensions", "healthcare")
 WORKFLOWS = [DiagnosticsWorkflow, AppointmentWorkflow, BillingWorkflow]
+
+
+def workflow_runner(settings: Settings) -> WorkflowRunner:
+    if not settings.temporal_workflow_sandbox:
+        return UnsandboxedWorkflowRunner()
+    return SandboxedWorkflowRunner(
+        # Deterministic, side-effect-free modules are shared with the sandbox instead of being
+        # re-imported for every workflow run (pydantic's import alone dominated worker CPU).
+        restrictions=SandboxRestrictions.default.with_passthrough_modules(*PASSTHROUGH_MODULES)
+    )
 
 
 async def run_worker(settings: Settings, *, stop: asyncio.Event) -> None:
@@ -62,17 +73,26 @@ async def run_worker(settings: Settings, *, stop: asyncio.Event) -> None:
             billing.set_status,
         ],
         graceful_shutdown_timeout=timedelta(seconds=10),
-        workflow_runner=SandboxedWorkflowRunner(
-            # Deterministic, side-effect-free modules are shared with the sandbox instead of being
-            # re-imported for every workflow run (pydantic's import alone dominated worker CPU).
-            restrictions=SandboxRestrictions.default.with_passthrough_modules(*PASSTHROUGH_MODULES)
-        ),
+        # New workflows arrive on the shared (non-sticky) queue. With the default five pollers,
+        # only one of which polls that queue, each new run waited a long-poll round trip for a
+        # free poller; autoscaling pollers follow the backlog the server reports instead.
+        workflow_task_poller_behavior=PollerBehaviorAutoscaling(),
+        activity_task_poller_behavior=PollerBehaviorAutoscaling(),
+        workflow_runner=workflow_runner(settings),
     )
+    # The outbox relay publishes the events that activities queue with their row changes. It stops
+    # after the worker (activities finishing during the graceful shutdown queue events too) and
+    # before the producer; should it ever end on its own, the process stops and is restarted.
+    relay_stop = asyncio.Event()
+    relay = asyncio.create_task(OutboxRelay(engine=engine, producer=producer).run(relay_stop))
+    relay.add_done_callback(lambda _task: stop.set())
     log.info("worker started", task_queue=settings.temporal_task_queue)
     try:
         async with worker:
             await stop.wait()
     finally:
+        relay_stop.set()
+        await asyncio.gather(relay, return_exceptions=True)
         await producer.stop()
         await engine.dispose()
         log.info("worker stopped")

@@ -1,8 +1,13 @@
-"""The appointment workflow: validate, store, publish APPOINTMENT_CREATED, then wait for a final state.
+"""The appointment workflow: validate, store (queueing APPOINTMENT_CREATED), then wait for a final state.
 
 Id `appointment-<id>`. The API starts it with update-with-start: the `book` update returns once the
 row is stored (or the booking is refused), so a POST answers in one round trip while the rest of
-the lifecycle (publishing, cancellation, completion) stays durable.
+the lifecycle (cancellation, completion) stays durable.
+
+Events go through the transactional outbox (healthcare.outbox): `store` and `set_status` queue them
+in the transaction of the row change, and the worker's relay publishes them. Runs started before
+the outbox (no `outbox-v1` patch marker in their history) keep the old path: a `publish` activity
+retried until Kafka takes the event, and `set_status` as a regular activity.
 """
 
 from __future__ import annotations
@@ -36,7 +41,9 @@ STATUS = SearchAttributeKey.for_keyword("AppointmentStatus")
 
 # Database steps: a few quick retries; business refusals are non-retryable and end the booking.
 DB_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(seconds=5))
-# Publishing must eventually succeed (no dual write): retry without limit, backing off to 30 s.
+# Runs with this patch marker queue their events in the outbox; runs without it publish them.
+OUTBOX_PATCH = "outbox-v1"
+# Pre-outbox runs only. Publishing must eventually succeed (no dual write): retry without limit.
 PUBLISH_RETRY = RetryPolicy(
     initial_interval=timedelta(milliseconds=500),
     backoff_coefficient=2.0,
@@ -53,9 +60,13 @@ class AppointmentWorkflow:
         self._appointment: AppointmentState | None = None
         self._refusal: ApplicationError | None = None
         self._pending: TransitionRequest | None = None
+        self._outbox = False
 
     @workflow.run
     async def run(self, request: BookingRequest) -> WorkflowOutcome:
+        # Decided once, before any command: the whole run follows one path, and replaying a history
+        # written before the outbox (no marker) takes the path it was written with.
+        self._outbox = workflow.patched(OUTBOX_PATCH)
         try:
             # Local activities: short database steps run inside the workflow task, saving two
             # server round trips per booking; they are retried and recorded like any activity.
@@ -85,26 +96,37 @@ class AppointmentWorkflow:
                 return WorkflowOutcome(appointment_id=request.appointment_id, final_status="REJECTED")
             raise
         workflow.upsert_search_attributes([STATUS.value_set(self._appointment.status)])
-        await self._publish("APPOINTMENT_CREATED")
+        if not self._outbox:
+            await self._publish("APPOINTMENT_CREATED")
 
         await workflow.wait_condition(lambda: self._pending is not None)
         assert self._pending is not None
         target = self._pending.target
-        self._appointment = await workflow.execute_activity(
-            "appointments.set_status",
-            StatusChange(appointment_id=request.appointment_id, target=target),
-            result_type=AppointmentState,
-            start_to_close_timeout=timedelta(seconds=10),
-            retry_policy=DB_RETRY,
-        )
+        if self._outbox:
+            self._appointment = await workflow.execute_local_activity(
+                "appointments.set_status",
+                StatusChange(appointment_id=request.appointment_id, target=target, outbox=True),
+                result_type=AppointmentState,
+                start_to_close_timeout=timedelta(seconds=10),
+                retry_policy=DB_RETRY,
+            )
+        else:
+            self._appointment = await workflow.execute_activity(
+                "appointments.set_status",
+                StatusChange(appointment_id=request.appointment_id, target=target),
+                result_type=AppointmentState,
+                start_to_close_timeout=timedelta(seconds=10),
+                retry_policy=DB_RETRY,
+            )
         workflow.upsert_search_attributes([STATUS.value_set(target)])
-        if target == "CANCELLED":
+        if target == "CANCELLED" and not self._outbox:
             await self._publish("APPOINTMENT_CANCELLED")
         # Let the update handler return its answer before the workflow completes.
         await workflow.wait_condition(workflow.all_handlers_finished)
         return WorkflowOutcome(appointment_id=request.appointment_id, final_status=target)
 
     async def _publish(self, event: Literal["APPOINTMENT_CREATED", "APPOINTMENT_CANCELLED"]) -> None:
+        """Pre-outbox runs only: their histories schedule this activity."""
         assert self._appointment is not None
         await workflow.execute_activity(
             "appointments.publish",

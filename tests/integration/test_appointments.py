@@ -8,6 +8,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from devstack.paths import Paths
 from healthcare.settings import Settings
@@ -192,10 +194,16 @@ async def test_role_rules(api: httpx.AsyncClient, admin: Account, staff: Account
 
 
 async def test_killed_worker_between_store_and_publish_still_publishes(
-    api: httpx.AsyncClient, admin: Account, staff: Account, settings: Settings, paths: Paths
+    api: httpx.AsyncClient,
+    admin: Account,
+    staff: Account,
+    settings: Settings,
+    paths: Paths,
+    engine: AsyncEngine,
 ) -> None:
     """Freeze the broker so publishing hangs after the row is stored, kill the worker, then let
-    both come back: the workflow retries the publish on the new worker and the event arrives once."""
+    both come back: the event, queued in the outbox with the row, is published by the restarted
+    worker's relay, under one event id however often it went out."""
     doctor = await create_doctor(api, admin)
     patient = await create_patient(api, staff)
     kafka_pid = int((paths.run / "kafka.pid").read_text())
@@ -215,3 +223,11 @@ async def test_killed_worker_between_store_and_publish_still_publishes(
     # Delivery is at-least-once; the event id is stable, so consumers see one distinct event.
     assert {e["eventId"] for e in events} == {events[0]["eventId"]}
     assert int((paths.run / "worker.pid").read_text()) != worker_pid
+    # The killed relay's claim rolled back with its connection; the new worker's relay marks the row.
+    query = text("SELECT published_at FROM outbox WHERE event_id = :id")
+    async with asyncio.timeout(120):
+        while True:
+            async with engine.connect() as conn:
+                if await conn.scalar(query, {"id": uuid.UUID(events[0]["eventId"])}) is not None:
+                    break
+            await asyncio.sleep(0.2)

@@ -1,5 +1,11 @@
-"""The appointment workflow in a Temporal test server, with activities stood in by name."""
+"""The appointment workflow in a Temporal test server, with activities stood in by name.
 
+Events go through the outbox (queued by `store` and `set_status`, published by the relay; see
+tests/integration/test_outbox.py), so a run started on this code schedules no `publish` activity.
+Runs started before the outbox are covered by replaying their stored histories (test_replay.py).
+"""
+
+import os
 import sys
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -9,7 +15,13 @@ from typing import Any
 
 import pytest
 from temporalio import activity
-from temporalio.client import Client, WithStartWorkflowOperation, WorkflowUpdateFailedError
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import (
+    Client,
+    WithStartWorkflowOperation,
+    WorkflowHandle,
+    WorkflowUpdateFailedError,
+)
 from temporalio.common import SearchAttributeKey, WorkflowIDConflictPolicy
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import ApplicationError
@@ -29,6 +41,7 @@ from healthcare.appointments import (
 from workflows.appointments import AppointmentWorkflow
 
 TEMPORAL = Path(sys.executable).parent / "temporal"
+HISTORIES = Path(__file__).parent / "histories"
 
 
 @pytest.fixture(scope="module")
@@ -50,10 +63,9 @@ async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
 class StandIns:
     """Records what the workflow asked for; failures are scripted per test."""
 
-    def __init__(self, *, publish_failures: int = 0, store_error: str | None = None) -> None:
-        self.published: list[tuple[str, int]] = []
-        self.statuses: list[str] = []
-        self.publish_failures = publish_failures
+    def __init__(self, *, store_error: str | None = None) -> None:
+        self.published: list[str] = []
+        self.statuses: list[StatusChange] = []
         self.store_error = store_error
         self.state: AppointmentState | None = None
 
@@ -82,16 +94,14 @@ class StandIns:
     @activity.defn(name="appointments.set_status")
     async def set_status(self, data: StatusChange) -> AppointmentState:
         assert self.state is not None
-        self.statuses.append(data.target)
+        self.statuses.append(data)
         self.state = self.state.model_copy(update={"status": data.target})
         return self.state
 
     @activity.defn(name="appointments.publish")
     async def publish(self, data: PublishRequest) -> None:
-        attempt = activity.info().attempt
-        if attempt <= self.publish_failures:
-            raise RuntimeError("broker unavailable")
-        self.published.append((data.event, attempt))
+        """Registered as the worker registers it (for pre-outbox runs); new runs must not call it."""
+        self.published.append(data.event)
 
     def all(self) -> list[Callable[..., Any]]:
         return [self.check_parties, self.store, self.set_status, self.publish]
@@ -122,7 +132,20 @@ async def _book(
     )
 
 
-async def test_book_publish_cancel_publish(temporal_env: WorkflowEnvironment) -> None:
+async def _event_types(handle: WorkflowHandle[Any, Any]) -> list[str]:
+    history = await handle.fetch_history()
+    return [EventType.Name(e.event_type) for e in history.events]
+
+
+async def _keep_history(handle: WorkflowHandle[Any, Any], name: str) -> None:
+    """With CAPTURE_HISTORIES=1, store the run's history for the replay test."""
+    if os.environ.get("CAPTURE_HISTORIES") == "1":
+        (HISTORIES / f"{name}.json").write_text((await handle.fetch_history()).to_json())
+
+
+async def test_book_then_cancel_queues_events_without_a_publish_activity(
+    temporal_env: WorkflowEnvironment,
+) -> None:
     acts = StandIns()
     queue = f"q-{uuid.uuid4().hex}"
     request = _request()
@@ -139,26 +162,36 @@ async def test_book_publish_cancel_publish(temporal_env: WorkflowEnvironment) ->
         )
         assert cancelled.status == "CANCELLED"
         outcome = await handle.result()
+        types = await _event_types(handle)
+        await _keep_history(handle, "appointment_outbox_cancelled")
     assert outcome.final_status == "CANCELLED"
-    assert [e for e, _ in acts.published] == ["APPOINTMENT_CREATED", "APPOINTMENT_CANCELLED"]
-    assert acts.statuses == ["CANCELLED"]
+    assert acts.published == []  # the outbox rows written by store and set_status carry the events
+    assert [(s.target, s.outbox) for s in acts.statuses] == [("CANCELLED", True)]
+    # Every step ran as a local activity inside a workflow task: no activity task on the server.
+    assert "EVENT_TYPE_ACTIVITY_TASK_SCHEDULED" not in types
+    assert types.count("EVENT_TYPE_MARKER_RECORDED") == 4  # the patch, check, store, set_status
+    assert types.count("EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_COMPLETED") == 2
 
 
-async def test_publish_failures_are_retried_until_the_event_is_out(temporal_env: WorkflowEnvironment) -> None:
-    acts = StandIns(publish_failures=2)
+async def test_completion_is_a_local_status_change(temporal_env: WorkflowEnvironment) -> None:
+    acts = StandIns()
     queue = f"q-{uuid.uuid4().hex}"
     request = _request()
     async with Worker(
         temporal_env.client, task_queue=queue, workflows=[AppointmentWorkflow], activities=acts.all()
     ):
-        booked = await _book(temporal_env.client, request, queue)
-        assert booked.status == "BOOKED"  # the caller is answered before publishing succeeds
+        await _book(temporal_env.client, request, queue)
         handle = temporal_env.client.get_workflow_handle_for(
             AppointmentWorkflow.run, f"appointment-{request.appointment_id}"
         )
-        await handle.execute_update(AppointmentWorkflow.transition, TransitionRequest(target="COMPLETED"))
-        await handle.result()
-    assert acts.published == [("APPOINTMENT_CREATED", 3)]  # two failures, then exactly one success
+        done = await handle.execute_update(
+            AppointmentWorkflow.transition, TransitionRequest(target="COMPLETED")
+        )
+        assert done.status == "COMPLETED"
+        assert (await handle.result()).final_status == "COMPLETED"
+        await _keep_history(handle, "appointment_outbox_completed")
+    assert acts.published == []
+    assert [(s.target, s.outbox) for s in acts.statuses] == [("COMPLETED", True)]
 
 
 async def test_a_taken_slot_refuses_the_booking_and_ends_the_workflow(
@@ -199,4 +232,5 @@ async def test_same_key_same_answer_other_body_refused(temporal_env: WorkflowEnv
         )
         await handle.execute_update(AppointmentWorkflow.transition, TransitionRequest(target="NO_SHOW"))
         await handle.result()
-    assert [e for e, _ in acts.published] == ["APPOINTMENT_CREATED"]  # booked once
+    assert acts.published == []
+    assert len(acts.statuses) == 1

@@ -1,0 +1,270 @@
+"""The outbox relay against the real PostgreSQL and Kafka: once, in order, no double claim, redelivery.
+
+Each test gets an outbox of its own (a private copy of the table, with its NOTIFY trigger) and a
+topic of its own, so the worker's relay, which serves the public table, never races these relays,
+and no test event reaches billing or analytics. The path to the real `appointment-events` topic is
+covered end to end by test_appointments.py and test_billing.py.
+"""
+
+import asyncio
+import json
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import NewTopic
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from healthcare import clients
+from healthcare.db import session_factory
+from healthcare.events import AppointmentEvent
+from healthcare.outbox import OutboxRelay, enqueue
+from healthcare.settings import Settings
+from tests.integration.kafka_probe import TopicProbe
+from tests.integration.private_schema import private_tables
+
+
+@pytest.fixture
+async def outbox_engine(settings: Settings, engine: AsyncEngine) -> AsyncIterator[AsyncEngine]:
+    async with private_tables(engine, settings, "outbox") as private:
+        yield private
+
+
+@pytest.fixture
+async def topic(settings: Settings) -> AsyncIterator[str]:
+    name = f"outbox-test-{uuid.uuid4().hex[:10]}"
+    admin = clients.kafka_admin(settings)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(name, num_partitions=3, replication_factor=1)])
+        yield name
+        await admin.delete_topics([name])
+    finally:
+        await admin.close()
+
+
+@pytest.fixture
+async def producer(settings: Settings) -> AsyncIterator[AIOKafkaProducer]:
+    prod = clients.kafka_producer(settings)
+    await prod.start()
+    try:
+        yield prod
+    finally:
+        await prod.stop()
+
+
+def _event(kind: str = "APPOINTMENT_CREATED", appointment_id: uuid.UUID | None = None) -> AppointmentEvent:
+    now = datetime.now(UTC)
+    return AppointmentEvent.model_validate(
+        {
+            "event": kind,
+            "eventId": uuid.uuid4(),
+            "appointmentId": appointment_id or uuid.uuid4(),
+            "patientId": uuid.uuid4(),
+            "doctorId": uuid.uuid4(),
+            "time": now + timedelta(days=1),
+            "occurredAt": now,
+        }
+    )
+
+
+async def _queue(eng: AsyncEngine, topic: str, events: list[AppointmentEvent]) -> None:
+    """As an activity does: the events commit with the writer's transaction."""
+    async with session_factory(eng)() as session:
+        for event in events:
+            await enqueue(session, topic=topic, event=event)
+        await session.commit()
+
+
+async def _unpublished(eng: AsyncEngine) -> int:
+    async with eng.connect() as conn:
+        return int(await conn.scalar(text("SELECT count(*) FROM outbox WHERE published_at IS NULL")) or 0)
+
+
+async def _zero(eng: AsyncEngine) -> bool:
+    return await _unpublished(eng) == 0
+
+
+async def _until(check: Callable[[], Awaitable[bool]], timeout: float = 30.0) -> None:
+    async with asyncio.timeout(timeout):
+        while True:
+            if await check():
+                return
+            await asyncio.sleep(0.05)
+
+
+def _ids(values: list[dict[str, Any]]) -> Counter[str]:
+    return Counter(v["eventId"] for v in values)
+
+
+async def test_a_queued_event_reaches_the_topic_once_woken_by_notify(
+    settings: Settings, outbox_engine: AsyncEngine, topic: str, producer: AIOKafkaProducer
+) -> None:
+    # A poll interval far beyond the deadline below: only the NOTIFY can wake the relay in time.
+    relay = OutboxRelay(engine=outbox_engine, producer=producer, poll_interval=60)
+    stop = asyncio.Event()
+    async with TopicProbe(settings, topic) as probe:
+        running = asyncio.create_task(relay.run(stop))
+        try:
+            await asyncio.sleep(0.5)  # the relay is idle and listening
+            events = [_event() for _ in range(3)]
+            await _queue(outbox_engine, topic, events)
+            await _until(lambda: _zero(outbox_engine), timeout=5)
+            wanted = {str(e.event_id) for e in events}
+            values = await probe.collect(until=lambda vs: wanted <= set(_ids(vs)), settle=1)
+        finally:
+            stop.set()
+            await running
+    assert _ids(values) == Counter(wanted)  # each exactly once
+    by_id = {v["eventId"]: v for v in values}
+    for event in events:  # the contract value, as the writer queued it
+        assert by_id[str(event.event_id)] == json.loads(event.value())
+    assert relay.stats.published == 3 and relay.stats.send_failures == 0
+
+
+async def test_a_retried_writer_queues_its_event_once(outbox_engine: AsyncEngine, topic: str) -> None:
+    event = _event()
+    await _queue(outbox_engine, topic, [event])
+    await _queue(outbox_engine, topic, [event])  # a retried activity: same event id
+    assert await _unpublished(outbox_engine) == 1
+
+
+async def test_two_relays_never_claim_the_same_row_and_keep_each_keys_order(
+    settings: Settings, outbox_engine: AsyncEngine, topic: str, producer: AIOKafkaProducer
+) -> None:
+    appointments = [uuid.uuid4() for _ in range(300)]
+    created = [_event("APPOINTMENT_CREATED", a) for a in appointments]
+    cancelled = [_event("APPOINTMENT_CANCELLED", a) for a in appointments]
+    relays = [OutboxRelay(engine=outbox_engine, producer=producer, batch_size=40) for _ in range(2)]
+    stop = asyncio.Event()
+    async with TopicProbe(settings, topic) as probe:
+        running = [asyncio.create_task(r.run(stop)) for r in relays]
+        try:
+            # Interleaved commits while both relays run; every cancellation commits after its creation.
+            for i in range(0, len(appointments), 50):
+                await _queue(outbox_engine, topic, created[i : i + 50])
+                await _queue(outbox_engine, topic, cancelled[max(0, i - 50) : i])
+            await _queue(outbox_engine, topic, cancelled[len(appointments) - 50 :])
+            await _until(lambda: _zero(outbox_engine))
+            values = await probe.collect(until=lambda vs: len(vs) >= 600, settle=1)
+        finally:
+            stop.set()
+            await asyncio.gather(*running)
+    counts = _ids(values)
+    assert len(counts) == 600 and set(counts.values()) == {1}  # every event once: no double claim
+    assert sum(r.stats.published for r in relays) == 600
+    assert all(r.stats.published > 0 for r in relays)  # both took part
+    order: dict[str, list[str]] = {}
+    for value in values:  # collect keeps each partition's order, and a key lives in one partition
+        order.setdefault(value["appointmentId"], []).append(value["event"])
+    assert set(map(tuple, order.values())) == {("APPOINTMENT_CREATED", "APPOINTMENT_CANCELLED")}
+
+
+class _CrashAfterSend(OutboxRelay):
+    """Sends, then dies before marking the rows published (the commit never happens)."""
+
+    async def _mark(self, conn: AsyncConnection, seqs: list[int]) -> None:
+        raise RuntimeError("killed between send and commit")
+
+
+async def test_a_crash_between_send_and_commit_redelivers_with_the_same_event_id(
+    settings: Settings, outbox_engine: AsyncEngine, topic: str, producer: AIOKafkaProducer
+) -> None:
+    event = _event()
+    await _queue(outbox_engine, topic, [event])
+    async with TopicProbe(settings, topic) as probe:
+        with pytest.raises(RuntimeError):
+            await _CrashAfterSend(engine=outbox_engine, producer=producer).drain_once()
+        assert await _unpublished(outbox_engine) == 1  # rolled back: still queued
+        assert await OutboxRelay(engine=outbox_engine, producer=producer).drain_once() == (1, 0)
+        values = await probe.collect(until=lambda vs: _ids(vs)[str(event.event_id)] >= 2, settle=1)
+    # At-least-once: the event went out twice, under one id, which is what consumers drop on.
+    assert _ids(values) == Counter({str(event.event_id): 2})
+    assert await _unpublished(outbox_engine) == 0
+
+
+class _FlakyProducer:
+    """The real producer behind a send that fails the first `failures` records."""
+
+    def __init__(self, real: AIOKafkaProducer, failures: int) -> None:
+        self.real = real
+        self.failures = failures
+        self.calls = 0
+
+    async def send(self, topic: str, value: bytes, key: bytes | None = None) -> asyncio.Future[Any]:
+        self.calls += 1
+        if self.calls <= self.failures:
+            failed: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            failed.set_exception(ConnectionError("broker unavailable"))
+            return failed
+        sent: asyncio.Future[Any] = await self.real.send(topic, value, key=key)
+        return sent
+
+
+async def test_send_failures_are_retried_with_back_off_until_published(
+    settings: Settings, outbox_engine: AsyncEngine, topic: str, producer: AIOKafkaProducer
+) -> None:
+    event = _event()
+    flaky = _FlakyProducer(producer, failures=3)
+    relay = OutboxRelay(engine=outbox_engine, producer=flaky, max_backoff=0.4)
+    stop = asyncio.Event()
+    async with TopicProbe(settings, topic) as probe:
+        await _queue(outbox_engine, topic, [event])
+        running = asyncio.create_task(relay.run(stop))
+        try:
+            await _until(lambda: _zero(outbox_engine))
+            values = await probe.collect(until=lambda vs: str(event.event_id) in _ids(vs), settle=1)
+        finally:
+            stop.set()
+            await running
+    assert _ids(values) == Counter({str(event.event_id): 1})  # failed sends never reached the topic
+    assert relay.stats.send_failures == 3 and relay.stats.published == 1
+
+
+async def test_a_failed_event_holds_back_later_events_of_its_key(
+    outbox_engine: AsyncEngine, topic: str, producer: AIOKafkaProducer
+) -> None:
+    appointment = uuid.uuid4()
+    other = _event()
+    await _queue(
+        outbox_engine,
+        topic,
+        [_event("APPOINTMENT_CREATED", appointment), other, _event("APPOINTMENT_CANCELLED", appointment)],
+    )
+    relay = OutboxRelay(engine=outbox_engine, producer=_FlakyProducer(producer, failures=1))
+    # The creation fails; its cancellation, although sent, stays queued to go out again after it.
+    assert await relay.drain_once() == (1, 2)
+    async with outbox_engine.connect() as conn:
+        left = (await conn.execute(text("SELECT key FROM outbox WHERE published_at IS NULL"))).scalars().all()
+    assert left == [str(appointment).encode()] * 2
+    assert await relay.drain_once() == (2, 0)
+
+
+async def test_cleanup_deletes_old_published_rows_in_bounded_batches(
+    outbox_engine: AsyncEngine, topic: str
+) -> None:
+    await _queue(outbox_engine, topic, [_event() for _ in range(6)])
+    async with outbox_engine.begin() as conn:
+        await conn.execute(
+            text(
+                "UPDATE outbox SET published_at = now() - interval '8 days' "
+                "WHERE seq IN (SELECT seq FROM outbox ORDER BY seq LIMIT 3)"
+            )
+        )
+        await conn.execute(
+            text(
+                "UPDATE outbox SET published_at = now() - interval '1 day' WHERE published_at IS NULL AND "
+                "seq = (SELECT max(seq) FROM outbox)"
+            )
+        )
+    relay = OutboxRelay(engine=outbox_engine, producer=None, cleanup_batch=2)
+    assert await relay.cleanup_once() == 2
+    assert await relay.cleanup_once() == 1
+    assert await relay.cleanup_once() == 0
+    async with outbox_engine.connect() as conn:
+        assert await conn.scalar(text("SELECT count(*) FROM outbox")) == 3  # recent and unpublished stay
