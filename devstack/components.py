@@ -180,6 +180,15 @@ def temporal(settings: Settings, paths: Paths) -> Component:
             # With WAL, NORMAL stays consistent after a crash and skips an fsync per commit.
             "--sqlite-pragma",
             "synchronous=normal",
+            # One partition per task queue: on a single-node dev server more partitions only add
+            # forwarding between them. Eager activities: an activity scheduled by a workflow task
+            # goes straight back to the worker that completed it, without a trip through matching.
+            "--dynamic-config-value",
+            "matching.numTaskqueueReadPartitions=1",
+            "--dynamic-config-value",
+            "matching.numTaskqueueWritePartitions=1",
+            "--dynamic-config-value",
+            "system.enableActivityEagerExecution=true",
             "--namespace",
             settings.temporal_namespace,
             "--log-level",

@@ -8,12 +8,14 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from healthcare.settings import Settings
 
 
-def create_engine(settings: Settings) -> AsyncEngine:
+def create_engine(settings: Settings, *, pre_ping: bool = True) -> AsyncEngine:
+    """`pre_ping`: test a pooled connection before use, so one broken by a database restart is
+    replaced transparently. Callers whose work is retried anyway (activities) skip the round trip."""
     return create_async_engine(
         settings.database_url,
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_pool_size,
-        pool_pre_ping=True,
+        pool_pre_ping=pre_ping,
         pool_timeout=10,
     )
 

@@ -36,6 +36,13 @@ class Settings(BaseSettings):
     temporal_namespace: str = "default"
     temporal_task_queue: str = "healthcare"
     temporal_ui_url: str = "http://127.0.0.1:8233"
+    # Run workflow code in the SDK's sandbox. The workflow and replay tests always use it (they are
+    # where a non-deterministic change is caught); a production worker may turn it off, since it
+    # re-imports and re-compiles the workflow module for every new run.
+    temporal_workflow_sandbox: bool = True
+
+    # Billing: days from issue to due date (then the invoice becomes OVERDUE)
+    billing_payment_terms_days: int = Field(default=30, ge=1, le=365)
 
     # Kafka
     kafka_bootstrap_servers: str = "127.0.0.1:9092"

@@ -39,7 +39,9 @@ def workflow_runner(settings: Settings) -> WorkflowRunner:
 
 
 async def run_worker(settings: Settings, *, stop: asyncio.Event) -> None:
-    engine = create_engine(settings)
+    # No pre-ping: an activity that meets a connection broken by a database restart fails one
+    # attempt, SQLAlchemy refreshes the pool and Temporal retries; pinging cost a round trip per step.
+    engine = create_engine(settings, pre_ping=False)
     producer = clients.kafka_producer(settings)
     await producer.start()
     client = await clients.temporal_client(settings)
