@@ -11,7 +11,9 @@ HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
 
 def test_the_required_histories_are_stored() -> None:
     names = {p.stem for p in HISTORIES}
-    assert {"paid", "cancelled", "overdue", "lambda_retried"} <= names
+    paths = {"paid", "cancelled", "overdue", "lambda_retried"}
+    # v0_*: captured before the database steps became local activities; runs like them may still be open.
+    assert paths | {f"v0_{name}" for name in paths} <= names
 
 
 TEXTS = {p.stem: p.read_text() for p in HISTORIES}
