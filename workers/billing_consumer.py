@@ -47,12 +47,15 @@ class BillingConsumer:
         temporal: TemporalClient,
         task_queue: str,
         payment_terms: timedelta = DEFAULT_PAYMENT_TERMS,
+        max_in_flight: int = 32,
     ) -> None:
         self._consumer = consumer
         self._temporal = temporal
         self._task_queue = task_queue
         self._terms = payment_terms
         self._backoff = 0.5
+        # Starts and signals in flight at once: each is a round trip to Temporal.
+        self._in_flight = asyncio.Semaphore(max_in_flight)
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -65,27 +68,51 @@ class BillingConsumer:
     async def _handle_partition(
         self, tp: TopicPartition, messages: list[ConsumerRecord[bytes, bytes]], stop: asyncio.Event
     ) -> None:
-        done: int | None = None
+        """Hand a batch to Temporal, concurrently across appointments and in order within one.
+
+        Events of one appointment share a key, hence a lane that runs in offset order and stops at
+        its first refusal. The committed offset is the end of the prefix Temporal accepted in full;
+        from the first refused event on, the batch is read again (what was accepted is a no-op then).
+        """
+        lanes: dict[bytes | None, list[ConsumerRecord[bytes, bytes]]] = {}
         for msg in messages:
-            try:
-                await self.handle(msg)
-            except RPCError as exc:
-                # Temporal did not accept it: commit what it did accept, then read this one again.
-                log.warning(
-                    "temporal refused billing event; will retry",
-                    partition=tp.partition,
-                    offset=msg.offset,
-                    status=exc.status.name if exc.status else None,
-                )
-                await self._commit(tp, done)
-                self._consumer.seek(tp, msg.offset)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), self._backoff)
-                self._backoff = min(self._backoff * 2, MAX_BACKOFF.total_seconds())
-                return
-            done = msg.offset
-        self._backoff = 0.5
-        await self._commit(tp, done)
+            lanes.setdefault(msg.key, []).append(msg)
+        refused: dict[int, RPCError] = {}
+
+        async def lane(batch: list[ConsumerRecord[bytes, bytes]]) -> None:
+            for msg in batch:
+                try:
+                    async with self._in_flight:
+                        await self.handle(msg)
+                except RPCError as exc:
+                    refused[msg.offset] = exc
+                    return
+
+        # A TaskGroup: an unexpected error in one lane cancels the others before it propagates.
+        try:
+            async with asyncio.TaskGroup() as group:
+                for batch in lanes.values():
+                    group.create_task(lane(batch))
+        except BaseExceptionGroup as failed:
+            raise failed.exceptions[0] from None
+        if not refused:
+            self._backoff = 0.5
+            await self._commit(tp, messages[-1].offset)
+            return
+        first = min(refused)
+        status = refused[first].status
+        # Temporal did not accept it: commit what it did accept before it, then read it again.
+        log.warning(
+            "temporal refused billing event; will retry",
+            partition=tp.partition,
+            offset=first,
+            status=status.name if status else None,
+        )
+        await self._commit(tp, max((m.offset for m in messages if m.offset < first), default=None))
+        self._consumer.seek(tp, first)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), self._backoff)
+        self._backoff = min(self._backoff * 2, MAX_BACKOFF.total_seconds())
 
     async def _commit(self, tp: TopicPartition, last_done: int | None) -> None:
         if last_done is not None:
@@ -143,12 +170,11 @@ async def run_consumer(
         settings, settings.topic_appointment_events, group_id=group_id, **consumer_options
     )
     await consumer.start()
-    terms_days = getattr(settings, "billing_payment_terms_days", None)
     billing = BillingConsumer(
         consumer=consumer,
         temporal=temporal,
         task_queue=settings.temporal_task_queue,
-        payment_terms=timedelta(days=terms_days) if terms_days else DEFAULT_PAYMENT_TERMS,
+        payment_terms=timedelta(days=settings.billing_payment_terms_days),
     )
     log.info("billing consumer started", group=group_id, topic=settings.topic_appointment_events)
     try:
