@@ -19,6 +19,7 @@ from temporalio.exceptions import ApplicationError
 from healthcare.billing import (
     DOCTOR_NOT_FOUND,
     INVALID_INVOICE_TRANSITION,
+    INVOICE_NOT_FOUND,
     PDF_FAILED,
     PDF_REJECTED,
     TRANSITIONS,
@@ -37,6 +38,7 @@ from healthcare.stores.patients import PatientStore
 
 CURRENCY = "USD"
 HEARTBEAT_EVERY = 5.0
+PDF_MAX_TEXT = 120  # the invoice-PDF Lambda's limit for a name (lambda/invoice_pdf.py MAX_NAME)
 
 
 def _state(row: Invoice) -> InvoiceState:
@@ -106,8 +108,8 @@ class BillingActivities:
             "date": invoice.created_at.date().isoformat(),
             "status": "ISSUED",
             "currency": invoice.currency,
-            "patientName": patient.name if patient else None,
-            "doctorName": doctor.name if doctor else None,
+            "patientName": _pdf_text(patient.name) if patient else None,
+            "doctorName": _pdf_text(doctor.name) if doctor else None,
             "appointmentTime": data.appointment_time.isoformat(),
             "invoiceNumber": "INV-" + invoice.id.hex[:8].upper(),
         }
@@ -145,7 +147,8 @@ class BillingActivities:
             )
             await session.commit()
             row = await session.get(Invoice, data.invoice_id)
-            assert row is not None
+            if row is None:  # a retry cannot make a missing invoice appear: fail the run visibly
+                raise ApplicationError("invoice not found", type=INVOICE_NOT_FOUND, non_retryable=True)
             return _state(row)
 
     @activity.defn(name="billing.set_status")
@@ -172,6 +175,15 @@ class BillingActivities:
                 await session.commit()
                 await session.refresh(row)
             return _state(row)
+
+
+def _pdf_text(text: str, limit: int = PDF_MAX_TEXT) -> str | None:
+    """A name as the Lambda accepts it: printable, at most `limit` characters. The API allows longer
+    names and stored records may hold tabs or line breaks; refusing them would fail billing for good."""
+    printable = " ".join("".join(ch if ch.isprintable() else " " for ch in text).split())
+    if not printable:
+        return None
+    return printable if len(printable) <= limit else printable[: limit - 1] + "…"
 
 
 def _pdf_result(function_error: str | None, body: bytes) -> PdfResult:

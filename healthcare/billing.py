@@ -14,6 +14,7 @@ INVOICE_VOID = "InvoiceVoid"
 INVOICE_NOT_ISSUED = "InvoiceNotIssued"
 INVALID_INVOICE_TRANSITION = "InvalidInvoiceTransition"
 DOCTOR_NOT_FOUND = "DoctorNotFound"
+INVOICE_NOT_FOUND = "InvoiceNotFound"
 # The Lambda refused the request (statusCode 400): retrying the same request can never succeed.
 PDF_REJECTED = "InvoicePdfRejected"
 # A function error or an answer we cannot read: worth retrying.

@@ -353,3 +353,21 @@ def test_handler_imports_only_stdlib_boto3_and_reportlab() -> None:
         elif isinstance(node, ast.ImportFrom) and node.module:
             roots.add(node.module.split(".")[0])
     assert roots - set(sys.stdlib_module_names) == {"boto3", "botocore", "reportlab"}
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["Ann\tLee", "Line\nbreak\r\nname", "x" * 150, "Zoë " * 60, "\x00\x1f", "  padded  "],
+)
+def test_names_the_api_accepts_are_sent_in_a_shape_the_function_accepts(name: str) -> None:
+    """The API allows 200-character names and stored records may hold control characters; the
+    billing activity cleans them so the function never refuses a bill for good (a 400)."""
+    from activities.billing import PDF_MAX_TEXT, _pdf_text
+
+    assert PDF_MAX_TEXT == invoice_pdf.MAX_NAME
+    with pytest.raises(invoice_pdf.BadRequest):
+        invoice_pdf.parse_request({**REQUEST, "patientName": name + "\t" + "y" * 200})  # raw: refused
+    cleaned = _pdf_text(name)
+    invoice = invoice_pdf.parse_request({**REQUEST, "patientName": cleaned, "doctorName": cleaned})
+    assert invoice_pdf.render_pdf(invoice).startswith(b"%PDF")
+    assert cleaned is None or (len(cleaned) <= invoice_pdf.MAX_NAME and cleaned.isprintable())
