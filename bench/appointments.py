@@ -3,24 +3,45 @@
 Run with the stack up (`make up`): `python -m bench.appointments [--seconds 20]`.
 Baseline, measured in the same run: an authenticated GET /appointments/{id} (same HTTP, auth,
 database and audit path, no Temporal), so the ratio shows what durability costs per request.
+Each level also prints the CPU each stack component spent per booking (from /proc), which is what
+shows where the time goes on a machine whose cores the whole stack shares. `--pause-billing`
+freezes the billing consumer during the runs (SIGSTOP, then SIGCONT), so the figures are the
+booking path's alone; its Kafka backlog is billed afterwards.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import itertools
+import os
+import signal
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import httpx
 
-from bench.common import admin_headers, base_url, load
+from bench.common import admin_headers, base_url, component_cpu_seconds, cpu_per_item, load
+from healthcare.settings import get_settings
 
 DOCTORS = 40
 PATIENTS = 40
 
 
-async def main(seconds: float, levels: list[int]) -> None:
+@contextlib.contextmanager
+def billing_paused(pause: bool) -> Iterator[None]:
+    pid = int((get_settings().state_dir / "run" / "consumer.pid").read_text()) if pause else None
+    if pid:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        if pid:
+            os.kill(pid, signal.SIGCONT)
+
+
+async def main(seconds: float, levels: list[int], pause: bool) -> None:
     async with httpx.AsyncClient(
         base_url=base_url(), timeout=60, limits=httpx.Limits(max_connections=200)
     ) as client:
@@ -62,16 +83,20 @@ async def main(seconds: float, levels: list[int]) -> None:
 
         baseline = await load("GET /appointments/{id} (baseline)", read, concurrency=4, seconds=seconds / 2)
         print(baseline.line())
-        for level in levels:
-            run = await load(
-                f"POST /appointments (concurrency {level})", book, concurrency=level, seconds=seconds
-            )
-            print(run.line(), f"  p50 = {run.pct(50) / baseline.pct(50):.1f}x baseline")
+        with billing_paused(pause):
+            for level in levels:
+                before = component_cpu_seconds()
+                run = await load(
+                    f"POST /appointments (concurrency {level})", book, concurrency=level, seconds=seconds
+                )
+                print(run.line(), f"  p50 = {run.pct(50) / baseline.pct(50):.1f}x baseline")
+                print("   ", cpu_per_item(before, component_cpu_seconds(), run.ok))
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--levels", type=int, nargs="+", default=[1, 4, 16, 32])
+    parser.add_argument("--pause-billing", action="store_true", help="freeze the billing consumer meanwhile")
     args = parser.parse_args()
-    asyncio.run(main(args.seconds, args.levels))
+    asyncio.run(main(args.seconds, args.levels, args.pause_billing))

@@ -2,29 +2,37 @@
 
 Run with the stack up (`make up`): `python -m bench.billing [--seconds 60] [--rate 20]`.
 
-Durable: appointments are booked through the API at a steady rate; the real pipeline (Kafka →
-billing consumer → billing workflow → Lambda PDF → invoice ISSUED) does the rest. Latency is
-invoices.issued_at - appointments.created_at, read from PostgreSQL afterwards.
-Baseline, in the same run: the same work without Temporal: a plain consumer of a scratch topic
-prices the visit, invokes the same Lambda and inserts a row into a scratch table.
+Both phases book appointments through the API at the same steady rate, so each bills the same
+events under the same booking load; only the billing differs.
+- Durable: the real pipeline (outbox → Kafka → billing consumer → billing workflow → Lambda PDF →
+  invoice ISSUED). Latency is invoices.issued_at - appointments.created_at, read from PostgreSQL.
+- Baseline: the billing consumer is frozen (SIGSTOP) and a plain consumer of the same topic does
+  the same work without Temporal: reads the doctor's fee and the names, invokes the same Lambda
+  (as many calls at once as the pool has emulators) and inserts a row into a scratch table.
+  Afterwards the real consumer resumes and bills those appointments too (after the measurement).
+Each phase also prints the CPU each stack component spent per invoice (from /proc).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import os
+import signal
 import time
 import uuid
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 
 import httpx
-from aiokafka.admin import NewTopic
 from sqlalchemy import text
 
-from bench.common import admin_headers, base_url
+from bench.common import admin_headers, base_url, component_cpu_seconds, cpu_per_item
 from healthcare import clients
 from healthcare.db import create_engine
+from healthcare.events import AppointmentEvent
 from healthcare.settings import get_settings
 
 LAMBDA_CONCURRENCY = 2  # the local pool runs two emulators
@@ -50,9 +58,8 @@ async def steady(rate: float, seconds: float, fire) -> int:  # type: ignore[no-u
     return i
 
 
-async def durable(rate: float, seconds: float) -> tuple[float, list[float], int]:
-    settings = get_settings()
-    engine = create_engine(settings)
+async def book_steadily(rate: float, seconds: float) -> list[uuid.UUID]:
+    """Book through the API at `rate` per second for `seconds`; every slot is distinct."""
     async with httpx.AsyncClient(base_url=base_url(), timeout=60) as client:
         headers = await admin_headers(client)
         doctors = [
@@ -71,8 +78,9 @@ async def durable(rate: float, seconds: float) -> tuple[float, list[float], int]
             ).json()["id"]
             for i in range(20)
         ]
+        # Fresh doctors and patients per phase, and consecutive slots 31 minutes apart: no overlaps.
         start = datetime.now(UTC).replace(second=0, microsecond=0) + timedelta(days=60)
-        booked: list[str] = []
+        booked: list[uuid.UUID] = []
 
         async def fire(i: int) -> None:
             body = {
@@ -82,11 +90,16 @@ async def durable(rate: float, seconds: float) -> tuple[float, list[float], int]
             }
             resp = await client.post("/api/v1/appointments", json=body, headers=headers)
             if resp.status_code == 201:
-                booked.append(resp.json()["id"])
+                booked.append(uuid.UUID(resp.json()["id"]))
 
-        began = datetime.now(UTC)
         await steady(rate, seconds, fire)
-    ids = [uuid.UUID(b) for b in booked]
+    return booked
+
+
+async def durable(rate: float, seconds: float) -> tuple[float, list[float], int]:
+    engine = create_engine(get_settings())
+    began = datetime.now(UTC)
+    ids = await book_steadily(rate, seconds)
     deadline = time.perf_counter() + 300
     while time.perf_counter() < deadline:
         async with engine.connect() as conn:
@@ -100,7 +113,7 @@ async def durable(rate: float, seconds: float) -> tuple[float, list[float], int]
             ).scalar_one()
         if issued >= len(ids):
             break
-        await asyncio.sleep(1)
+        await asyncio.sleep(0.5)
     async with engine.connect() as conn:
         rows = (
             await conn.execute(
@@ -119,33 +132,56 @@ async def durable(rate: float, seconds: float) -> tuple[float, list[float], int]
     return len(rows) / span, latencies, len(ids)
 
 
+@contextlib.contextmanager
+def billing_consumer_frozen() -> Iterator[None]:
+    pid = int((get_settings().state_dir / "run" / "consumer.pid").read_text())
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(pid, signal.SIGCONT)
+
+
 async def baseline(rate: float, seconds: float) -> tuple[float, list[float], int]:
     settings = get_settings()
-    topic = f"bench-billing-baseline-{uuid.uuid4().hex[:8]}"
-    admin = clients.kafka_admin(settings)
-    await admin.start()
-    await admin.create_topics([NewTopic(topic, num_partitions=3, replication_factor=1)])
     engine = create_engine(settings)
     table = f"bench_baseline_{uuid.uuid4().hex[:8]}"
     async with engine.begin() as conn:
         await conn.execute(text(f"CREATE TABLE {table} (id uuid PRIMARY KEY, amount numeric, pdf_key text)"))
-        fee = (await conn.execute(text("SELECT fee FROM doctors LIMIT 1"))).scalar_one()
     lam = clients.lambda_client(settings)
-    producer = clients.kafka_producer(settings)
-    consumer = clients.kafka_consumer(settings, topic, group_id=f"bench-{uuid.uuid4().hex[:8]}")
-    await producer.start()
+    consumer = clients.kafka_consumer(
+        settings,
+        settings.topic_appointment_events,
+        group_id=f"bench-baseline-{uuid.uuid4().hex[:8]}",
+        auto_offset_reset="latest",
+    )
     await consumer.start()
+    await consumer.getmany(timeout_ms=500)  # join and take the partitions before the bookings start
     latencies: list[float] = []
+    done_at: list[float] = []
     slots = asyncio.Semaphore(LAMBDA_CONCURRENCY)
+    ours: set[uuid.UUID] = set()
 
-    async def handle(value: dict[str, float | str]) -> None:
+    async def handle(event: AppointmentEvent) -> None:
+        async with engine.connect() as conn:
+            fee, doctor = (
+                await conn.execute(
+                    text("SELECT fee, name FROM doctors WHERE id = :id"), {"id": event.doctor_id}
+                )
+            ).one()
+            patient = (
+                await conn.execute(text("SELECT name FROM patients WHERE id = :id"), {"id": event.patient_id})
+            ).scalar()
         invoice_id = str(uuid.uuid4())
         payload = {
             "invoiceId": invoice_id,
-            "patientId": "bench",
+            "patientId": str(event.patient_id),
             "amount": f"{fee:.2f}",
             "date": datetime.now(UTC).date().isoformat(),
             "status": "ISSUED",
+            "patientName": patient,
+            "doctorName": doctor,
+            "appointmentTime": event.time.isoformat(),
         }
         async with slots:
             resp = await asyncio.to_thread(
@@ -157,48 +193,60 @@ async def baseline(rate: float, seconds: float) -> tuple[float, list[float], int
                 text(f"INSERT INTO {table} VALUES (:id, :a, :k)"),
                 {"id": invoice_id, "a": fee, "k": body["key"]},
             )
-        latencies.append((time.time() - float(value["sentAt"])) * 1000)
+        latencies.append((datetime.now(UTC) - event.occurred_at).total_seconds() * 1000)
+        done_at.append(time.perf_counter())
 
-    async def consume(total: int) -> None:
+    stop = asyncio.Event()
+
+    async def consume() -> None:
         pending: set[asyncio.Task[None]] = set()
-        while len(latencies) < total:
-            batch = await consumer.getmany(timeout_ms=100)
-            for records in batch.values():
+        while not stop.is_set() or pending:
+            for records in (await consumer.getmany(timeout_ms=100)).values():
                 for r in records:
-                    pending.add(asyncio.create_task(handle(json.loads(r.value))))
+                    event = AppointmentEvent.model_validate_json(r.value or b"")
+                    if event.event == "APPOINTMENT_CREATED":
+                        pending.add(asyncio.create_task(handle(event)))
             pending = {t for t in pending if not t.done()}
-
-    async def fire(_: int) -> None:
-        await producer.send_and_wait(topic, json.dumps({"sentAt": time.time()}).encode())
+            if stop.is_set() and len(latencies) >= len(ours):
+                break
 
     began = time.perf_counter()
-    total = int(rate * seconds)
-    consumer_task = asyncio.create_task(consume(total))
-    sent = await steady(rate, seconds, fire)
-    await asyncio.wait_for(consumer_task, 300)
-    span = time.perf_counter() - began
-    await producer.stop()
+    with billing_consumer_frozen():
+        consumer_task = asyncio.create_task(consume())
+        booked = await book_steadily(rate, seconds)
+        ours.update(booked)
+        stop.set()
+        await asyncio.wait_for(consumer_task, 300)
+    span = max(done_at, default=began) - began
     await consumer.stop()
     async with engine.begin() as conn:
         await conn.execute(text(f"DROP TABLE {table}"))
     await engine.dispose()
-    await admin.delete_topics([topic])
-    await admin.close()
-    return len(latencies) / span, latencies, sent
+    return len(latencies) / max(span, 1e-9), latencies, len(booked)
+
+
+async def measured(
+    phase: Callable[[float, float], Awaitable[tuple[float, list[float], int]]], rate: float, seconds: float
+) -> tuple[float, list[float], int, str]:
+    before = component_cpu_seconds()
+    result = await phase(rate, seconds)
+    return (*result, cpu_per_item(before, component_cpu_seconds(), max(len(result[1]), 1)))
 
 
 async def main(seconds: float, rate: float) -> None:
-    d_rate, d_lat, d_n = await durable(rate, seconds)
-    b_rate, b_lat, b_n = await baseline(rate, seconds)
+    d_rate, d_lat, d_n, d_cpu = await measured(durable, rate, seconds)
+    b_rate, b_lat, b_n, b_cpu = await measured(baseline, rate, seconds)
     print(f"offered rate {rate:.0f}/s for {seconds:.0f}s")
     print(
         f"durable : {d_n} booked, {len(d_lat)} ISSUED with PDF, {d_rate:6.1f} invoices/s, "
         f"latency p50 {pct(d_lat, 50):7.0f} ms  p99 {pct(d_lat, 99):7.0f} ms"
     )
+    print("   ", d_cpu)
     print(
-        f"baseline: {b_n} events, {len(b_lat)} invoiced, {b_rate:6.1f} invoices/s, "
+        f"baseline: {b_n} booked, {len(b_lat)} invoiced, {b_rate:6.1f} invoices/s, "
         f"latency p50 {pct(b_lat, 50):7.0f} ms  p99 {pct(b_lat, 99):7.0f} ms"
     )
+    print("   ", b_cpu)
     print(
         f"ratio durable/baseline throughput = {d_rate / b_rate:.2f} (goal >= 0.5); goal >= 50/s, p99 <= 2 s"
     )

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import statistics
 import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import httpx
 
@@ -106,3 +108,51 @@ async def admin_headers(client: httpx.AsyncClient) -> dict[str, str]:
 
 def median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
+
+
+# -- CPU per component ---------------------------------------------------------------------------
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _stat(pid: int) -> tuple[int, float] | None:
+    """(parent pid, CPU seconds) of a live process and of its reaped children, from /proc/<pid>/stat
+    (PostgreSQL's backends come and go; their time moves to the postmaster when they exit)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return int(fields[1]), sum(int(f) for f in fields[11:15]) / _TICK
+
+
+def component_cpu_seconds() -> dict[str, float]:
+    """CPU seconds used so far by each running stack component, children included
+    (e.g. the Flink job's JVM), keyed by component name from `.state/run/*.pid`."""
+    pids = (int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit())
+    stats = {pid: s for pid in pids if (s := _stat(pid))}
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, _) in stats.items():
+        children.setdefault(ppid, []).append(pid)
+    result: dict[str, float] = {}
+    for pidfile in sorted((get_settings().state_dir / "run").glob("*.pid")):
+        if pidfile.stem == "stack":
+            continue
+        try:
+            root = int(pidfile.read_text().strip())
+        except ValueError:
+            continue
+        total, todo = 0.0, [root]
+        while todo:
+            pid = todo.pop()
+            if pid in stats:
+                total += stats[pid][1]
+                todo.extend(children.get(pid, []))
+        result[pidfile.stem] = total
+    return result
+
+
+def cpu_per_item(before: dict[str, float], after: dict[str, float], items: int) -> str:
+    """One line: milliseconds of CPU per item for each component that used any, busiest first."""
+    used = {name: after.get(name, 0.0) - before.get(name, 0.0) for name in after}
+    parts = [f"{name} {sec * 1000 / items:.1f}" for name, sec in sorted(used.items(), key=lambda kv: -kv[1])]
+    total = sum(used.values()) * 1000 / max(items, 1)
+    return f"CPU ms per item: total {total:.1f} = " + ", ".join(p for p in parts if not p.endswith(" 0.0"))

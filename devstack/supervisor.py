@@ -134,6 +134,9 @@ class Supervisor:
         log_path = self.log_dir / f"{comp.name}.log"
         log = log_path.open("ab")
         env = {**os.environ, **comp.env()}
+        # Let components cache bytecode even where the shell forbids it: the workflow sandbox
+        # imports the workflow module afresh for every new run and would compile it from source.
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
         try:
             comp.process = await asyncio.create_subprocess_exec(
                 *argv,
