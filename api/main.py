@@ -14,6 +14,7 @@ from api.routes import appointments, audit, auth, doctors, health, invoices, pat
 from healthcare import clients
 from healthcare.db import create_engine, session_factory
 from healthcare.logging import configure_logging
+from healthcare.process import tune_gc
 from healthcare.settings import Settings, get_settings
 from healthcare.stores.factory import patient_store_factory
 
@@ -33,6 +34,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.s3 = clients.s3_client(settings)
         app.state.lambda_client = clients.lambda_client(settings, read_timeout=30)
         app.state.patient_store_factory = patient_store_factory(settings)
+        tune_gc()
         try:
             yield
         finally:

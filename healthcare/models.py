@@ -16,6 +16,7 @@ from sqlalchemy import (
     Index,
     LargeBinary,
     Numeric,
+    SmallInteger,
     String,
     Text,
     func,
@@ -103,6 +104,9 @@ class AuditRecord(SQLModel, table=True):
     outcome: str = Field(default="ok", sa_column=Column(String(16), nullable=False))
     prev_hash: str = Field(sa_column=Column(String(64), nullable=False))
     hash: str = Field(sa_column=Column(String(64), nullable=False, unique=True))
+    # 1: sha256 of the canonical JSON including prev_hash; 2: sha256(prev_hash "\n" body), written
+    # by the audit_append() database function (migration 0005).
+    hash_version: int = Field(default=2, sa_column=Column(SmallInteger, nullable=False, server_default="1"))
 
 
 class LoginThrottle(SQLModel, table=True):

@@ -21,10 +21,15 @@ HASH_THREAD_NICENESS = 10
 
 
 def _lower_priority() -> None:
-    # Linux applies nice values per thread: hashing then takes only the CPU that request handling
-    # (this process's event loop, the database) leaves idle, so a login burst cannot starve reads.
-    with contextlib.suppress(OSError, AttributeError):
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), HASH_THREAD_NICENESS)
+    # Linux schedules threads one by one: a hashing thread under SCHED_IDLE runs only on CPU that
+    # request handling (this process's event loop, the database) leaves idle, so a login burst
+    # cannot starve reads, and logins still use every idle cycle. Nice 10 where SCHED_IDLE is refused.
+    tid = threading.get_native_id()
+    try:
+        os.sched_setscheduler(tid, os.SCHED_IDLE, os.sched_param(0))
+    except (OSError, AttributeError):
+        with contextlib.suppress(OSError, AttributeError):
+            os.setpriority(os.PRIO_PROCESS, tid, HASH_THREAD_NICENESS)
 
 
 # bcrypt releases the GIL while hashing, so one thread per core keeps every core busy with logins

@@ -17,11 +17,12 @@ from healthcare.models import AuditRecord, utcnow
 from healthcare.services.context import RequestContext
 
 GENESIS = "0" * 64
-# Every audited transaction takes this lock, so each record links to the one committed before it.
-_CHAIN_LOCK = 0x6175646974  # "audit"
+# Every audited transaction takes one advisory lock (0x6175646974, "audit", inside audit_append)
+# until it commits, so each record links to the one committed before it.
 
 
-def record_hash(rec: AuditRecord) -> str:
+def record_body(rec: AuditRecord) -> str:
+    """The canonical JSON a version-2 hash covers (everything but the chain fields)."""
     body = {
         "at": rec.at.isoformat(),
         "actor_id": str(rec.actor_id) if rec.actor_id else None,
@@ -32,10 +33,16 @@ def record_hash(rec: AuditRecord) -> str:
         "client_ip": rec.client_ip,
         "request_id": rec.request_id,
         "outcome": rec.outcome,
-        "prev_hash": rec.prev_hash,
     }
-    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()
+    return json.dumps(body, sort_keys=True, separators=(",", ":"))
+
+
+def record_hash(rec: AuditRecord) -> str:
+    if rec.hash_version == 1:  # records written before migration 0005
+        body = json.loads(record_body(rec)) | {"prev_hash": rec.prev_hash}
+        canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
+    return hashlib.sha256(f"{rec.prev_hash}\n{record_body(rec)}".encode()).hexdigest()
 
 
 async def append(
@@ -73,29 +80,32 @@ async def append_many(
     actor_id: uuid.UUID | None = None,
     actor_role: str | None = None,
 ) -> None:
-    """One record per resource (a list of ten patients leaves ten records), under one chain lock."""
-    await session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _CHAIN_LOCK})
-    last = await session.scalar(select(AuditRecord.hash).order_by(AuditRecord.seq.desc()).limit(1))
-    prev = last or GENESIS
+    """One record per resource (a list of ten patients leaves ten records), under one chain lock.
+
+    One database call (`audit_append`, migration 0005) takes the lock, links and inserts the
+    records; the lock is released when the caller's transaction commits, so it is held for that
+    call and the commit only."""
     actor = ctx.actor
-    for resource_id in resource_ids:
-        rec = AuditRecord(
-            at=utcnow(),
-            actor_id=actor_id or (actor.user_id if actor else None),
-            actor_role=actor_role or (actor.role.value if actor else None),
-            action=action,
-            resource_type=resource_type,
-            resource_id=str(resource_id) if resource_id is not None else None,
-            client_ip=ctx.client_ip,
-            request_id=ctx.request_id,
-            outcome=outcome,
-            prev_hash=prev,
-            hash="",
+    now = utcnow()
+    bodies = [
+        record_body(
+            AuditRecord(
+                at=now,
+                actor_id=actor_id or (actor.user_id if actor else None),
+                actor_role=actor_role or (actor.role.value if actor else None),
+                action=action,
+                resource_type=resource_type,
+                resource_id=str(resource_id) if resource_id is not None else None,
+                client_ip=ctx.client_ip,
+                request_id=ctx.request_id,
+                outcome=outcome,
+                prev_hash="",
+                hash="",
+            )
         )
-        rec.hash = record_hash(rec)
-        prev = rec.hash
-        session.add(rec)
-    await session.flush()
+        for resource_id in resource_ids
+    ]
+    await session.execute(text("SELECT audit_append(:bodies)"), {"bodies": bodies})
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,8 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from healthcare.services.audit import verify
+from healthcare.services.audit import append_many, verify
+from healthcare.services.context import RequestContext
 from tests.integration.factories import Account, create_patient, fresh_ip, register_patient_user
 
 V1 = "/api/v1"
@@ -91,3 +92,21 @@ async def test_verify_detects_an_edited_and_a_deleted_record(
     )
     out, _ = await proc.communicate()
     assert proc.returncode == 0 and b"chain intact" in out
+
+
+async def test_the_database_function_and_the_verifier_hash_alike(engine: AsyncEngine) -> None:
+    """audit_append (PL/pgSQL) writes version-2 hashes; `verify` recomputes them in Python. Awkward
+    text (quotes, backslashes, non-ASCII, a request id a client sent) must hash the same on both."""
+    ctx = RequestContext(actor=None, client_ip="2001:db8::1", request_id='req "q" \\ ü ✓')
+    async with engine.connect() as conn, conn.begin():  # rolled back: the shared trail stays as it was
+        session = AsyncSession(bind=conn)
+        await append_many(session, ctx, action="read", resource_type="patient", resource_ids=["a", "ß", None])
+        rows = (
+            await conn.execute(
+                text("SELECT hash_version, request_id FROM audit_log ORDER BY seq DESC LIMIT 3")
+            )
+        ).all()
+        assert [tuple(r) for r in rows] == [(2, ctx.request_id)] * 3
+        result = await verify(AsyncSession(bind=conn))
+        assert result.ok, result
+        await conn.rollback()
