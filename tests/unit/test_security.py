@@ -100,3 +100,20 @@ def test_passwords_longer_than_bcrypt_reads_are_refused_not_truncated() -> None:
     with pytest.raises(ValidationError, match="72 bytes"):
         RegisterIn(email="a@example.com", password="é" * 37)
     assert not security.verify_password("x" * 100, security.hash_password("y" * 10, rounds=10), rounds=10)
+
+
+def test_hashing_threads_only_take_idle_cpu() -> None:
+    """The bcrypt pool's threads run under SCHED_IDLE (nice 10 where the kernel refuses), so a login
+    burst cannot take CPU from request handling."""
+    import os
+    import threading
+
+    from healthcare.security import _HASH_POOL, HASH_THREAD_NICENESS
+
+    def policy() -> tuple[int, int]:
+        tid = threading.get_native_id()
+        return os.sched_getscheduler(tid), os.getpriority(os.PRIO_PROCESS, tid)
+
+    sched, nice = _HASH_POOL.submit(policy).result()
+    assert sched == os.SCHED_IDLE or nice >= HASH_THREAD_NICENESS
+    assert os.sched_getscheduler(threading.get_native_id()) != os.SCHED_IDLE  # the caller is untouched
