@@ -22,3 +22,11 @@ def create_engine(settings: Settings, *, pre_ping: bool = True) -> AsyncEngine:
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
+
+
+async def release_connection(session: AsyncSession) -> None:
+    """End the session's (read-only) transaction before a long wait, such as a Temporal update, so
+    its connection goes back to the pool meanwhile; the next statement takes one again. Under load,
+    requests parked on Temporal while holding connections exhausted the pool and failed. Loaded
+    objects stay usable (sessions are made with expire_on_commit=False)."""
+    await session.commit()

@@ -32,6 +32,7 @@ from healthcare.appointments import (
     idempotent_appointment_id,
     workflow_id_for,
 )
+from healthcare.db import release_connection
 from healthcare.models import Appointment, Doctor
 from healthcare.schemas import AppointmentCreate
 from healthcare.services import audit
@@ -90,6 +91,7 @@ async def book(
         reason=data.reason,
         created_by=actor.user_id,
     )
+    await release_connection(session)
     start = WithStartWorkflowOperation(
         AppointmentWorkflow.run,
         request,
@@ -217,6 +219,7 @@ async def transition(
         raise errors.NotFound(NOT_FOUND)
     if row.status != "BOOKED":
         raise errors.Conflict(f"an appointment that is {row.status} cannot become {target}")
+    await release_connection(session)
     handle = temporal.get_workflow_handle(row.workflow_id)
     try:
         state: AppointmentState = await handle.execute_update(

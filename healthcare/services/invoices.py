@@ -18,6 +18,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from healthcare import errors
 from healthcare.billing import INVOICE_NOT_ISSUED, INVOICE_VOID, InvoiceState, PayRequest
+from healthcare.db import release_connection
 from healthcare.models import Invoice, Role
 from healthcare.schemas import ApiOut, Money
 from healthcare.services import audit
@@ -151,6 +152,7 @@ async def pay(
         await _audit_pay(session, ctx, invoice_id, "conflict")
         raise errors.Conflict("a void invoice cannot be paid")
     if row.status != "PAID":
+        await release_connection(session)
         try:
             result = await _pay_through_workflow(temporal, row)
         except errors.DomainError as exc:
