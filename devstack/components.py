@@ -459,6 +459,11 @@ async def _invoke_health(endpoint: str, settings: Settings) -> None:
 
 
 # -- Our own processes ------------------------------------------------------------------------
+# Prometheus metrics of the background roles (the API serves /metrics on its own port).
+WORKER_METRICS_PORT = 9464
+CONSUMER_METRICS_PORT = 9465
+
+
 def worker(settings: Settings, paths: Paths) -> Component:
     async def ready() -> None:
         # Ready means a workflow really ran on this worker and its activity reached the database.
@@ -477,8 +482,10 @@ def worker(settings: Settings, paths: Paths) -> Component:
         argv=lambda: [str(VENV_BIN / "healthcare"), "serve", "worker"],
         ready=ready,
         depends_on=["postgres", "temporal", "kafka", "s3", "lambda"],
+        ports=[WORKER_METRICS_PORT],
+        env=lambda: {"HC_METRICS_PORT": str(WORKER_METRICS_PORT)},
         ready_timeout=60,
-        describe=f"task queue {settings.temporal_task_queue}",
+        describe=f"task queue {settings.temporal_task_queue}, metrics :{WORKER_METRICS_PORT}",
     )
 
 
@@ -520,8 +527,10 @@ def consumer(settings: Settings, paths: Paths) -> Component:
         argv=lambda: [str(VENV_BIN / "healthcare"), "serve", "consumer"],
         ready=ready,
         depends_on=["kafka", "temporal", "worker"],
+        ports=[CONSUMER_METRICS_PORT],
+        env=lambda: {"HC_METRICS_PORT": str(CONSUMER_METRICS_PORT)},
         ready_timeout=60,
-        describe="group billing-group",
+        describe=f"group billing-group, metrics :{CONSUMER_METRICS_PORT}",
     )
 
 
@@ -546,7 +555,7 @@ def urls(settings: Settings) -> dict[str, str]:
         "API docs": f"{base}/api/v1/docs",
         "Portal": f"{base}/",
         "Readiness": f"{base}/readyz",
-        "Metrics": f"{base}/metrics",
+        "Metrics": f"{base}/metrics (worker :{WORKER_METRICS_PORT}, consumer :{CONSUMER_METRICS_PORT})",
         "Temporal UI": settings.temporal_ui_url,
         "Analytics WS": f"ws://{settings.ws_host}:{settings.ws_port}/ws/analytics?token=<access token>",
     }

@@ -27,6 +27,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from healthcare import metrics
 from healthcare.events import AppointmentEvent
 from healthcare.logging import get_logger
 from healthcare.models import OutboxRecord
@@ -118,6 +119,7 @@ class OutboxRelay:
                     published, failed = await self.drain_once()
                 except Exception as exc:  # noqa: BLE001 - the relay outlives broker and database outages
                     self.stats.rounds_failed += 1
+                    metrics.OUTBOX_ROUNDS_FAILED.inc()
                     # The type only: messages of driver errors can quote row values.
                     log.warning(
                         "outbox round failed; rows stay queued", error=type(exc).__name__, retry_in=backoff
@@ -154,6 +156,7 @@ class OutboxRelay:
             if sent:
                 await self._mark(conn, sent)
         self.stats.published += len(sent)
+        metrics.OUTBOX_PUBLISHED.inc(len(sent))
         return len(sent), len(ready) - len(sent)
 
     async def _send(self, rows: Sequence[Row[Any]]) -> list[int]:
@@ -172,6 +175,7 @@ class OutboxRelay:
         failures = len(rows) - len(acked)
         if failures:
             self.stats.send_failures += failures
+            metrics.OUTBOX_SEND_FAILURES.inc(failures)
             errors = sorted({type(r).__name__ for r in results if isinstance(r, BaseException)})
             log.warning("outbox sends failed; rows stay queued", failed=failures, errors=errors)
         return acked

@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 
 import uvloop
 
+from healthcare import metrics
 from healthcare.logging import configure_logging
 from healthcare.settings import Settings, get_settings
 
@@ -26,6 +27,7 @@ def run_until_stopped(role: Callable[[Settings, asyncio.Event], Awaitable[None]]
     """Run `role(settings, stop)`; `stop` is set by SIGTERM or SIGINT so the role can drain and exit."""
     settings = get_settings()
     configure_logging(settings.log_level, json=settings.log_json)
+    metrics.serve(settings)
 
     async def _run() -> None:
         stop = asyncio.Event()

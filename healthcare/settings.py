@@ -41,6 +41,10 @@ class Settings(BaseSettings):
     # re-imports and re-compiles the workflow module for every new run.
     temporal_workflow_sandbox: bool = True
 
+    # Prometheus metrics of the worker and consumer roles (the API serves /metrics itself); 0 = off
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = Field(default=0, ge=0, le=65535)
+
     # Billing: days from issue to due date (then the invoice becomes OVERDUE)
     billing_payment_terms_days: int = Field(default=30, ge=1, le=365)
 

@@ -24,7 +24,7 @@ from temporalio.common import (
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError
 
-from healthcare import clients
+from healthcare import clients, metrics
 from healthcare.billing import DEFAULT_PAYMENT_TERMS, BillingRequest, CancelSignal, workflow_id_for
 from healthcare.events import AppointmentEvent
 from healthcare.logging import get_logger
@@ -85,6 +85,7 @@ class BillingConsumer:
                     async with self._in_flight:
                         await self.handle(msg)
                 except RPCError as exc:
+                    metrics.BILLING_EVENTS.labels("refused").inc()
                     refused[msg.offset] = exc
                     return
 
@@ -124,6 +125,7 @@ class BillingConsumer:
             event = AppointmentEvent.model_validate_json(msg.value or b"")
         except ValidationError:
             log.warning("skipping malformed appointment event", partition=msg.partition, offset=msg.offset)
+            metrics.BILLING_EVENTS.labels("malformed").inc()
             return
         request = BillingRequest(
             appointment_id=event.appointment_id,
@@ -153,6 +155,7 @@ class BillingConsumer:
                 start_signal="cancel" if cancelled else None,
                 start_signal_args=[CancelSignal(event_id=event.event_id)] if cancelled else [],
             )
+        metrics.BILLING_EVENTS.labels("accepted").inc()
         log.info(
             "billing event handled",
             billing_event=event.event,

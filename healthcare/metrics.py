@@ -1,0 +1,31 @@
+"""Prometheus metrics of the background roles (worker, consumer), served on HC_METRICS_PORT.
+
+The API serves its own at /metrics. A role started with a metrics port serves this process's
+default registry: the counters below plus the client library's process metrics (CPU, memory,
+open files) and Python's (GC). Labels never carry ids or patient data.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, start_http_server
+
+from healthcare.logging import get_logger
+from healthcare.settings import Settings
+
+log = get_logger(__name__)
+
+OUTBOX_PUBLISHED = Counter("healthcare_outbox_published", "Outbox events acknowledged by Kafka")
+OUTBOX_SEND_FAILURES = Counter("healthcare_outbox_send_failures", "Outbox events whose send failed (retried)")
+OUTBOX_ROUNDS_FAILED = Counter("healthcare_outbox_rounds_failed", "Relay rounds that failed as a whole")
+BILLING_EVENTS = Counter(
+    "healthcare_billing_events",
+    "Appointment events the billing consumer handled, by outcome",
+    ["outcome"],  # accepted | malformed | refused
+)
+
+
+def serve(settings: Settings) -> None:
+    """Start the metrics listener when the role has a port (a thread; it stops with the process)."""
+    if settings.metrics_port:
+        start_http_server(settings.metrics_port, addr=settings.metrics_host)
+        log.info("metrics served", host=settings.metrics_host, port=settings.metrics_port)

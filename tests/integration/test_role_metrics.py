@@ -1,0 +1,53 @@
+"""The worker and the billing consumer serve Prometheus metrics, and a booking moves their counters."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import pytest
+
+from devstack.components import CONSUMER_METRICS_PORT, WORKER_METRICS_PORT
+from tests.integration.factories import Account, create_doctor, create_patient
+
+pytestmark = pytest.mark.integration
+
+
+async def _counter(port: int, name: str, labels: str = "") -> float:
+    async with httpx.AsyncClient(timeout=5) as http:
+        text = (await http.get(f"http://127.0.0.1:{port}/metrics")).text
+    match = re.search(rf"^{re.escape(name + labels)} (\S+)$", text, re.MULTILINE)
+    return float(match.group(1)) if match else 0.0
+
+
+async def test_a_booking_is_counted_by_the_outbox_relay_and_the_billing_consumer(
+    api: httpx.AsyncClient, admin: Account, staff: Account
+) -> None:
+    published = "healthcare_outbox_published_total"
+    accepted = ("healthcare_billing_events_total", '{outcome="accepted"}')
+    before = (
+        await _counter(WORKER_METRICS_PORT, published),
+        await _counter(CONSUMER_METRICS_PORT, *accepted),
+    )
+
+    doctor = await create_doctor(api, admin)
+    patient = await create_patient(api, staff)
+    slot = (datetime.now(UTC) + timedelta(days=25)).replace(minute=0, second=0, microsecond=0)
+    body = {"patientId": patient["id"], "doctorId": doctor["id"], "time": slot.isoformat()}
+    assert (await api.post("/api/v1/appointments", json=body, headers=staff.headers)).status_code == 201
+
+    async with asyncio.timeout(60):
+        while True:
+            after = (
+                await _counter(WORKER_METRICS_PORT, published),
+                await _counter(CONSUMER_METRICS_PORT, *accepted),
+            )
+            if after[0] > before[0] and after[1] > before[1]:
+                break
+            await asyncio.sleep(0.5)
+    async with httpx.AsyncClient(timeout=5) as http:
+        text = (await http.get(f"http://127.0.0.1:{WORKER_METRICS_PORT}/metrics")).text
+    assert "process_resident_memory_bytes" in text  # the process collector is there too
+    assert patient["id"] not in text and doctor["id"] not in text  # labels carry no ids
