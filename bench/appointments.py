@@ -13,32 +13,22 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import itertools
-import os
-import signal
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import httpx
 
-from bench.common import admin_headers, base_url, component_cpu_seconds, cpu_per_item, load
-from healthcare.settings import get_settings
+from bench.common import (
+    admin_headers,
+    base_url,
+    billing_consumer_frozen,
+    component_cpu_seconds,
+    cpu_per_item,
+    load,
+)
 
 DOCTORS = 40
 PATIENTS = 40
-
-
-@contextlib.contextmanager
-def billing_paused(pause: bool) -> Iterator[None]:
-    pid = int((get_settings().state_dir / "run" / "consumer.pid").read_text()) if pause else None
-    if pid:
-        os.kill(pid, signal.SIGSTOP)
-    try:
-        yield
-    finally:
-        if pid:
-            os.kill(pid, signal.SIGCONT)
 
 
 async def main(seconds: float, levels: list[int], pause: bool) -> None:
@@ -83,7 +73,7 @@ async def main(seconds: float, levels: list[int], pause: bool) -> None:
 
         baseline = await load("GET /appointments/{id} (baseline)", read, concurrency=4, seconds=seconds / 2)
         print(baseline.line())
-        with billing_paused(pause):
+        with billing_consumer_frozen(pause):
             for level in levels:
                 before = component_cpu_seconds()
                 run = await load(

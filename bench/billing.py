@@ -17,19 +17,22 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
-import os
-import signal
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
 import httpx
 from sqlalchemy import text
 
-from bench.common import admin_headers, base_url, component_cpu_seconds, cpu_per_item
+from bench.common import (
+    admin_headers,
+    base_url,
+    billing_consumer_frozen,
+    component_cpu_seconds,
+    cpu_per_item,
+)
 from healthcare import clients
 from healthcare.db import create_engine
 from healthcare.events import AppointmentEvent
@@ -130,16 +133,6 @@ async def durable(rate: float, seconds: float) -> tuple[float, list[float], int]
     last = max((r[1] for r in rows), default=began)
     span = max((last - began).total_seconds(), 1e-9)
     return len(rows) / span, latencies, len(ids)
-
-
-@contextlib.contextmanager
-def billing_consumer_frozen() -> Iterator[None]:
-    pid = int((get_settings().state_dir / "run" / "consumer.pid").read_text())
-    os.kill(pid, signal.SIGSTOP)
-    try:
-        yield
-    finally:
-        os.kill(pid, signal.SIGCONT)
 
 
 async def baseline(rate: float, seconds: float) -> tuple[float, list[float], int]:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import signal
 import statistics
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -156,3 +158,17 @@ def cpu_per_item(before: dict[str, float], after: dict[str, float], items: int) 
     parts = [f"{name} {sec * 1000 / items:.1f}" for name, sec in sorted(used.items(), key=lambda kv: -kv[1])]
     total = sum(used.values()) * 1000 / max(items, 1)
     return f"CPU ms per item: total {total:.1f} = " + ", ".join(p for p in parts if not p.endswith(" 0.0"))
+
+
+@contextlib.contextmanager
+def billing_consumer_frozen(frozen: bool = True) -> Iterator[None]:
+    """Freeze the local stack's billing consumer (SIGSTOP) meanwhile, then let it go on (SIGCONT);
+    what it did not read in between stays in Kafka and is billed afterwards."""
+    pid = int((get_settings().state_dir / "run" / "consumer.pid").read_text()) if frozen else None
+    if pid:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        if pid:
+            os.kill(pid, signal.SIGCONT)

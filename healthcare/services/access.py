@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import uuid
+from typing import TypeVar
 
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from healthcare.models import Appointment, Doctor, Role
+from healthcare.models import Appointment, Doctor, Invoice, Role
 from healthcare.services.context import Actor
 from healthcare.stores.patients import PatientStore
 
@@ -57,6 +58,21 @@ async def care_scope(
     if actor.role == Role.doctor:
         return None, (await doctor_id_of(session, actor)) or nothing
     return None, None
+
+
+CareRecord = TypeVar("CareRecord", Appointment, Invoice)
+
+
+async def visible_record(
+    session: AsyncSession, store: PatientStore, actor: Actor, model: type[CareRecord], record_id: uuid.UUID
+) -> CareRecord | None:
+    """The appointment or invoice if it exists and is the actor's to see; None otherwise (a 404)."""
+    row = await session.get(model, record_id)
+    if row is None or not await within_care_scope(
+        session, store, actor, patient_id=row.patient_id, doctor_id=row.doctor_id
+    ):
+        return None
+    return row
 
 
 async def within_care_scope(

@@ -36,8 +36,8 @@ from healthcare.db import release_connection
 from healthcare.models import Appointment, Doctor
 from healthcare.schemas import AppointmentCreate
 from healthcare.services import audit
-from healthcare.services.access import care_scope, within_care_scope
-from healthcare.services.context import Actor, RequestContext, require_actor
+from healthcare.services.access import care_scope, visible_record
+from healthcare.services.context import RequestContext, require_actor
 from healthcare.stores.patients import PatientStore
 from workflows.appointments import DOCTOR_ID, PATIENT_ID, STATUS, AppointmentWorkflow
 
@@ -127,21 +127,10 @@ async def book(
     return state
 
 
-async def _visible(
-    session: AsyncSession, store: PatientStore, actor: Actor, appointment_id: uuid.UUID
-) -> Appointment | None:
-    row = await session.get(Appointment, appointment_id)
-    if row is None or not await within_care_scope(
-        session, store, actor, patient_id=row.patient_id, doctor_id=row.doctor_id
-    ):
-        return None
-    return row
-
-
 async def get(
     session: AsyncSession, store: PatientStore, ctx: RequestContext, appointment_id: uuid.UUID
 ) -> AppointmentState:
-    row = await _visible(session, store, require_actor(ctx), appointment_id)
+    row = await visible_record(session, store, require_actor(ctx), Appointment, appointment_id)
     await audit.append(
         session,
         ctx,
@@ -214,7 +203,7 @@ async def transition(
     actor = require_actor(ctx)
     if target != "CANCELLED" and not actor.is_clinic_wide:
         raise errors.Forbidden("only staff mark appointments completed or missed")
-    row = await _visible(session, store, actor, appointment_id)
+    row = await visible_record(session, store, actor, Appointment, appointment_id)
     if row is None:
         raise errors.NotFound(NOT_FOUND)
     if row.status != "BOOKED":

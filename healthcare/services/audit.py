@@ -21,9 +21,9 @@ GENESIS = "0" * 64
 # until it commits, so each record links to the one committed before it.
 
 
-def record_body(rec: AuditRecord) -> str:
-    """The canonical JSON a version-2 hash covers (everything but the chain fields)."""
-    body = {
+def _fields(rec: AuditRecord) -> dict[str, str | None]:
+    """What a record's hash covers, besides the chain link."""
+    return {
         "at": rec.at.isoformat(),
         "actor_id": str(rec.actor_id) if rec.actor_id else None,
         "actor_role": rec.actor_role,
@@ -34,15 +34,23 @@ def record_body(rec: AuditRecord) -> str:
         "request_id": rec.request_id,
         "outcome": rec.outcome,
     }
-    return json.dumps(body, sort_keys=True, separators=(",", ":"))
+
+
+def _canonical(fields: dict[str, str | None]) -> str:
+    return json.dumps(fields, sort_keys=True, separators=(",", ":"))
+
+
+def record_body(rec: AuditRecord) -> str:
+    """The canonical JSON a version-2 hash covers (everything but the chain fields)."""
+    return _canonical(_fields(rec))
 
 
 def record_hash(rec: AuditRecord) -> str:
-    if rec.hash_version == 1:  # records written before migration 0005
-        body = json.loads(record_body(rec)) | {"prev_hash": rec.prev_hash}
-        canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(canonical.encode()).hexdigest()
-    return hashlib.sha256(f"{rec.prev_hash}\n{record_body(rec)}".encode()).hexdigest()
+    if rec.hash_version == 1:  # records written before migration 0005: the link inside the JSON
+        canonical = _canonical(_fields(rec) | {"prev_hash": rec.prev_hash})
+    else:
+        canonical = f"{rec.prev_hash}\n{record_body(rec)}"
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 async def append(

@@ -22,8 +22,8 @@ from healthcare.db import release_connection
 from healthcare.models import Invoice, Role
 from healthcare.schemas import ApiOut, Money
 from healthcare.services import audit
-from healthcare.services.access import care_scope, within_care_scope
-from healthcare.services.context import Actor, RequestContext, require_actor
+from healthcare.services.access import care_scope, visible_record
+from healthcare.services.context import RequestContext, require_actor
 from healthcare.stores.patients import PatientStore
 from workflows.billing import BillingWorkflow
 
@@ -57,21 +57,10 @@ def public(row: Invoice | InvoiceState) -> InvoicePublic:
     )
 
 
-async def _visible(
-    session: AsyncSession, store: PatientStore, actor: Actor, invoice_id: uuid.UUID
-) -> Invoice | None:
-    row = await session.get(Invoice, invoice_id)
-    if row is None or not await within_care_scope(
-        session, store, actor, patient_id=row.patient_id, doctor_id=row.doctor_id
-    ):
-        return None
-    return row
-
-
 async def _audited(
     session: AsyncSession, store: PatientStore, ctx: RequestContext, invoice_id: uuid.UUID, action: str
 ) -> Invoice:
-    row = await _visible(session, store, require_actor(ctx), invoice_id)
+    row = await visible_record(session, store, require_actor(ctx), Invoice, invoice_id)
     await audit.append(
         session,
         ctx,
@@ -139,7 +128,7 @@ async def pay(
 ) -> InvoicePublic:
     """Staff, admins and the patient who owns the invoice; paying a PAID invoice answers with it."""
     actor = require_actor(ctx)
-    row = await _visible(session, store, actor, invoice_id)
+    row = await visible_record(session, store, actor, Invoice, invoice_id)
     if row is None:
         await _audit_pay(session, ctx, invoice_id, "denied")
         raise errors.NotFound(NOT_FOUND)
