@@ -20,7 +20,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from healthcare import outbox
-from healthcare.appointments import (
+from healthcare.contracts.appointments import (
     PARTY_NOT_FOUND,
     SLOT_TAKEN,
     AppointmentState,
@@ -31,8 +31,8 @@ from healthcare.appointments import (
     event_id_for,
     workflow_id_for,
 )
+from healthcare.contracts.events import AppointmentEvent
 from healthcare.db import session_factory
-from healthcare.events import AppointmentEvent
 from healthcare.models import Appointment, AppointmentStatus, Doctor, utcnow
 from healthcare.stores.patients import PatientStore
 

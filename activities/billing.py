@@ -16,7 +16,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from healthcare.billing import (
+from healthcare.contracts.billing import (
     DOCTOR_NOT_FOUND,
     INVALID_INVOICE_TRANSITION,
     INVOICE_NOT_FOUND,

@@ -19,10 +19,10 @@ from temporalio.client import Client as TemporalClient
 
 from healthcare import errors, security
 from healthcare.models import Role, User
-from healthcare.services.context import Actor, RequestContext
 from healthcare.settings import Settings
 from healthcare.stores.patients import PatientStore
 from healthcare.stores.patients_pg import PostgresPatientStore
+from services.context import Actor, RequestContext
 
 
 async def get_settings(request: Request) -> Settings:

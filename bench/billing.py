@@ -34,8 +34,8 @@ from bench.common import (
     cpu_per_item,
 )
 from healthcare import clients
+from healthcare.contracts.events import AppointmentEvent
 from healthcare.db import create_engine
-from healthcare.events import AppointmentEvent
 from healthcare.settings import get_settings
 
 LAMBDA_CONCURRENCY = 2  # the local pool runs two emulators

@@ -94,7 +94,7 @@ async def admin_headers(client: httpx.AsyncClient) -> dict[str, str]:
     """Registers a throwaway admin through the CLI's code path and logs in."""
     from healthcare.db import create_engine, session_factory
     from healthcare.models import Role
-    from healthcare.services.users import create_user
+    from services.users import create_user
 
     settings = get_settings()
     email = f"bench-admin-{uuid.uuid4().hex[:10]}@clinic.example.com"

@@ -1,1 +1,1 @@
-"""Shared domain code for every role: settings, table models, event schemas, clients, logging, CLI."""
+"""The base every floor stands on: settings, tables, schemas, db, clients, stores; imports nothing above."""

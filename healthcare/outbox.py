@@ -28,7 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from healthcare import metrics
-from healthcare.events import AppointmentEvent
+from healthcare.contracts.events import AppointmentEvent
 from healthcare.logging import get_logger
 from healthcare.models import OutboxRecord
 

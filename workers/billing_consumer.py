@@ -25,8 +25,8 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError
 
 from healthcare import clients, metrics
-from healthcare.billing import DEFAULT_PAYMENT_TERMS, BillingRequest, CancelSignal, workflow_id_for
-from healthcare.events import AppointmentEvent
+from healthcare.contracts.billing import DEFAULT_PAYMENT_TERMS, BillingRequest, CancelSignal, workflow_id_for
+from healthcare.contracts.events import AppointmentEvent
 from healthcare.logging import get_logger
 from healthcare.process import run_until_stopped
 from healthcare.settings import Settings

@@ -20,7 +20,7 @@ from temporalio.common import RetryPolicy, SearchAttributeKey
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from healthcare.appointments import (
+    from healthcare.contracts.appointments import (
         IDEMPOTENCY_MISMATCH,
         INVALID_TRANSITION,
         PARTY_NOT_FOUND,

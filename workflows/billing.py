@@ -19,7 +19,7 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from healthcare.billing import (
+    from healthcare.contracts.billing import (
         DOCTOR_NOT_FOUND,
         INVALID_INVOICE_TRANSITION,
         INVOICE_NOT_ISSUED,

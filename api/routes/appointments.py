@@ -11,7 +11,7 @@ from fastapi import APIRouter, Header, Query, status
 from api.deps import Ctx, PageDep, PatientStoreDep, SessionDep, SettingsDep, TemporalDep
 from healthcare.models import AppointmentStatus
 from healthcare.schemas import AppointmentCreate, AppointmentPublic, Page
-from healthcare.services import appointments
+from services import appointments
 
 router = APIRouter(prefix="/appointments", tags=["appointments"])
 

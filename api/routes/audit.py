@@ -10,7 +10,7 @@ from fastapi import APIRouter, Query
 
 from api.deps import AdminActor, PageDep, SessionDep
 from healthcare.schemas import NO_NUL, AuditPublic, Page
-from healthcare.services import audit
+from services import audit
 
 router = APIRouter(prefix="/audit", tags=["audit"])
 

@@ -7,7 +7,7 @@ from fastapi import APIRouter, status
 from api.deps import AnonymousCtx, SessionDep, SettingsDep
 from healthcare.models import Role
 from healthcare.schemas import Credentials, RegisterIn, TokenOut, UserPublic
-from healthcare.services import audit, users
+from services import audit, users
 
 router = APIRouter(prefix="/auth", tags=["auth"])
 

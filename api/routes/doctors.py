@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query, status
 
 from api.deps import AdminActor, Ctx, CurrentActor, PageDep, SessionDep
 from healthcare.schemas import NO_NUL, DoctorCreate, DoctorPublic, Page
-from healthcare.services import doctors
+from services import doctors
 
 router = APIRouter(prefix="/doctors", tags=["doctors"])
 

@@ -11,8 +11,8 @@ from fastapi.responses import RedirectResponse
 from api.deps import Ctx, PageDep, PatientStoreDep, S3Dep, SessionDep, SettingsDep, TemporalDep
 from healthcare.models import InvoiceStatus
 from healthcare.schemas import Page
-from healthcare.services import invoices
-from healthcare.services.invoices import InvoicePublic
+from services import invoices
+from services.invoices import InvoicePublic
 
 router = APIRouter(prefix="/invoices", tags=["invoices"])
 

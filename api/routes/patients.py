@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query, status
 
 from api.deps import Ctx, PageDep, PatientStoreDep, SessionDep
 from healthcare.schemas import NO_NUL, Page, PatientCreate, PatientPublic, PatientUpdate
-from healthcare.services import patients
+from services import patients
 
 router = APIRouter(prefix="/patients", tags=["patients"])
 

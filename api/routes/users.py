@@ -10,7 +10,7 @@ from api.deps import AdminActor, Ctx, CurrentActor, PageDep, SessionDep, Setting
 from healthcare import errors
 from healthcare.models import Role
 from healthcare.schemas import Page, UserCreate, UserPublic, UserUpdate
-from healthcare.services import audit, users
+from services import audit, users
 
 router = APIRouter(prefix="/users", tags=["users"])
 

@@ -12,8 +12,8 @@ from devstack.paths import Paths
 from healthcare import clients
 from healthcare.db import create_engine, session_factory
 from healthcare.models import Role
-from healthcare.services import users
 from healthcare.settings import Settings
+from services import users
 from tests.integration.dynamo_stack import dynamo_stack
 from tests.integration.factories import PASSWORD, Account, create_user, login, unique_email
 

@@ -17,7 +17,13 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from activities.appointments import AppointmentActivities
-from healthcare.appointments import SLOT_TAKEN, BookingRequest, StatusChange, Transition, event_id_for
+from healthcare.contracts.appointments import (
+    SLOT_TAKEN,
+    BookingRequest,
+    StatusChange,
+    Transition,
+    event_id_for,
+)
 from healthcare.settings import Settings
 from healthcare.stores.factory import patient_store_factory
 from tests.integration.private_schema import private_tables

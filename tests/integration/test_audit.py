@@ -10,8 +10,8 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from healthcare.services.audit import append_many, verify
-from healthcare.services.context import RequestContext
+from services.audit import append_many, verify
+from services.context import RequestContext
 from tests.integration.factories import Account, create_patient, fresh_ip, register_patient_user
 
 V1 = "/api/v1"
@@ -88,7 +88,7 @@ async def test_verify_detects_an_edited_and_a_deleted_record(
             assert not deleted.ok and deleted.first_bad_seq == last and "deleted" in (deleted.reason or "")
             await conn.rollback()
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "healthcare.cli", "audit", "verify", stdout=asyncio.subprocess.PIPE
+        sys.executable, "-m", "ops.cli", "audit", "verify", stdout=asyncio.subprocess.PIPE
     )
     out, _ = await proc.communicate()
     assert proc.returncode == 0 and b"chain intact" in out

@@ -19,7 +19,7 @@ import httpx
 import pytest
 from temporalio.client import Client as TemporalClient
 
-from healthcare.billing import workflow_id_for
+from healthcare.contracts.billing import workflow_id_for
 from tests.integration.factories import (
     Account,
     create_doctor,

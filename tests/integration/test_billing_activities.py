@@ -29,7 +29,7 @@ from temporalio.testing import ActivityEnvironment
 
 from activities import billing as billing_module
 from activities.billing import BillingActivities
-from healthcare.billing import (
+from healthcare.contracts.billing import (
     DOCTOR_NOT_FOUND,
     INVALID_INVOICE_TRANSITION,
     PDF_FAILED,

@@ -23,9 +23,9 @@ from temporalio.client import Client as TemporalClient
 
 from devstack.paths import Paths
 from healthcare import clients
-from healthcare.appointments import event_id_for
-from healthcare.billing import invoice_id_for, workflow_id_for
-from healthcare.events import AppointmentEvent
+from healthcare.contracts.appointments import event_id_for
+from healthcare.contracts.billing import invoice_id_for, workflow_id_for
+from healthcare.contracts.events import AppointmentEvent
 from healthcare.settings import Settings
 from tests.integration.factories import Account, create_doctor, create_patient
 

@@ -21,8 +21,8 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from healthcare import clients
+from healthcare.contracts.events import AppointmentEvent
 from healthcare.db import session_factory
-from healthcare.events import AppointmentEvent
 from healthcare.outbox import OutboxRelay, enqueue
 from healthcare.settings import Settings
 from tests.integration.kafka_probe import TopicProbe

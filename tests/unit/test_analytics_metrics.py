@@ -69,7 +69,7 @@ def test_contract_fields_and_types() -> None:
         "timestamp": int,
     }.items():
         assert isinstance(out[name], kind), name
-    from healthcare.events import AnalyticsResult
+    from healthcare.contracts.events import AnalyticsResult
 
     AnalyticsResult.model_validate(out)  # the shared schema accepts it
 

@@ -17,8 +17,8 @@ from temporalio.common import TypedSearchAttributes, WorkflowIDConflictPolicy, W
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from healthcare.billing import BillingRequest, CancelSignal, workflow_id_for
-from healthcare.events import AppointmentEvent
+from healthcare.contracts.billing import BillingRequest, CancelSignal, workflow_id_for
+from healthcare.contracts.events import AppointmentEvent
 from workers.billing_consumer import BillingConsumer
 from workflows.appointments import DOCTOR_ID, PATIENT_ID
 from workflows.billing import BillingWorkflow

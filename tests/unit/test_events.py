@@ -4,7 +4,7 @@ import json
 import uuid
 from datetime import UTC, datetime
 
-from healthcare.events import AnalyticsResult, AppointmentEvent
+from healthcare.contracts.events import AnalyticsResult, AppointmentEvent
 
 
 def test_appointment_event_uses_contract_field_names() -> None:

@@ -28,7 +28,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from healthcare.appointments import (
+from healthcare.contracts.appointments import (
     IDEMPOTENCY_MISMATCH,
     SLOT_TAKEN,
     AppointmentState,

@@ -21,7 +21,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from activities.billing import _pdf_result
-from healthcare.billing import (
+from healthcare.contracts.billing import (
     INVOICE_VOID,
     PDF_REJECTED,
     TRANSITIONS,

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from healthcare.replay import replay_history
+from ops.replay import replay_history
 
 HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
 

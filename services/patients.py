@@ -9,10 +9,10 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from healthcare import errors
 from healthcare.models import Role, utcnow
 from healthcare.schemas import PatientCreate, PatientUpdate
-from healthcare.services import audit
-from healthcare.services.access import can_see_patient, visible_patient_ids
-from healthcare.services.context import RequestContext, require_actor
 from healthcare.stores.patients import PatientRecord, PatientStore
+from services import audit
+from services.access import can_see_patient, visible_patient_ids
+from services.context import RequestContext, require_actor
 
 NOT_FOUND = "patient not found"
 

@@ -17,14 +17,14 @@ from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
 from healthcare import errors
-from healthcare.billing import INVOICE_NOT_ISSUED, INVOICE_VOID, InvoiceState, PayRequest
+from healthcare.contracts.billing import INVOICE_NOT_ISSUED, INVOICE_VOID, InvoiceState, PayRequest
 from healthcare.db import release_connection
 from healthcare.models import Invoice, Role
 from healthcare.schemas import ApiOut, Money
-from healthcare.services import audit
-from healthcare.services.access import care_scope, visible_record
-from healthcare.services.context import RequestContext, require_actor
 from healthcare.stores.patients import PatientStore
+from services import audit
+from services.access import care_scope, visible_record
+from services.context import RequestContext, require_actor
 from workflows.billing import BillingWorkflow
 
 NOT_FOUND = "invoice not found"

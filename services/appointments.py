@@ -20,7 +20,7 @@ from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from healthcare import errors
-from healthcare.appointments import (
+from healthcare.contracts.appointments import (
     IDEMPOTENCY_MISMATCH,
     INVALID_TRANSITION,
     PARTY_NOT_FOUND,
@@ -35,10 +35,10 @@ from healthcare.appointments import (
 from healthcare.db import release_connection
 from healthcare.models import Appointment, Doctor
 from healthcare.schemas import AppointmentCreate
-from healthcare.services import audit
-from healthcare.services.access import care_scope, visible_record
-from healthcare.services.context import RequestContext, require_actor
 from healthcare.stores.patients import PatientStore
+from services import audit
+from services.access import care_scope, visible_record
+from services.context import RequestContext, require_actor
 from workflows.appointments import DOCTOR_ID, PATIENT_ID, STATUS, AppointmentWorkflow
 
 NOT_FOUND = "appointment not found"

@@ -13,9 +13,9 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from healthcare import errors, security
 from healthcare.models import LoginThrottle, Role, User
-from healthcare.services import audit
-from healthcare.services.context import RequestContext
 from healthcare.settings import Settings
+from services import audit
+from services.context import RequestContext
 
 # Back-off: after the threshold a key is locked for 2, 4, 8 ... seconds, at most MAX_LOCK_SECONDS.
 MAX_LOCK_SECONDS = 900

@@ -19,10 +19,10 @@ from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from healthcare.billing import WORKFLOW_TYPE, BillingRequest, CancelSignal, workflow_id_for
+from healthcare.contracts.billing import WORKFLOW_TYPE, BillingRequest, CancelSignal, workflow_id_for
 from healthcare.db import session_factory
 from healthcare.models import Appointment, Invoice
-from healthcare.replay import replay
+from ops.replay import replay
 from workflows.billing import BillingWorkflow
 
 FAILED_QUERY = f'WorkflowType="{WORKFLOW_TYPE}" AND ExecutionStatus="Failed"'

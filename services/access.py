@@ -9,8 +9,8 @@ from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from healthcare.models import Appointment, Doctor, Invoice, Role
-from healthcare.services.context import Actor
 from healthcare.stores.patients import PatientStore
+from services.context import Actor
 
 
 async def doctor_id_of(session: AsyncSession, actor: Actor) -> uuid.UUID | None:

@@ -14,7 +14,7 @@ from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from healthcare.models import AuditRecord, utcnow
-from healthcare.services.context import RequestContext
+from services.context import RequestContext
 
 GENESIS = "0" * 64
 # Every audited transaction takes one advisory lock (0x6175646974, "audit", inside audit_append)

@@ -10,8 +10,8 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from healthcare import errors
 from healthcare.models import Doctor, Role, User
 from healthcare.schemas import DoctorCreate
-from healthcare.services import audit
-from healthcare.services.context import RequestContext
+from services import audit
+from services.context import RequestContext
 
 
 async def create_doctor(session: AsyncSession, ctx: RequestContext, data: DoctorCreate) -> Doctor:

@@ -24,7 +24,9 @@ app = typer.Typer(
 )
 
 
-class Role(StrEnum):
+class ProcessRole(StrEnum):
+    """Which long-running process a container runs (not a user's Role)."""
+
     api = "api"
     worker = "worker"
     consumer = "consumer"
@@ -33,10 +35,10 @@ class Role(StrEnum):
 
 
 @app.command()
-def serve(role: Role = typer.Argument(..., help="Which process this container runs.")) -> None:
+def serve(role: ProcessRole = typer.Argument(..., help="Which process this container runs.")) -> None:
     """Run one role of the platform (the container image's entry point)."""
     settings = get_settings()
-    if role is Role.api:
+    if role is ProcessRole.api:
         import uvicorn
 
         uvicorn.run(
@@ -48,19 +50,19 @@ def serve(role: Role = typer.Argument(..., help="Which process this container ru
             access_log=False,
             proxy_headers=True,
         )
-    elif role is Role.worker:
+    elif role is ProcessRole.worker:
         from workers.temporal_worker import main as worker_main
 
         worker_main()
-    elif role is Role.consumer:
+    elif role is ProcessRole.consumer:
         from workers.billing_consumer import main as consumer_main
 
         consumer_main()
-    elif role is Role.relay:
+    elif role is ProcessRole.relay:
         from workers.ws_relay import main as relay_main
 
         relay_main()
-    elif role is Role.analytics:
+    elif role is ProcessRole.analytics:
         from analytics_flink.__main__ import main as analytics_main
 
         analytics_main(["run"])
@@ -115,9 +117,9 @@ def create_admin(
     from healthcare.db import create_engine, session_factory
     from healthcare.models import Role
     from healthcare.schemas import UserCreate
-    from healthcare.services import audit
-    from healthcare.services.context import RequestContext
-    from healthcare.services.users import create_user
+    from services import audit
+    from services.context import RequestContext
+    from services.users import create_user
 
     settings = get_settings()
     try:
@@ -163,7 +165,7 @@ app.add_typer(audit_app, name="audit")
 def audit_verify() -> None:
     """Recompute the audit hash chain; exit 1 and name the first bad record if it was tampered with."""
     from healthcare.db import create_engine, session_factory
-    from healthcare.services.audit import VerifyResult, verify
+    from services.audit import VerifyResult, verify
 
     settings = get_settings()
 
@@ -202,7 +204,7 @@ def billing_replay(
     all_failed: bool = typer.Option(False, "--all-failed", help="Replay every failed billing run."),
 ) -> None:
     """Replay histories against the current workflow code; non-zero exit on a non-determinism."""
-    from healthcare import billing_ops
+    from ops import billing as billing_ops
 
     if not workflow_id and not all_failed:
         typer.echo("give a workflow id or --all-failed", err=True)
@@ -228,7 +230,7 @@ def billing_reset(
     reason: str = typer.Option(..., help="Why (kept in the workflow history)."),
 ) -> None:
     """Reset a billing run to its last good point (the last completed workflow task)."""
-    from healthcare import billing_ops
+    from ops import billing as billing_ops
 
     run_id = _with_temporal(lambda c: billing_ops.reset(c, workflow_id, reason=reason))
     typer.echo(f"reset {workflow_id}: new run {run_id}")
@@ -237,7 +239,7 @@ def billing_reset(
 @billing_app.command("restart-failed")
 def billing_restart_failed() -> None:
     """Reset every failed billing run so it continues on the current code."""
-    from healthcare import billing_ops
+    from ops import billing as billing_ops
 
     restarted = _with_temporal(billing_ops.restart_failed)
     for wid, run in restarted:
@@ -250,8 +252,8 @@ def billing_reconcile(
     fix: bool = typer.Option(False, "--fix", help="Start or signal what is missing."),
 ) -> None:
     """List appointments without an invoice and invoices without a PDF; --fix starts what is missing."""
-    from healthcare import billing_ops
     from healthcare.db import create_engine
+    from ops import billing as billing_ops
 
     settings = get_settings()
 
