@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import timedelta
-from typing import Literal
 
 from aiokafka import AIOKafkaProducer
 from sqlalchemy.exc import IntegrityError
@@ -24,30 +23,29 @@ from healthcare.contracts.appointments import (
     PARTY_NOT_FOUND,
     SLOT_TAKEN,
     AppointmentState,
+    AppointmentStatus,
     BookingRequest,
     PartiesCheck,
     PublishRequest,
     StatusChange,
+    appointment_workflow_id,
+    can_become,
     event_id_for,
-    workflow_id_for,
 )
-from healthcare.contracts.events import AppointmentEvent
+from healthcare.contracts.events import AppointmentEvent, EventType
 from healthcare.db import session_factory
-from healthcare.models import Appointment, AppointmentStatus, Doctor, utcnow
+from healthcare.models import Appointment, Doctor, utcnow
 from healthcare.stores.patients import PatientStore
 
 UNIQUE_VIOLATION = "23505"
 EXCLUSION_VIOLATION = "23P01"
 
 
-EventKind = Literal["APPOINTMENT_CREATED", "APPOINTMENT_CANCELLED"]
-
-
 def _state(row: Appointment) -> AppointmentState:
     return AppointmentState.model_validate(row, from_attributes=True)
 
 
-def appointment_event(kind: EventKind, appt: AppointmentState) -> AppointmentEvent:
+def appointment_event(kind: EventType, appt: AppointmentState) -> AppointmentEvent:
     """The contract event; its id depends only on the appointment and the kind, so retries share it."""
     return AppointmentEvent.model_validate(
         {
@@ -57,7 +55,7 @@ def appointment_event(kind: EventKind, appt: AppointmentState) -> AppointmentEve
             "patientId": appt.patient_id,
             "doctorId": appt.doctor_id,
             "time": appt.time,
-            "occurredAt": appt.updated_at if kind == "APPOINTMENT_CANCELLED" else appt.created_at,
+            "occurredAt": appt.updated_at if kind == EventType.cancelled else appt.created_at,
         }
     )
 
@@ -103,7 +101,7 @@ class AppointmentActivities:
                 duration_minutes=data.duration_minutes,
                 status=AppointmentStatus.booked.value,
                 reason=data.reason,
-                workflow_id=workflow_id_for(data.appointment_id),
+                workflow_id=appointment_workflow_id(data.appointment_id),
                 created_by=data.created_by,
             )
             session.add(row)
@@ -113,7 +111,7 @@ class AppointmentActivities:
                 await session.refresh(row)
                 state = _state(row)
                 await outbox.enqueue(
-                    session, topic=self._topic, event=appointment_event("APPOINTMENT_CREATED", state)
+                    session, topic=self._topic, event=appointment_event(EventType.created, state)
                 )
                 await session.commit()
             except IntegrityError as exc:
@@ -144,7 +142,7 @@ class AppointmentActivities:
             )
             if row is None:
                 raise ApplicationError("appointment not found", type=PARTY_NOT_FOUND, non_retryable=True)
-            if row.status != AppointmentStatus.booked.value:
+            if not can_become(row.status, data.target):  # a retry: already done
                 return _state(row)
             row.status = data.target
             row.updated_at = utcnow()
@@ -152,9 +150,9 @@ class AppointmentActivities:
             await session.flush()
             await session.refresh(row)
             state = _state(row)
-            if data.outbox and data.target == AppointmentStatus.cancelled.value:
+            if data.outbox and data.target == AppointmentStatus.cancelled:
                 await outbox.enqueue(
-                    session, topic=self._topic, event=appointment_event("APPOINTMENT_CANCELLED", state)
+                    session, topic=self._topic, event=appointment_event(EventType.cancelled, state)
                 )
             await session.commit()
             return state

@@ -22,15 +22,16 @@ from healthcare.contracts.billing import (
     INVOICE_NOT_FOUND,
     PDF_FAILED,
     PDF_REJECTED,
-    TRANSITIONS,
     InvoiceDraft,
     InvoiceState,
+    InvoiceStatus,
     InvoiceStatusChange,
     IssueRequest,
     PdfRequest,
     PdfResult,
     Price,
     PriceRequest,
+    can_become,
 )
 from healthcare.db import session_factory
 from healthcare.models import Doctor, Invoice, utcnow
@@ -82,7 +83,7 @@ class BillingActivities:
                     doctor_id=data.doctor_id,
                     amount=data.amount,
                     currency=data.currency,
-                    status="PENDING",
+                    status=InvoiceStatus.pending.value,
                     workflow_id=data.workflow_id,
                     due_at=data.due_at,
                 )
@@ -106,7 +107,7 @@ class BillingActivities:
             "patientId": str(invoice.patient_id),
             "amount": f"{invoice.amount:.2f}",
             "date": invoice.created_at.date().isoformat(),
-            "status": "ISSUED",
+            "status": InvoiceStatus.issued.value,
             "currency": invoice.currency,
             "patientName": _pdf_text(patient.name) if patient else None,
             "doctorName": _pdf_text(doctor.name) if doctor else None,
@@ -142,8 +143,8 @@ class BillingActivities:
             )
             await session.execute(
                 update(Invoice)
-                .where(col(Invoice.id) == data.invoice_id, col(Invoice.status) == "PENDING")
-                .values(status="ISSUED", issued_at=data.at, updated_at=utcnow())
+                .where(col(Invoice.id) == data.invoice_id, col(Invoice.status) == InvoiceStatus.pending.value)
+                .values(status=InvoiceStatus.issued.value, issued_at=data.at, updated_at=utcnow())
             )
             await session.commit()
             row = await session.get(Invoice, data.invoice_id)
@@ -161,14 +162,14 @@ class BillingActivities:
                     "invoice not found", type=INVALID_INVOICE_TRANSITION, non_retryable=True
                 )
             if row.status != data.target:
-                if data.target not in TRANSITIONS[row.status]:
+                if not can_become(row.status, data.target):
                     raise ApplicationError(
                         f"an invoice that is {row.status} cannot become {data.target}",
                         type=INVALID_INVOICE_TRANSITION,
                         non_retryable=True,
                     )
-                row.status = data.target
-                if data.target == "PAID":
+                row.status = data.target.value
+                if data.target == InvoiceStatus.paid:
                     row.paid_at = data.at
                 row.updated_at = utcnow()
                 session.add(row)

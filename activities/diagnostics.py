@@ -2,20 +2,11 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio import activity
 
-
-class DatabaseCheckInput(BaseModel):
-    probe: str
-
-
-class DatabaseCheckResult(BaseModel):
-    probe: str
-    server_version: str
-    workflow_id: str
+from healthcare.contracts.diagnostics import DatabaseCheckInput, DatabaseCheckResult
 
 
 class DiagnosticsActivities:

@@ -21,10 +21,11 @@ from devstack.install import kafka_libs, postgres_bin_dir
 from devstack.paths import REPO, VENV_BIN, Paths
 from devstack.supervisor import Component, StackError
 from healthcare import clients, probes
+from healthcare.contracts import search_attributes
+from healthcare.contracts.diagnostics import DiagnosticsInput
 from healthcare.settings import Settings
-from workflows.diagnostics import DiagnosticsInput, DiagnosticsWorkflow
+from workflows.diagnostics import DiagnosticsWorkflow
 
-SEARCH_ATTRIBUTES = ("PatientId", "DoctorId", "AppointmentStatus")
 KAFKA_TOPIC_PARTITIONS = 3
 LAMBDA_POOL = int(os.environ.get("DEVSTACK_LAMBDA_POOL", "2"))
 S3_PORTS = {"s3": 8333, "filer": 8888, "master": 9333, "volume": 9340}
@@ -196,8 +197,8 @@ def temporal(settings: Settings, paths: Paths) -> Component:
             "--log-format",
             "json",
         ]
-        for attr in SEARCH_ATTRIBUTES:
-            args += ["--search-attribute", f"{attr}=Keyword"]
+        for attr, kind in search_attributes.TYPES.items():
+            args += ["--search-attribute", f"{attr}={kind}"]
         return args
 
     async def ready() -> None:

@@ -25,6 +25,9 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
 
+from healthcare.contracts.appointments import AppointmentStatus
+from healthcare.contracts.billing import InvoiceStatus
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
@@ -120,13 +123,6 @@ class LoginThrottle(SQLModel, table=True):
     updated_at: datetime = _ts()
 
 
-class AppointmentStatus(StrEnum):
-    booked = "BOOKED"
-    cancelled = "CANCELLED"
-    completed = "COMPLETED"
-    no_show = "NO_SHOW"
-
-
 class Appointment(SQLModel, table=True):
     """A booked slot. Overlaps of one doctor's or one patient's BOOKED slots are refused by the database."""
 
@@ -147,14 +143,6 @@ class Appointment(SQLModel, table=True):
     created_by: uuid.UUID | None = Field(default=None, foreign_key="users.id")
     created_at: datetime = _ts()
     updated_at: datetime = _ts()
-
-
-class InvoiceStatus(StrEnum):
-    pending = "PENDING"
-    issued = "ISSUED"
-    paid = "PAID"
-    void = "VOID"
-    overdue = "OVERDUE"
 
 
 class Invoice(SQLModel, table=True):

@@ -19,7 +19,7 @@ from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from healthcare.contracts.billing import WORKFLOW_TYPE, BillingRequest, CancelSignal, workflow_id_for
+from healthcare.contracts.billing import WORKFLOW_TYPE, BillingRequest, CancelSignal, billing_workflow_id
 from healthcare.db import session_factory
 from healthcare.models import Appointment, Invoice
 from ops.replay import replay
@@ -128,7 +128,7 @@ async def reconcile(
             )
         ).all()
     for appt in unbilled:
-        if await _status(client, workflow_id_for(appt.id)) is not None:
+        if await _status(client, billing_workflow_id(appt.id)) is not None:
             continue  # a run exists (maybe still pricing, or it failed: see restart-failed)
         report.missing.append(appt.id)
         if fix:
@@ -142,12 +142,12 @@ async def reconcile(
                 await client.start_workflow(
                     BillingWorkflow.run,
                     request,
-                    id=workflow_id_for(appt.id),
+                    id=billing_workflow_id(appt.id),
                     task_queue=task_queue,
                     id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
                     id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
                 )
-                report.fixed.append(f"started {workflow_id_for(appt.id)}")
+                report.fixed.append(f"started {billing_workflow_id(appt.id)}")
             except WorkflowAlreadyStartedError:
                 pass
     for invoice, appointment_status in open_rows:

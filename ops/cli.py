@@ -84,7 +84,8 @@ def diagnostics(
 ) -> None:
     """Run the Diagnostics workflow end to end: Temporal, a live worker, and the database."""
     from healthcare.clients import temporal_client
-    from workflows.diagnostics import DiagnosticsInput, DiagnosticsResult, DiagnosticsWorkflow
+    from healthcare.contracts.diagnostics import DiagnosticsInput, DiagnosticsResult
+    from workflows.diagnostics import DiagnosticsWorkflow
 
     settings = get_settings()
 

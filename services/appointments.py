@@ -10,12 +10,7 @@ from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 from temporalio.client import Client as TemporalClient
 from temporalio.client import WithStartWorkflowOperation, WorkflowUpdateFailedError
-from temporalio.common import (
-    SearchAttributePair,
-    TypedSearchAttributes,
-    WorkflowIDConflictPolicy,
-    WorkflowIDReusePolicy,
-)
+from temporalio.common import SearchAttributePair, WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -24,13 +19,15 @@ from healthcare.contracts.appointments import (
     IDEMPOTENCY_MISMATCH,
     INVALID_TRANSITION,
     PARTY_NOT_FOUND,
+    RUN_PENDING,
     SLOT_TAKEN,
     AppointmentState,
+    AppointmentStatus,
     BookingRequest,
-    Transition,
     TransitionRequest,
+    appointment_workflow_id,
+    can_become,
     idempotent_appointment_id,
-    workflow_id_for,
 )
 from healthcare.db import release_connection
 from healthcare.models import Appointment, Doctor
@@ -39,7 +36,8 @@ from healthcare.stores.patients import PatientStore
 from services import audit
 from services.access import care_scope, visible_record
 from services.context import RequestContext, require_actor
-from workflows.appointments import DOCTOR_ID, PATIENT_ID, STATUS, AppointmentWorkflow
+from workflows import search_attributes
+from workflows.appointments import AppointmentWorkflow
 
 NOT_FOUND = "appointment not found"
 _ERROR_TYPES: dict[str, type[errors.DomainError]] = {
@@ -95,17 +93,15 @@ async def book(
     start = WithStartWorkflowOperation(
         AppointmentWorkflow.run,
         request,
-        id=workflow_id_for(appointment_id),
+        id=appointment_workflow_id(appointment_id),
         task_queue=task_queue,
         # A repeated Idempotency-Key reaches the running workflow instead of booking again.
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
         id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-        search_attributes=TypedSearchAttributes(
-            [
-                SearchAttributePair(PATIENT_ID, str(data.patient_id)),
-                SearchAttributePair(DOCTOR_ID, str(data.doctor_id)),
-                SearchAttributePair(STATUS, "PENDING"),
-            ]
+        search_attributes=search_attributes.parties(
+            data.patient_id,
+            data.doctor_id,
+            SearchAttributePair(search_attributes.APPOINTMENT_STATUS, RUN_PENDING),
         ),
     )
     try:
@@ -198,15 +194,15 @@ async def transition(
     temporal: TemporalClient,
     ctx: RequestContext,
     appointment_id: uuid.UUID,
-    target: Transition,
+    target: AppointmentStatus,
 ) -> AppointmentState:
     actor = require_actor(ctx)
-    if target != "CANCELLED" and not actor.is_clinic_wide:
+    if target != AppointmentStatus.cancelled and not actor.is_clinic_wide:
         raise errors.Forbidden("only staff mark appointments completed or missed")
     row = await visible_record(session, store, actor, Appointment, appointment_id)
     if row is None:
         raise errors.NotFound(NOT_FOUND)
-    if row.status != "BOOKED":
+    if not can_become(row.status, target):
         raise errors.Conflict(f"an appointment that is {row.status} cannot become {target}")
     await release_connection(session)
     handle = temporal.get_workflow_handle(row.workflow_id)

@@ -17,7 +17,13 @@ from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
 from healthcare import errors
-from healthcare.contracts.billing import INVOICE_NOT_ISSUED, INVOICE_VOID, InvoiceState, PayRequest
+from healthcare.contracts.billing import (
+    INVOICE_NOT_ISSUED,
+    INVOICE_VOID,
+    InvoiceState,
+    InvoiceStatus,
+    PayRequest,
+)
 from healthcare.db import release_connection
 from healthcare.models import Invoice, Role
 from healthcare.schemas import ApiOut, Money
@@ -137,10 +143,10 @@ async def pay(
         await _audit_pay(session, ctx, invoice_id, "denied")
         raise errors.Forbidden("only staff or the patient pay an invoice")
     result: Invoice | InvoiceState = row
-    if row.status == "VOID":
+    if row.status == InvoiceStatus.void:
         await _audit_pay(session, ctx, invoice_id, "conflict")
         raise errors.Conflict("a void invoice cannot be paid")
-    if row.status != "PAID":
+    if row.status != InvoiceStatus.paid:
         await release_connection(session)
         try:
             result = await _pay_through_workflow(temporal, row)

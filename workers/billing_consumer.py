@@ -15,22 +15,17 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from pydantic import ValidationError
 from temporalio.client import Client as TemporalClient
-from temporalio.common import (
-    SearchAttributePair,
-    TypedSearchAttributes,
-    WorkflowIDConflictPolicy,
-    WorkflowIDReusePolicy,
-)
+from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError
 
 from healthcare import clients, metrics
-from healthcare.contracts.billing import DEFAULT_PAYMENT_TERMS, BillingRequest, CancelSignal, workflow_id_for
-from healthcare.contracts.events import AppointmentEvent
+from healthcare.contracts.billing import BillingRequest, CancelSignal, billing_workflow_id
+from healthcare.contracts.events import AppointmentEvent, EventType
 from healthcare.logging import get_logger
 from healthcare.process import run_until_stopped
 from healthcare.settings import Settings
-from workflows.appointments import DOCTOR_ID, PATIENT_ID
+from workflows import search_attributes
 from workflows.billing import BillingWorkflow
 
 log = get_logger(__name__)
@@ -46,7 +41,7 @@ class BillingConsumer:
         consumer: AIOKafkaConsumer,
         temporal: TemporalClient,
         task_queue: str,
-        payment_terms: timedelta = DEFAULT_PAYMENT_TERMS,
+        payment_terms: timedelta,
         max_in_flight: int = 32,
     ) -> None:
         self._consumer = consumer
@@ -134,23 +129,18 @@ class BillingConsumer:
             appointment_time=event.time,
             payment_terms_seconds=int(self._terms.total_seconds()),
         )
-        cancelled = event.event == "APPOINTMENT_CANCELLED"
+        cancelled = event.event == EventType.cancelled
         # WorkflowAlreadyStarted: the run for this appointment already finished, nothing left to do.
         with contextlib.suppress(WorkflowAlreadyStartedError):
             await self._temporal.start_workflow(
                 BillingWorkflow.run,
                 request,
-                id=workflow_id_for(event.appointment_id),
+                id=billing_workflow_id(event.appointment_id),
                 task_queue=self._task_queue,
                 id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
                 # A finished billing run is never started again by a redelivered event.
                 id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-                search_attributes=TypedSearchAttributes(
-                    [
-                        SearchAttributePair(PATIENT_ID, str(event.patient_id)),
-                        SearchAttributePair(DOCTOR_ID, str(event.doctor_id)),
-                    ]
-                ),
+                search_attributes=search_attributes.parties(event.patient_id, event.doctor_id),
                 # Signal-with-start: a cancellation reaches the run, or starts it when it came first.
                 start_signal="cancel" if cancelled else None,
                 start_signal_args=[CancelSignal(event_id=event.event_id)] if cancelled else [],
@@ -159,7 +149,7 @@ class BillingConsumer:
         log.info(
             "billing event handled",
             billing_event=event.event,
-            workflow_id=workflow_id_for(event.appointment_id),
+            workflow_id=billing_workflow_id(event.appointment_id),
             partition=msg.partition,
             offset=msg.offset,
         )

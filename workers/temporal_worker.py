@@ -24,7 +24,14 @@ from workflows.diagnostics import DiagnosticsWorkflow
 
 log = get_logger(__name__)
 
-PASSTHROUGH_MODULES = ("pydantic", "pydantic_core", "annotated_types", "typing_extensions", "healthcare")
+# The contracts package (pure by rule: stdlib and pydantic) and pydantic with what it imports.
+PASSTHROUGH_MODULES = (
+    "pydantic",
+    "pydantic_core",
+    "annotated_types",
+    "typing_extensions",
+    "healthcare.contracts",
+)
 WORKFLOWS = [DiagnosticsWorkflow, AppointmentWorkflow, BillingWorkflow]
 
 

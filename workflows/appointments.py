@@ -13,10 +13,9 @@ retried until Kafka takes the event, and `set_status` as a regular activity.
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Literal
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy, SearchAttributeKey
+from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
@@ -24,20 +23,23 @@ with workflow.unsafe.imports_passed_through():
         IDEMPOTENCY_MISMATCH,
         INVALID_TRANSITION,
         PARTY_NOT_FOUND,
+        RUN_PENDING,
+        RUN_REJECTED,
         SLOT_TAKEN,
         AppointmentState,
+        AppointmentStatus,
         BookingRequest,
         PartiesCheck,
         PublishRequest,
         StatusChange,
         TransitionRequest,
         WorkflowOutcome,
+        can_become,
     )
+    from healthcare.contracts.events import EventType
+    from workflows.search_attributes import APPOINTMENT_STATUS
 
 REFUSALS = (SLOT_TAKEN, PARTY_NOT_FOUND)  # business refusals end the booking; anything else fails
-PATIENT_ID = SearchAttributeKey.for_keyword("PatientId")
-DOCTOR_ID = SearchAttributeKey.for_keyword("DoctorId")
-STATUS = SearchAttributeKey.for_keyword("AppointmentStatus")
 
 # Database steps: a few quick retries; business refusals are non-retryable and end the booking.
 DB_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(seconds=5))
@@ -87,17 +89,17 @@ class AppointmentWorkflow:
             cause = err.cause if isinstance(err, ActivityError) else err
             if isinstance(cause, ApplicationError) and cause.type in REFUSALS:
                 self._refusal = ApplicationError(str(cause.message), type=cause.type, non_retryable=True)
-                workflow.upsert_search_attributes([STATUS.value_set("REJECTED")])
+                workflow.upsert_search_attributes([APPOINTMENT_STATUS.value_set(RUN_REJECTED)])
                 # With local activities the refusal, the `book` answer and completion would share one
                 # workflow task, and the server fails an update whose workflow completes in the task
                 # that answers it. A short timer puts completion in a later task.
                 await workflow.wait_condition(workflow.all_handlers_finished)
                 await workflow.sleep(timedelta(milliseconds=200))
-                return WorkflowOutcome(appointment_id=request.appointment_id, final_status="REJECTED")
+                return WorkflowOutcome(appointment_id=request.appointment_id, final_status=RUN_REJECTED)
             raise
-        workflow.upsert_search_attributes([STATUS.value_set(self._appointment.status)])
+        workflow.upsert_search_attributes([APPOINTMENT_STATUS.value_set(self._appointment.status.value)])
         if not self._outbox:
-            await self._publish("APPOINTMENT_CREATED")
+            await self._publish(EventType.created)
 
         await workflow.wait_condition(lambda: self._pending is not None)
         assert self._pending is not None
@@ -118,14 +120,14 @@ class AppointmentWorkflow:
                 start_to_close_timeout=timedelta(seconds=10),
                 retry_policy=DB_RETRY,
             )
-        workflow.upsert_search_attributes([STATUS.value_set(target)])
-        if target == "CANCELLED" and not self._outbox:
-            await self._publish("APPOINTMENT_CANCELLED")
+        workflow.upsert_search_attributes([APPOINTMENT_STATUS.value_set(target.value)])
+        if target == AppointmentStatus.cancelled and not self._outbox:
+            await self._publish(EventType.cancelled)
         # Let the update handler return its answer before the workflow completes.
         await workflow.wait_condition(workflow.all_handlers_finished)
-        return WorkflowOutcome(appointment_id=request.appointment_id, final_status=target)
+        return WorkflowOutcome(appointment_id=request.appointment_id, final_status=target.value)
 
-    async def _publish(self, event: Literal["APPOINTMENT_CREATED", "APPOINTMENT_CANCELLED"]) -> None:
+    async def _publish(self, event: EventType) -> None:
         """Pre-outbox runs only: their histories schedule this activity."""
         assert self._appointment is not None
         await workflow.execute_activity(
@@ -159,8 +161,8 @@ class AppointmentWorkflow:
 
     @transition.validator
     def _validate_transition(self, request: TransitionRequest) -> None:
-        current = self._appointment.status if self._appointment else "PENDING"
-        if self._pending is not None or current != "BOOKED":
+        current = self._appointment.status if self._appointment else RUN_PENDING
+        if self._pending is not None or not can_become(current, request.target):
             raise ApplicationError(
                 f"an appointment that is {current if self._pending is None else 'already changing'} "
                 f"cannot become {request.target}",

@@ -25,6 +25,7 @@ with workflow.unsafe.imports_passed_through():
         INVOICE_NOT_ISSUED,
         INVOICE_VOID,
         PDF_REJECTED,
+        UNBILLED,
         WORKFLOW_TYPE,
         BillingOutcome,
         BillingRequest,
@@ -83,7 +84,7 @@ class BillingWorkflow:
         price = await self._db_step("billing.price_visit", PriceRequest(doctor_id=request.doctor_id), Price)
         if self._cancelled:
             return BillingOutcome(
-                appointment_id=request.appointment_id, invoice_id=None, final_status="UNBILLED"
+                appointment_id=request.appointment_id, invoice_id=None, final_status=UNBILLED
             )
 
         info = workflow.info()
@@ -123,16 +124,16 @@ class BillingWorkflow:
                 lambda: self._pay_requested or self._cancelled, timeout=max(remaining, 0.001)
             )
         except TimeoutError:
-            await self._set_status("OVERDUE")
+            await self._set_status(InvoiceStatus.overdue)
             await workflow.wait_condition(lambda: self._pay_requested or self._cancelled)
         # A payment accepted before the cancellation wins: the money was taken.
-        await self._set_status("PAID" if self._pay_requested else "VOID")
+        await self._set_status(InvoiceStatus.paid if self._pay_requested else InvoiceStatus.void)
         # Let the `pay` update answer before the run completes.
         await workflow.wait_condition(workflow.all_handlers_finished)
         return BillingOutcome(
             appointment_id=request.appointment_id,
             invoice_id=self._invoice.id,
-            final_status=self._invoice.status,
+            final_status=self._invoice.status.value,
         )
 
     async def _set_status(self, target: InvoiceStatus) -> None:
@@ -165,14 +166,16 @@ class BillingWorkflow:
     async def pay(self, _: PayRequest) -> InvoiceState:
         """PAID once; paying a PAID invoice answers with it (idempotent)."""
         self._pay_requested = True
-        await workflow.wait_condition(lambda: self._invoice is not None and self._invoice.status == "PAID")
+        await workflow.wait_condition(
+            lambda: self._invoice is not None and self._invoice.status == InvoiceStatus.paid
+        )
         assert self._invoice is not None
         return self._invoice
 
     @pay.validator
     def _validate_pay(self, _: PayRequest) -> None:
         # Refused updates leave no trace in the history.
-        if self._cancelled or (self._invoice is not None and self._invoice.status == "VOID"):
+        if self._cancelled or (self._invoice is not None and self._invoice.status == InvoiceStatus.void):
             raise ApplicationError("a void invoice cannot be paid", type=INVOICE_VOID)
         if self._invoice is None:
             raise ApplicationError("the invoice is not issued yet", type=INVOICE_NOT_ISSUED)

@@ -4,21 +4,16 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from pydantic import BaseModel
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
-    from activities.diagnostics import DatabaseCheckInput, DatabaseCheckResult
-
-
-class DiagnosticsInput(BaseModel):
-    probe: str
-
-
-class DiagnosticsResult(BaseModel):
-    probe: str
-    server_version: str
+    from healthcare.contracts.diagnostics import (
+        DatabaseCheckInput,
+        DatabaseCheckResult,
+        DiagnosticsInput,
+        DiagnosticsResult,
+    )
 
 
 @workflow.defn(name="Diagnostics")

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Query, status
 
 from api.deps import Ctx, PageDep, PatientStoreDep, SessionDep, SettingsDep, TemporalDep
-from healthcare.models import AppointmentStatus
+from healthcare.contracts.appointments import AppointmentStatus
 from healthcare.schemas import AppointmentCreate, AppointmentPublic, Page
 from services import appointments
 
@@ -97,7 +97,11 @@ async def get_appointment(
 async def cancel(
     appointment_id: uuid.UUID, session: SessionDep, store: PatientStoreDep, temporal: TemporalDep, ctx: Ctx
 ) -> AppointmentPublic:
-    return _public(await appointments.transition(session, store, temporal, ctx, appointment_id, "CANCELLED"))
+    return _public(
+        await appointments.transition(
+            session, store, temporal, ctx, appointment_id, AppointmentStatus.cancelled
+        )
+    )
 
 
 @router.post("/{appointment_id}/complete", response_model=AppointmentPublic, responses=RESPONSES)
@@ -105,7 +109,11 @@ async def complete(
     appointment_id: uuid.UUID, session: SessionDep, store: PatientStoreDep, temporal: TemporalDep, ctx: Ctx
 ) -> AppointmentPublic:
     """Staff mark a visit that took place."""
-    return _public(await appointments.transition(session, store, temporal, ctx, appointment_id, "COMPLETED"))
+    return _public(
+        await appointments.transition(
+            session, store, temporal, ctx, appointment_id, AppointmentStatus.completed
+        )
+    )
 
 
 @router.post("/{appointment_id}/no-show", response_model=AppointmentPublic, responses=RESPONSES)
@@ -113,4 +121,8 @@ async def no_show(
     appointment_id: uuid.UUID, session: SessionDep, store: PatientStoreDep, temporal: TemporalDep, ctx: Ctx
 ) -> AppointmentPublic:
     """Staff mark a patient who did not come."""
-    return _public(await appointments.transition(session, store, temporal, ctx, appointment_id, "NO_SHOW"))
+    return _public(
+        await appointments.transition(
+            session, store, temporal, ctx, appointment_id, AppointmentStatus.no_show
+        )
+    )

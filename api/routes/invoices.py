@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query, status
 from fastapi.responses import RedirectResponse
 
 from api.deps import Ctx, PageDep, PatientStoreDep, S3Dep, SessionDep, SettingsDep, TemporalDep
-from healthcare.models import InvoiceStatus
+from healthcare.contracts.billing import InvoiceStatus
 from healthcare.schemas import Page
 from services import invoices
 from services.invoices import InvoicePublic

@@ -1,12 +1,16 @@
-"""Appointment workflow contracts: the models that travel between the API, the workflow and activities."""
+"""Appointment contracts: the status vocabulary and its state machine, ids, and the models that travel
+between the API, the appointment workflow and its activities."""
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from datetime import datetime
-from typing import Literal
+from enum import StrEnum
 
 from pydantic import BaseModel
+
+from healthcare.contracts.events import EventType
 
 # Business failures carried as Temporal ApplicationError types; the API maps each to an HTTP status.
 SLOT_TAKEN = "SlotTaken"
@@ -18,11 +22,42 @@ IDEMPOTENCY_MISMATCH = "IdempotencyMismatch"
 # the same id and consumers can drop the duplicate.
 EVENT_NAMESPACE = uuid.UUID("7d1c8f0e-3b6a-4f3e-9a51-5f3c2e8b9d10")
 
-FINAL = ("CANCELLED", "COMPLETED", "NO_SHOW")
-Transition = Literal["CANCELLED", "COMPLETED", "NO_SHOW"]
+
+class AppointmentStatus(StrEnum):
+    """The status of an appointment: its row, the API's `status`, the workflow's transitions."""
+
+    booked = "BOOKED"
+    cancelled = "CANCELLED"
+    completed = "COMPLETED"
+    no_show = "NO_SHOW"
 
 
-def workflow_id_for(appointment_id: uuid.UUID) -> str:
+# The state machine: which status may follow which. Anything else is refused (409 in the API, an
+# InvalidTransition in the workflow); a status with nothing after it is final.
+TRANSITIONS: Mapping[AppointmentStatus, frozenset[AppointmentStatus]] = {
+    AppointmentStatus.booked: frozenset(
+        {AppointmentStatus.cancelled, AppointmentStatus.completed, AppointmentStatus.no_show}
+    ),
+    AppointmentStatus.cancelled: frozenset(),
+    AppointmentStatus.completed: frozenset(),
+    AppointmentStatus.no_show: frozenset(),
+}
+
+# The AppointmentStatus search attribute follows the row's status, and names the two states of a
+# run that has no row: the booking is still being checked, or it was refused.
+RUN_PENDING = "PENDING"
+RUN_REJECTED = "REJECTED"
+
+
+def can_become(current: str, target: str) -> bool:
+    """Whether an appointment that is `current` may become `target`."""
+    try:
+        return target in TRANSITIONS[AppointmentStatus(current)]
+    except ValueError:  # not a status of ours (e.g. a run that has no row yet)
+        return False
+
+
+def appointment_workflow_id(appointment_id: uuid.UUID) -> str:
     return f"appointment-{appointment_id}"
 
 
@@ -54,7 +89,7 @@ class AppointmentState(BaseModel):
     doctor_id: uuid.UUID
     time: datetime
     duration_minutes: int
-    status: str
+    status: AppointmentStatus
     reason: str | None = None
     workflow_id: str
     created_at: datetime
@@ -62,13 +97,13 @@ class AppointmentState(BaseModel):
 
 
 class TransitionRequest(BaseModel):
-    target: Transition
+    target: AppointmentStatus
     actor_id: uuid.UUID | None = None
 
 
 class StatusChange(BaseModel):
     appointment_id: uuid.UUID
-    target: Transition
+    target: AppointmentStatus
     # True: a cancellation queues its event in the outbox, in the transaction of the status change.
     # False (runs started before the outbox): the workflow publishes it with `appointments.publish`.
     outbox: bool = False
@@ -80,10 +115,11 @@ class PartiesCheck(BaseModel):
 
 
 class PublishRequest(BaseModel):
-    event: Literal["APPOINTMENT_CREATED", "APPOINTMENT_CANCELLED"]
+    event: EventType
     appointment: AppointmentState
 
 
 class WorkflowOutcome(BaseModel):
     appointment_id: uuid.UUID
+    # An AppointmentStatus, or RUN_REJECTED when the booking was refused.
     final_status: str

@@ -1,11 +1,13 @@
-"""Billing contracts: the models that travel between the consumer, the API, the workflow and activities."""
+"""Billing contracts: the invoice status vocabulary and its state machine, ids, and the models that travel
+between the consumer, the API, the billing workflow and its activities."""
 
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timedelta
+from collections.abc import Mapping
+from datetime import datetime
 from decimal import Decimal
-from typing import Literal
+from enum import StrEnum
 
 from pydantic import BaseModel
 
@@ -21,23 +23,43 @@ PDF_REJECTED = "InvoicePdfRejected"
 PDF_FAILED = "InvoicePdfFailed"
 
 WORKFLOW_TYPE = "Billing"
-DEFAULT_PAYMENT_TERMS = timedelta(days=30)
 # Invoice ids are derived from the appointment, so every retry (and the Lambda's object key) agrees.
 INVOICE_NAMESPACE = uuid.UUID("4b0f2c55-1d7e-4a86-9a0c-2f6e8d5b7c31")
 
-InvoiceStatus = Literal["PENDING", "ISSUED", "PAID", "VOID", "OVERDUE"]
-STATUSES: tuple[str, ...] = ("PENDING", "ISSUED", "PAID", "VOID", "OVERDUE")
-# Allowed status changes (anything else is refused by the activity and the workflow).
-TRANSITIONS: dict[str, frozenset[str]] = {
-    "PENDING": frozenset({"ISSUED", "VOID"}),
-    "ISSUED": frozenset({"PAID", "VOID", "OVERDUE"}),
-    "OVERDUE": frozenset({"PAID", "VOID"}),
-    "PAID": frozenset(),
-    "VOID": frozenset(),
+
+class InvoiceStatus(StrEnum):
+    """The status of an invoice: its row, the API's `status`, the billing workflow's transitions."""
+
+    pending = "PENDING"
+    issued = "ISSUED"
+    paid = "PAID"
+    void = "VOID"
+    overdue = "OVERDUE"
+
+
+# Allowed status changes (anything else is refused by the activity and the workflow); a status with
+# nothing after it is final, the others are open (the run still waits on the invoice).
+TRANSITIONS: Mapping[InvoiceStatus, frozenset[InvoiceStatus]] = {
+    InvoiceStatus.pending: frozenset({InvoiceStatus.issued, InvoiceStatus.void}),
+    InvoiceStatus.issued: frozenset({InvoiceStatus.paid, InvoiceStatus.void, InvoiceStatus.overdue}),
+    InvoiceStatus.overdue: frozenset({InvoiceStatus.paid, InvoiceStatus.void}),
+    InvoiceStatus.paid: frozenset(),
+    InvoiceStatus.void: frozenset(),
 }
+OPEN_STATUSES = frozenset(status for status, after in TRANSITIONS.items() if after)
+# A run's outcome when the cancellation came before the invoice was recorded: nothing was billed.
+UNBILLED = "UNBILLED"
 
 
-def workflow_id_for(appointment_id: uuid.UUID) -> str:
+def can_become(current: str, target: str) -> bool:
+    """Whether an invoice that is `current` may become `target`."""
+    try:
+        return target in TRANSITIONS[InvoiceStatus(current)]
+    except ValueError:  # not a status of ours (e.g. a run that has no row yet)
+        return False
+
+
+def billing_workflow_id(appointment_id: uuid.UUID) -> str:
     return f"billing-{appointment_id}"
 
 
@@ -50,7 +72,7 @@ class BillingRequest(BaseModel):
     patient_id: uuid.UUID
     doctor_id: uuid.UUID
     appointment_time: datetime
-    payment_terms_seconds: int = int(DEFAULT_PAYMENT_TERMS.total_seconds())
+    payment_terms_seconds: int = 30 * 24 * 3600
 
 
 class CancelSignal(BaseModel):
@@ -90,7 +112,7 @@ class InvoiceState(BaseModel):
     doctor_id: uuid.UUID
     amount: Decimal
     currency: str
-    status: str
+    status: InvoiceStatus
     pdf_url: str | None = None
     pdf_key: str | None = None
     pdf_sha256: str | None = None

@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 from typing import Literal
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field
+
+
+class EventType(StrEnum):
+    """The `event` field of an `appointment-events` value."""
+
+    created = "APPOINTMENT_CREATED"
+    cancelled = "APPOINTMENT_CANCELLED"
 
 
 class AppointmentEvent(BaseModel):
@@ -14,7 +22,7 @@ class AppointmentEvent(BaseModel):
 
     model_config = ConfigDict(populate_by_name=True, extra="ignore")
 
-    event: Literal["APPOINTMENT_CREATED", "APPOINTMENT_CANCELLED"]
+    event: EventType
     event_id: UUID = Field(alias="eventId")
     appointment_id: UUID = Field(alias="appointmentId")
     patient_id: UUID = Field(alias="patientId")

@@ -19,9 +19,9 @@ from temporalio.testing import ActivityEnvironment
 from activities.appointments import AppointmentActivities
 from healthcare.contracts.appointments import (
     SLOT_TAKEN,
+    AppointmentStatus,
     BookingRequest,
     StatusChange,
-    Transition,
     event_id_for,
 )
 from healthcare.settings import Settings
@@ -118,7 +118,7 @@ async def test_only_an_outbox_cancellation_queues_an_event(
     acts: AppointmentActivities,
     booking: BookingRequest,
     private: AsyncEngine,
-    target: Transition,
+    target: AppointmentStatus,
     outbox: bool,
 ) -> None:
     # outbox=False: a run started before the outbox, which publishes with its own activity.

@@ -19,7 +19,7 @@ import httpx
 import pytest
 from temporalio.client import Client as TemporalClient
 
-from healthcare.contracts.billing import workflow_id_for
+from healthcare.contracts.billing import billing_workflow_id
 from tests.integration.factories import (
     Account,
     create_doctor,
@@ -76,7 +76,7 @@ async def keep_history(temporal: TemporalClient, appointment_id: str, name: str)
     """With CAPTURE_HISTORIES=1, store the real run's history for the replay test."""
     if os.environ.get("CAPTURE_HISTORIES") == "1":
         history = await temporal.get_workflow_handle(
-            workflow_id_for(uuid.UUID(appointment_id))
+            billing_workflow_id(uuid.UUID(appointment_id))
         ).fetch_history()
         (HISTORIES / f"{name}.json").write_text(history.to_json())
 

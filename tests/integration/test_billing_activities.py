@@ -34,17 +34,17 @@ from healthcare.contracts.billing import (
     INVALID_INVOICE_TRANSITION,
     PDF_FAILED,
     PDF_REJECTED,
-    STATUSES,
     InvoiceDraft,
     InvoiceState,
+    InvoiceStatus,
     InvoiceStatusChange,
     IssueRequest,
     PdfRequest,
     PdfResult,
     Price,
     PriceRequest,
+    billing_workflow_id,
     invoice_id_for,
-    workflow_id_for,
 )
 from healthcare.db import session_factory
 from healthcare.models import Invoice
@@ -90,7 +90,7 @@ class Created:
             doctor_id=doctor_id or uuid.uuid4(),
             amount=Decimal("87.50"),
             currency="USD",
-            workflow_id=workflow_id_for(appointment_id),
+            workflow_id=billing_workflow_id(appointment_id),
             due_at=datetime.now(UTC).replace(microsecond=0) + timedelta(days=30),
         )
 
@@ -265,7 +265,7 @@ async def _force_status(engine: AsyncEngine, invoice_id: uuid.UUID, status: str)
         await conn.execute(update(Invoice).where(col(Invoice.id) == invoice_id).values(**values))
 
 
-@pytest.mark.parametrize(("current", "target"), list(itertools.product(STATUSES, repeat=2)))
+@pytest.mark.parametrize(("current", "target"), list(itertools.product(list(InvoiceStatus), repeat=2)))
 async def test_set_status_applies_allowed_transitions_and_refuses_the_rest(
     env: ActivityEnvironment,
     activities: BillingActivities,

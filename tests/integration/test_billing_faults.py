@@ -24,7 +24,7 @@ from temporalio.client import Client as TemporalClient
 from devstack.paths import Paths
 from healthcare import clients
 from healthcare.contracts.appointments import event_id_for
-from healthcare.contracts.billing import invoice_id_for, workflow_id_for
+from healthcare.contracts.billing import billing_workflow_id, invoice_id_for
 from healthcare.contracts.events import AppointmentEvent
 from healthcare.settings import Settings
 from tests.integration.factories import Account, create_doctor, create_patient
@@ -61,7 +61,7 @@ async def _book(api: httpx.AsyncClient, who: Account, patient: str, doctor: str)
 
 
 async def _pdf_call_in_flight(temporal: TemporalClient, appointment_id: str, timeout: float = 60) -> None:
-    handle = temporal.get_workflow_handle(workflow_id_for(uuid.UUID(appointment_id)))
+    handle = temporal.get_workflow_handle(billing_workflow_id(uuid.UUID(appointment_id)))
     deadline = asyncio.get_running_loop().time() + timeout
     while asyncio.get_running_loop().time() < deadline:
         with contextlib.suppress(Exception):
@@ -108,7 +108,9 @@ async def _exactly_once(
             s3.list_objects_v2, Bucket=settings.s3_bucket, Prefix=f"invoices/{invoice_id}"
         )
         assert listed["KeyCount"] == 1, listed.get("Contents")
-        runs = await temporal.count_workflows(f"WorkflowId = '{workflow_id_for(uuid.UUID(appointment_id))}'")
+        runs = await temporal.count_workflows(
+            f"WorkflowId = '{billing_workflow_id(uuid.UUID(appointment_id))}'"
+        )
         assert runs.count == 1
 
 
@@ -156,7 +158,9 @@ async def test_lambda_failing_its_first_attempts_is_retried(
         await _pdf_call_in_flight(temporal, appointment_id)
         os.kill(gateway, signal.SIGKILL)  # the call in flight fails; the next attempts are refused
     await _issued(api, staff, appointment_id)
-    history = await temporal.get_workflow_handle(workflow_id_for(uuid.UUID(appointment_id))).fetch_history()
+    history = await temporal.get_workflow_handle(
+        billing_workflow_id(uuid.UUID(appointment_id))
+    ).fetch_history()
     attempts = [
         e.activity_task_started_event_attributes.attempt
         for e in history.events

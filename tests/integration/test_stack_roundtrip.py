@@ -11,8 +11,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client as TemporalClient
 
 from healthcare import clients
+from healthcare.contracts.diagnostics import DiagnosticsInput
 from healthcare.settings import Settings
-from workflows.diagnostics import DiagnosticsInput, DiagnosticsWorkflow
+from workflows.diagnostics import DiagnosticsWorkflow
 
 
 async def test_postgres_write_and_read(engine: AsyncEngine) -> None:

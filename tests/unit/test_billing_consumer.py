@@ -17,11 +17,11 @@ from temporalio.common import TypedSearchAttributes, WorkflowIDConflictPolicy, W
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from healthcare.contracts.billing import BillingRequest, CancelSignal, workflow_id_for
+from healthcare.contracts.billing import BillingRequest, CancelSignal, billing_workflow_id
 from healthcare.contracts.events import AppointmentEvent
 from workers.billing_consumer import BillingConsumer
-from workflows.appointments import DOCTOR_ID, PATIENT_ID
 from workflows.billing import BillingWorkflow
+from workflows.search_attributes import DOCTOR_ID, PATIENT_ID
 
 TP = TopicPartition("appointment-events", 0)
 TASK_QUEUE = "billing-unit"
@@ -71,7 +71,7 @@ def refused() -> RPCError:
 
 
 def already_started(appointment_id: uuid.UUID) -> WorkflowAlreadyStartedError:
-    return WorkflowAlreadyStartedError(workflow_id_for(appointment_id), "Billing")
+    return WorkflowAlreadyStartedError(billing_workflow_id(appointment_id), "Billing")
 
 
 class FakeKafka:
@@ -392,7 +392,7 @@ async def test_a_redelivered_created_event_asks_for_the_same_run_and_is_committe
     assert h.timeline == [("read", [0, 1]), ok(created), found_running(created), ("commit", 2)]
     first, second = h.temporal.calls
     assert first == second
-    assert first["id"] == workflow_id_for(created.appointment_id)
+    assert first["id"] == billing_workflow_id(created.appointment_id)
 
 
 async def test_an_already_started_run_is_committed_and_not_retried() -> None:

@@ -22,7 +22,7 @@ from temporalio.client import (
     WorkflowHandle,
     WorkflowUpdateFailedError,
 )
-from temporalio.common import SearchAttributeKey, WorkflowIDConflictPolicy
+from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
@@ -38,6 +38,7 @@ from healthcare.contracts.appointments import (
     StatusChange,
     TransitionRequest,
 )
+from workflows import search_attributes
 from workflows.appointments import AppointmentWorkflow
 
 TEMPORAL = Path(sys.executable).parent / "temporal"
@@ -49,11 +50,7 @@ async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
     env = await WorkflowEnvironment.start_local(
         dev_server_existing_path=str(TEMPORAL),
         data_converter=pydantic_data_converter,
-        search_attributes=[
-            SearchAttributeKey.for_keyword("PatientId"),
-            SearchAttributeKey.for_keyword("DoctorId"),
-            SearchAttributeKey.for_keyword("AppointmentStatus"),
-        ],
+        search_attributes=list(search_attributes.ALL),
         dev_server_extra_args=["--ip", "127.0.0.1"],
     )
     yield env

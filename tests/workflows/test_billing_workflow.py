@@ -37,7 +37,7 @@ from healthcare.contracts.billing import (
     PdfResult,
     Price,
     PriceRequest,
-    workflow_id_for,
+    billing_workflow_id,
 )
 from workflows.billing import BillingWorkflow
 
@@ -135,7 +135,7 @@ async def start(
     client: Client, task_queue: str, req: BillingRequest
 ) -> WorkflowHandle[BillingWorkflow, BillingOutcome]:
     return await client.start_workflow(
-        BillingWorkflow.run, req, id=workflow_id_for(req.appointment_id), task_queue=task_queue
+        BillingWorkflow.run, req, id=billing_workflow_id(req.appointment_id), task_queue=task_queue
     )
 
 
@@ -200,7 +200,7 @@ async def test_cancellation_before_the_invoice_bills_nothing(client: Client, tas
         handle = await client.start_workflow(
             BillingWorkflow.run,
             req,
-            id=workflow_id_for(req.appointment_id),
+            id=billing_workflow_id(req.appointment_id),
             task_queue=task_queue,
             start_signal="cancel",
             start_signal_args=[CancelSignal()],
