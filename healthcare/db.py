@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any, TypeVar
+
+from sqlalchemy import ColumnElement, func
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlmodel import SQLModel, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from healthcare.settings import Settings
+
+Row = TypeVar("Row", bound=SQLModel)
 
 
 def create_engine(settings: Settings, *, pre_ping: bool = True) -> AsyncEngine:
@@ -30,3 +37,22 @@ async def release_connection(session: AsyncSession) -> None:
     requests parked on Temporal while holding connections exhausted the pool and failed. Loaded
     objects stay usable (sessions are made with expire_on_commit=False)."""
     await session.commit()
+
+
+async def page(
+    session: AsyncSession,
+    model: type[Row],
+    *,
+    where: Sequence[ColumnElement[bool]],
+    order_by: Sequence[Any],
+    limit: int,
+    offset: int,
+) -> tuple[list[Row], int]:
+    """One page of a table's rows and how many match in all: what every list answer needs
+    ({items, total, limit, offset}). `order_by` must end with a unique column, so pages do not
+    overlap."""
+    total = await session.scalar(select(func.count()).select_from(model).where(*where))
+    rows = (
+        await session.exec(select(model).where(*where).order_by(*order_by).limit(limit).offset(offset))
+    ).all()
+    return list(rows), int(total or 0)

@@ -6,6 +6,7 @@ The CLI (`healthcare billing ...`) calls these; each takes its clients so it can
 from __future__ import annotations
 
 import uuid
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -15,18 +16,17 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.api.workflowservice.v1 import ResetWorkflowExecutionRequest
 from temporalio.client import Client as TemporalClient
 from temporalio.client import WorkflowExecutionStatus
-from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
-from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from healthcare.contracts.billing import WORKFLOW_TYPE, BillingRequest, CancelSignal, billing_workflow_id
+from healthcare.contracts.appointments import AppointmentStatus
+from healthcare.contracts.billing import OPEN_STATUSES, WORKFLOW_TYPE, CancelSignal, billing_workflow_id
 from healthcare.db import session_factory
 from healthcare.models import Appointment, Invoice
+from healthcare.settings import Settings
 from ops.replay import replay
-from workflows.billing import BillingWorkflow
+from services.billing import start_billing_run
 
 FAILED_QUERY = f'WorkflowType="{WORKFLOW_TYPE}" AND ExecutionStatus="Failed"'
-OPEN_INVOICE = ("PENDING", "ISSUED", "OVERDUE")
 
 
 async def replay_one(
@@ -108,57 +108,61 @@ async def _status(client: TemporalClient, workflow_id: str) -> WorkflowExecution
 
 
 async def reconcile(
-    client: TemporalClient, engine: AsyncEngine, *, task_queue: str, fix: bool = False
+    client: TemporalClient,
+    engine: AsyncEngine,
+    settings: Settings,
+    *,
+    fix: bool = False,
+    appointment_ids: Collection[uuid.UUID] | None = None,
 ) -> Reconciliation:
-    """Compare invoices with appointments and billing runs; with `fix`, start or signal what is missing."""
+    """Compare invoices with appointments and billing runs; with `fix`, start or signal what is
+    missing, exactly as the billing consumer would have (`start_billing_run`). `appointment_ids`
+    limits the check to those appointments."""
     report = Reconciliation()
+    only = [col(Appointment.id).in_(list(appointment_ids))] if appointment_ids is not None else []
     async with session_factory(engine)() as session:
         unbilled = (
             await session.exec(
                 select(Appointment)
                 .outerjoin(Invoice, col(Invoice.appointment_id) == col(Appointment.id))
-                .where(col(Invoice.id).is_(None), col(Appointment.status) != "CANCELLED")
+                .where(
+                    col(Invoice.id).is_(None), col(Appointment.status) != AppointmentStatus.cancelled, *only
+                )
             )
         ).all()
         open_rows = (
             await session.exec(
-                select(Invoice, Appointment.status)
+                select(Invoice, Appointment)
                 .join(Appointment, col(Appointment.id) == col(Invoice.appointment_id))
-                .where(col(Invoice.status).in_(OPEN_INVOICE))
+                .where(col(Invoice.status).in_(list(OPEN_STATUSES)), *only)
             )
         ).all()
     for appt in unbilled:
         if await _status(client, billing_workflow_id(appt.id)) is not None:
             continue  # a run exists (maybe still pricing, or it failed: see restart-failed)
         report.missing.append(appt.id)
-        if fix:
-            request = BillingRequest(
-                appointment_id=appt.id,
-                patient_id=appt.patient_id,
-                doctor_id=appt.doctor_id,
-                appointment_time=appt.time,
-            )
-            try:
-                await client.start_workflow(
-                    BillingWorkflow.run,
-                    request,
-                    id=billing_workflow_id(appt.id),
-                    task_queue=task_queue,
-                    id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-                    id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-                )
-                report.fixed.append(f"started {billing_workflow_id(appt.id)}")
-            except WorkflowAlreadyStartedError:
-                pass
-    for invoice, appointment_status in open_rows:
+        if fix and await _start(client, settings, appt):
+            report.fixed.append(f"started {billing_workflow_id(appt.id)}")
+    for invoice, appt in open_rows:
         running = await _status(client, invoice.workflow_id) == WorkflowExecutionStatus.RUNNING
         if not running:
             report.stuck.append(invoice.id)
-        if appointment_status == "CANCELLED":
+        if appt.status == AppointmentStatus.cancelled:
             report.not_voided.append(invoice.id)
-            if fix and running:
-                await client.get_workflow_handle(invoice.workflow_id).signal(
-                    BillingWorkflow.cancel, CancelSignal()
-                )
+            if fix and running and await _start(client, settings, appt, cancel=CancelSignal()):
                 report.fixed.append(f"cancel signalled to {invoice.workflow_id}")
     return report
+
+
+async def _start(
+    client: TemporalClient, settings: Settings, appt: Appointment, *, cancel: CancelSignal | None = None
+) -> bool:
+    return await start_billing_run(
+        client,
+        settings,
+        appointment_id=appt.id,
+        patient_id=appt.patient_id,
+        doctor_id=appt.doctor_id,
+        appointment_time=appt.time,
+        cancel=cancel,
+    )

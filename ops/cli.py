@@ -118,9 +118,8 @@ def create_admin(
     from healthcare.db import create_engine, session_factory
     from healthcare.models import Role
     from healthcare.schemas import UserCreate
-    from services import audit
     from services.context import RequestContext
-    from services.users import create_user
+    from services.users import add_user
 
     settings = get_settings()
     try:
@@ -133,19 +132,15 @@ def create_admin(
         engine = create_engine(settings)
         try:
             async with session_factory(engine)() as session:
-                user = await create_user(
-                    session, email=body.email, password=body.password, role=Role.admin, settings=settings
-                )
-                ctx = RequestContext(actor=None, client_ip="cli", request_id=None)
-                await audit.append(
+                user = await add_user(
                     session,
-                    ctx,
-                    action="create",
-                    resource_type="user",
-                    resource_id=user.id,
+                    RequestContext(actor=None, client_ip="cli", request_id=None),
+                    email=body.email,
+                    password=body.password,
+                    role=Role.admin,
+                    settings=settings,
                     actor_role="cli",
                 )
-                await session.commit()
                 return str(user.id)
         finally:
             await engine.dispose()
@@ -205,7 +200,7 @@ def billing_replay(
     all_failed: bool = typer.Option(False, "--all-failed", help="Replay every failed billing run."),
 ) -> None:
     """Replay histories against the current workflow code; non-zero exit on a non-determinism."""
-    from ops import billing as billing_ops
+    from ops import billing
 
     if not workflow_id and not all_failed:
         typer.echo("give a workflow id or --all-failed", err=True)
@@ -213,8 +208,8 @@ def billing_replay(
 
     async def work(client: TemporalClient) -> dict[str, tuple[bool, str | None]]:
         if all_failed:
-            return await billing_ops.replay_failed(client)
-        return {workflow_id: await billing_ops.replay_one(client, workflow_id)}
+            return await billing.replay_failed(client)
+        return {workflow_id: await billing.replay_one(client, workflow_id)}
 
     results = _with_temporal(work)
     for wid, (ok, error) in results.items():
@@ -230,19 +225,20 @@ def billing_reset(
     workflow_id: str = typer.Argument(..., help="e.g. billing-<appointmentId>"),
     reason: str = typer.Option(..., help="Why (kept in the workflow history)."),
 ) -> None:
-    """Reset a billing run to its last good point (the last completed workflow task)."""
-    from ops import billing as billing_ops
+    """Reset a billing run to just before its last failed activity (else its last completed workflow
+    task), so that step runs again on the current code."""
+    from ops import billing
 
-    run_id = _with_temporal(lambda c: billing_ops.reset(c, workflow_id, reason=reason))
+    run_id = _with_temporal(lambda c: billing.reset(c, workflow_id, reason=reason))
     typer.echo(f"reset {workflow_id}: new run {run_id}")
 
 
 @billing_app.command("restart-failed")
 def billing_restart_failed() -> None:
     """Reset every failed billing run so it continues on the current code."""
-    from ops import billing as billing_ops
+    from ops import billing
 
-    restarted = _with_temporal(billing_ops.restart_failed)
+    restarted = _with_temporal(billing.restart_failed)
     for wid, run in restarted:
         typer.echo(f"restarted {wid}: new run {run}")
     typer.echo(f"{len(restarted)} billing run(s) restarted")
@@ -251,26 +247,30 @@ def billing_restart_failed() -> None:
 @billing_app.command("reconcile")
 def billing_reconcile(
     fix: bool = typer.Option(False, "--fix", help="Start or signal what is missing."),
+    appointment: list[uuid.UUID] | None = typer.Option(
+        None, "--appointment", help="Check only this appointment (repeatable)."
+    ),
 ) -> None:
-    """List appointments without an invoice and invoices without a PDF; --fix starts what is missing."""
+    """Find booked appointments with no billing run, cancellations whose invoice is still open, and
+    open invoices whose run is not running; --fix starts or signals the runs as the billing consumer
+    would (a stuck run is repaired with `restart-failed`). Without --fix, exit 1 when anything is found."""
     from healthcare.db import create_engine
-    from ops import billing as billing_ops
+    from ops import billing
 
     settings = get_settings()
 
-    async def work(client: TemporalClient) -> billing_ops.Reconciliation:
+    async def work(client: TemporalClient) -> billing.Reconciliation:
         engine = create_engine(settings)
         try:
-            return await billing_ops.reconcile(
-                client, engine, task_queue=settings.temporal_task_queue, fix=fix
-            )
+            return await billing.reconcile(client, engine, settings, fix=fix, appointment_ids=appointment)
         finally:
             await engine.dispose()
 
     report = _with_temporal(work)
     typer.echo(
         f"appointments without billing: {len(report.missing)}; cancellations not voided: "
-        f"{len(report.not_voided)}; invoices stuck without a PDF: {len(report.stuck)}; fixed: {report.fixed}"
+        f"{len(report.not_voided)}; open invoices whose run is not running: {len(report.stuck)}; "
+        f"fixed: {report.fixed}"
     )
     if (report.missing or report.not_voided or report.stuck) and not fix:
         raise typer.Exit(1)

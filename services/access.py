@@ -10,7 +10,8 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from healthcare.models import Appointment, Doctor, Invoice, Role
 from healthcare.stores.patients import PatientStore
-from services.context import Actor
+from services import audit
+from services.context import Actor, RequestContext, require_actor
 
 
 async def doctor_id_of(session: AsyncSession, actor: Actor) -> uuid.UUID | None:
@@ -73,6 +74,30 @@ async def visible_record(
     ):
         return None
     return row
+
+
+async def read_care_record(
+    session: AsyncSession,
+    store: PatientStore,
+    ctx: RequestContext,
+    model: type[CareRecord],
+    record_id: uuid.UUID,
+    *,
+    resource_type: str,
+    not_found: str,
+    action: str = "read",
+) -> CareRecord:
+    """An appointment or invoice the actor may see, its access audited; someone else's is a 404."""
+    row = await visible_record(session, store, require_actor(ctx), model, record_id)
+    return await audit.access_or_404(
+        session,
+        ctx,
+        row,
+        action=action,
+        resource_type=resource_type,
+        resource_id=record_id,
+        not_found=not_found,
+    )
 
 
 async def within_care_scope(

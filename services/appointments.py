@@ -5,8 +5,6 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import func
-from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 from temporalio.client import Client as TemporalClient
 from temporalio.client import WithStartWorkflowOperation, WorkflowUpdateFailedError
@@ -29,12 +27,12 @@ from healthcare.contracts.appointments import (
     can_become,
     idempotent_appointment_id,
 )
-from healthcare.db import release_connection
+from healthcare.db import page, release_connection
 from healthcare.models import Appointment, Doctor
 from healthcare.schemas import AppointmentCreate
 from healthcare.stores.patients import PatientStore
 from services import audit
-from services.access import care_scope, visible_record
+from services.access import care_scope, read_care_record, visible_record
 from services.context import RequestContext, require_actor
 from workflows import search_attributes
 from workflows.appointments import AppointmentWorkflow
@@ -118,26 +116,16 @@ async def book(
         state = AppointmentState.model_validate(row, from_attributes=True)
     except RPCError as exc:
         raise errors.DependencyUnavailable("the scheduler is unavailable; try again") from exc
-    await audit.append(session, ctx, action="create", resource_type="appointment", resource_id=state.id)
-    await session.commit()
+    await audit.record(session, ctx, action="create", resource_type="appointment", resource_id=state.id)
     return state
 
 
 async def get(
     session: AsyncSession, store: PatientStore, ctx: RequestContext, appointment_id: uuid.UUID
 ) -> AppointmentState:
-    row = await visible_record(session, store, require_actor(ctx), Appointment, appointment_id)
-    await audit.append(
-        session,
-        ctx,
-        action="read",
-        resource_type="appointment",
-        resource_id=appointment_id,
-        outcome="ok" if row else "denied",
+    row = await read_care_record(
+        session, store, ctx, Appointment, appointment_id, resource_type="appointment", not_found=NOT_FOUND
     )
-    await session.commit()
-    if row is None:
-        raise errors.NotFound(NOT_FOUND)
     return AppointmentState.model_validate(row, from_attributes=True)
 
 
@@ -170,22 +158,19 @@ async def list_appointments(
         conditions.append(Appointment.time >= time_from)
     if time_to:
         conditions.append(Appointment.time < time_to)
-    total = await session.scalar(select(func.count()).select_from(Appointment).where(*conditions))
-    rows = (
-        await session.exec(
-            select(Appointment)
-            .where(*conditions)
-            .order_by(Appointment.time, Appointment.id)
-            .limit(limit)
-            .offset(offset)
-        )
-    ).all()
-    items = [AppointmentState.model_validate(r, from_attributes=True) for r in rows]
-    await audit.append_many(
-        session, ctx, action="list", resource_type="appointment", resource_ids=[a.id for a in items] or [None]
+    rows, total = await page(
+        session,
+        Appointment,
+        where=conditions,
+        order_by=[Appointment.time, Appointment.id],
+        limit=limit,
+        offset=offset,
     )
-    await session.commit()
-    return items, int(total or 0)
+    items = [AppointmentState.model_validate(r, from_attributes=True) for r in rows]
+    await audit.record_many(
+        session, ctx, action="list", resource_type="appointment", resource_ids=[a.id for a in items]
+    )
+    return items, total
 
 
 async def transition(
@@ -216,8 +201,7 @@ async def transition(
         if exc.status == RPCStatusCode.NOT_FOUND:  # the workflow already reached a final state
             raise errors.Conflict(f"an appointment that is {row.status} cannot become {target}") from exc
         raise errors.DependencyUnavailable("the scheduler is unavailable; try again") from exc
-    await audit.append(
+    await audit.record(
         session, ctx, action=f"set_{target.lower()}", resource_type="appointment", resource_id=appointment_id
     )
-    await session.commit()
     return state

@@ -8,13 +8,18 @@ import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TypeVar
 
-from sqlalchemy import func, text
+from sqlalchemy import text
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from healthcare import errors
+from healthcare.db import page
 from healthcare.models import AuditRecord, utcnow
 from services.context import RequestContext
+
+T = TypeVar("T")
 
 GENESIS = "0" * 64
 # Every audited transaction takes one advisory lock (0x6175646974, "audit", inside audit_append)
@@ -53,7 +58,7 @@ def record_hash(rec: AuditRecord) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-async def append(
+async def record(
     session: AsyncSession,
     ctx: RequestContext,
     *,
@@ -64,8 +69,9 @@ async def append(
     actor_id: uuid.UUID | None = None,
     actor_role: str | None = None,
 ) -> None:
-    """Add a record to the caller's transaction: it commits (or rolls back) with the data it describes."""
-    await append_many(
+    """Append one record to the caller's transaction and commit both: the record lands with the data
+    it describes, or neither does. Every audited use case ends here (or in `record_many`)."""
+    await record_many(
         session,
         ctx,
         action=action,
@@ -77,7 +83,7 @@ async def append(
     )
 
 
-async def append_many(
+async def record_many(
     session: AsyncSession,
     ctx: RequestContext,
     *,
@@ -88,11 +94,11 @@ async def append_many(
     actor_id: uuid.UUID | None = None,
     actor_role: str | None = None,
 ) -> None:
-    """One record per resource (a list of ten patients leaves ten records), under one chain lock.
+    """One record per resource (a list of ten patients leaves ten records; an empty list one record
+    without a resource), under one chain lock, then commit.
 
     One database call (`audit_append`, migration 0005) takes the lock, links and inserts the
-    records; the lock is released when the caller's transaction commits, so it is held for that
-    call and the commit only."""
+    records; the lock is released by the commit, so it is held for that call and the commit only."""
     actor = ctx.actor
     now = utcnow()
     bodies = [
@@ -111,9 +117,36 @@ async def append_many(
                 hash="",
             )
         )
-        for resource_id in resource_ids
+        for resource_id in resource_ids or [None]
     ]
     await session.execute(text("SELECT audit_append(:bodies)"), {"bodies": bodies})
+    await session.commit()
+
+
+async def access_or_404(
+    session: AsyncSession,
+    ctx: RequestContext,
+    found: T | None,
+    *,
+    resource_type: str,
+    resource_id: uuid.UUID,
+    not_found: str,
+    action: str = "read",
+) -> T:
+    """The audited access to one record: `found` is the record if it exists and the actor may see
+    it, else None. Either way the attempt is recorded (ok or denied) before the answer; someone
+    else's record and a missing one both answer 404."""
+    await record(
+        session,
+        ctx,
+        action=action,
+        resource_type=resource_type,
+        resource_id=resource_id,
+        outcome="ok" if found is not None else "denied",
+    )
+    if found is None:
+        raise errors.NotFound(not_found)
+    return found
 
 
 @dataclass(frozen=True)
@@ -183,14 +216,6 @@ async def list_records(
         conditions.append(AuditRecord.at >= since)
     if until:
         conditions.append(AuditRecord.at < until)
-    total = await session.scalar(select(func.count()).select_from(AuditRecord).where(*conditions))
-    rows = (
-        await session.exec(
-            select(AuditRecord)
-            .where(*conditions)
-            .order_by(AuditRecord.seq.desc())
-            .limit(limit)
-            .offset(offset)
-        )
-    ).all()
-    return list(rows), int(total or 0)
+    return await page(
+        session, AuditRecord, where=conditions, order_by=[AuditRecord.seq.desc()], limit=limit, offset=offset
+    )

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from sqlalchemy import func
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from healthcare import errors
+from healthcare.db import page
 from healthcare.models import Doctor, Role, User
 from healthcare.schemas import DoctorCreate
 from services import audit
@@ -26,8 +25,7 @@ async def create_doctor(session: AsyncSession, ctx: RequestContext, data: Doctor
     except IntegrityError as exc:
         await session.rollback()
         raise errors.Conflict("that user is already linked to a doctor") from exc
-    await audit.append(session, ctx, action="create", resource_type="doctor", resource_id=doctor.id)
-    await session.commit()
+    await audit.record(session, ctx, action="create", resource_type="doctor", resource_id=doctor.id)
     return doctor
 
 
@@ -35,13 +33,9 @@ async def list_doctors(
     session: AsyncSession, *, limit: int, offset: int, specialty: str | None = None
 ) -> tuple[list[Doctor], int]:
     conditions = [Doctor.specialty == specialty] if specialty else []
-    total = await session.scalar(select(func.count()).select_from(Doctor).where(*conditions))
-    rows = (
-        await session.exec(
-            select(Doctor).where(*conditions).order_by(Doctor.name, Doctor.id).limit(limit).offset(offset)
-        )
-    ).all()
-    return list(rows), int(total or 0)
+    return await page(
+        session, Doctor, where=conditions, order_by=[Doctor.name, Doctor.id], limit=limit, offset=offset
+    )
 
 
 async def get_doctor(session: AsyncSession, doctor_id: object) -> Doctor:

@@ -8,8 +8,6 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import Field
-from sqlalchemy import func
-from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 from temporalio.client import Client as TemporalClient
 from temporalio.client import WorkflowUpdateFailedError
@@ -24,12 +22,12 @@ from healthcare.contracts.billing import (
     InvoiceStatus,
     PayRequest,
 )
-from healthcare.db import release_connection
+from healthcare.db import page, release_connection
 from healthcare.models import Invoice, Role
 from healthcare.schemas import ApiOut, Money
 from healthcare.stores.patients import PatientStore
 from services import audit
-from services.access import care_scope, visible_record
+from services.access import care_scope, read_care_record, visible_record
 from services.context import RequestContext, require_actor
 from workflows.billing import BillingWorkflow
 
@@ -63,28 +61,14 @@ def public(row: Invoice | InvoiceState) -> InvoicePublic:
     )
 
 
-async def _audited(
-    session: AsyncSession, store: PatientStore, ctx: RequestContext, invoice_id: uuid.UUID, action: str
-) -> Invoice:
-    row = await visible_record(session, store, require_actor(ctx), Invoice, invoice_id)
-    await audit.append(
-        session,
-        ctx,
-        action=action,
-        resource_type="invoice",
-        resource_id=invoice_id,
-        outcome="ok" if row else "denied",
-    )
-    await session.commit()
-    if row is None:
-        raise errors.NotFound(NOT_FOUND)
-    return row
-
-
 async def get(
     session: AsyncSession, store: PatientStore, ctx: RequestContext, invoice_id: uuid.UUID
 ) -> InvoicePublic:
-    return public(await _audited(session, store, ctx, invoice_id, "read"))
+    return public(
+        await read_care_record(
+            session, store, ctx, Invoice, invoice_id, resource_type="invoice", not_found=NOT_FOUND
+        )
+    )
 
 
 async def list_invoices(
@@ -107,22 +91,19 @@ async def list_invoices(
         conditions.append(Invoice.patient_id == patient_id)
     if status:
         conditions.append(Invoice.status == status)
-    total = await session.scalar(select(func.count()).select_from(Invoice).where(*conditions))
-    rows = (
-        await session.exec(
-            select(Invoice)
-            .where(*conditions)
-            .order_by(Invoice.created_at.desc(), Invoice.id)
-            .limit(limit)
-            .offset(offset)
-        )
-    ).all()
-    items = [public(r) for r in rows]
-    await audit.append_many(
-        session, ctx, action="list", resource_type="invoice", resource_ids=[i.id for i in items] or [None]
+    rows, total = await page(
+        session,
+        Invoice,
+        where=conditions,
+        order_by=[Invoice.created_at.desc(), Invoice.id],
+        limit=limit,
+        offset=offset,
     )
-    await session.commit()
-    return items, int(total or 0)
+    items = [public(r) for r in rows]
+    await audit.record_many(
+        session, ctx, action="list", resource_type="invoice", resource_ids=[i.id for i in items]
+    )
+    return items, total
 
 
 async def pay(
@@ -160,10 +141,9 @@ async def pay(
 
 
 async def _audit_pay(session: AsyncSession, ctx: RequestContext, invoice_id: uuid.UUID, outcome: str) -> None:
-    await audit.append(
+    await audit.record(
         session, ctx, action="pay", resource_type="invoice", resource_id=invoice_id, outcome=outcome
     )
-    await session.commit()
 
 
 async def _pay_through_workflow(temporal: TemporalClient, row: Invoice) -> InvoiceState:
@@ -196,7 +176,16 @@ async def pdf_url(
     bucket: str,
 ) -> str:
     """A presigned GET valid for five minutes, only after the same check as reading the invoice."""
-    row = await _audited(session, store, ctx, invoice_id, "download")
+    row = await read_care_record(
+        session,
+        store,
+        ctx,
+        Invoice,
+        invoice_id,
+        action="download",
+        resource_type="invoice",
+        not_found=NOT_FOUND,
+    )
     if row.pdf_key is None:
         raise errors.NotFound("this invoice has no PDF yet")
     url: str = await asyncio.to_thread(

@@ -38,29 +38,19 @@ async def create_patient(
         **data.model_dump(),
     )
     created = await store.create(record)
-    await audit.append(session, ctx, action="create", resource_type="patient", resource_id=created.id)
-    await session.commit()
+    await audit.record(session, ctx, action="create", resource_type="patient", resource_id=created.id)
     return created
 
 
 async def get_patient(
     session: AsyncSession, store: PatientStore, ctx: RequestContext, patient_id: uuid.UUID
 ) -> PatientRecord:
-    actor = require_actor(ctx)
     record = await store.get(patient_id)
-    allowed = record is not None and await can_see_patient(session, store, actor, patient_id)
-    await audit.append(
-        session,
-        ctx,
-        action="read",
-        resource_type="patient",
-        resource_id=patient_id,
-        outcome="ok" if allowed else "denied",
+    if record is not None and not await can_see_patient(session, store, require_actor(ctx), patient_id):
+        record = None
+    return await audit.access_or_404(
+        session, ctx, record, resource_type="patient", resource_id=patient_id, not_found=NOT_FOUND
     )
-    await session.commit()
-    if not allowed or record is None:
-        raise errors.NotFound(NOT_FOUND)  # someone else's record and a missing one look the same
-    return record
 
 
 async def update_patient(
@@ -70,12 +60,10 @@ async def update_patient(
     patient_id: uuid.UUID,
     data: PatientUpdate,
 ) -> PatientRecord:
-    actor = require_actor(ctx)
-    if not await can_see_patient(session, store, actor, patient_id):
-        await audit.append(
+    if not await can_see_patient(session, store, require_actor(ctx), patient_id):
+        await audit.record(
             session, ctx, action="update", resource_type="patient", resource_id=patient_id, outcome="denied"
         )
-        await session.commit()
         raise errors.NotFound(NOT_FOUND)
     given = data.model_dump(exclude_unset=True)
     attributes = given.pop("attributes", None)
@@ -83,8 +71,7 @@ async def update_patient(
     if updated is None:
         await session.rollback()
         raise errors.NotFound(NOT_FOUND)
-    await audit.append(session, ctx, action="update", resource_type="patient", resource_id=patient_id)
-    await session.commit()
+    await audit.record(session, ctx, action="update", resource_type="patient", resource_id=patient_id)
     return updated
 
 
@@ -100,8 +87,7 @@ async def list_patients(
     actor = require_actor(ctx)
     only = await visible_patient_ids(session, store, actor)
     items, total = await store.list(limit=limit, offset=offset, q=q, only_ids=only)
-    await audit.append_many(
-        session, ctx, action="list", resource_type="patient", resource_ids=[p.id for p in items] or [None]
+    await audit.record_many(
+        session, ctx, action="list", resource_type="patient", resource_ids=[p.id for p in items]
     )
-    await session.commit()
     return items, total

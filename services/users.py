@@ -12,6 +12,7 @@ from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from healthcare import errors, security
+from healthcare.db import page
 from healthcare.models import LoginThrottle, Role, User
 from healthcare.settings import Settings
 from services import audit
@@ -25,6 +26,7 @@ LOGIN_FAILED = "invalid email or password"
 async def create_user(
     session: AsyncSession, *, email: str, password: str, role: Role, settings: Settings
 ) -> User:
+    """Insert an account (flushed, not committed); the audited use cases below build on it."""
     user = User(
         email=email,
         password_hash=await security.hash_password_async(password, rounds=settings.bcrypt_rounds),
@@ -36,6 +38,41 @@ async def create_user(
     except IntegrityError as exc:
         await session.rollback()
         raise errors.Conflict("a user with this email already exists") from exc
+    return user
+
+
+async def register(
+    session: AsyncSession, ctx: RequestContext, *, email: str, password: str, settings: Settings
+) -> User:
+    """Self-registration: always the `patient` role; the new account is the actor of its record."""
+    user = await create_user(session, email=email, password=password, role=Role.patient, settings=settings)
+    await audit.record(
+        session,
+        ctx,
+        action="register",
+        resource_type="user",
+        resource_id=user.id,
+        actor_id=user.id,
+        actor_role=user.role,
+    )
+    return user
+
+
+async def add_user(
+    session: AsyncSession,
+    ctx: RequestContext,
+    *,
+    email: str,
+    password: str,
+    role: Role,
+    settings: Settings,
+    actor_role: str | None = None,
+) -> User:
+    """An account made by an admin (or by the console, `actor_role="cli"`)."""
+    user = await create_user(session, email=email, password=password, role=role, settings=settings)
+    await audit.record(
+        session, ctx, action="create", resource_type="user", resource_id=user.id, actor_role=actor_role
+    )
     return user
 
 
@@ -104,7 +141,7 @@ async def login(
             window_seconds=window,
             now=now,
         )
-        await audit.append(
+        await audit.record(
             session,
             ctx,
             action="login",
@@ -114,10 +151,9 @@ async def login(
             actor_id=user.id if user else None,
             actor_role=user.role if user else None,
         )
-        await session.commit()
         raise errors.Unauthorized(LOGIN_FAILED)
     await session.execute(delete(LoginThrottle).where(LoginThrottle.key == account_key))
-    await audit.append(
+    await audit.record(
         session,
         ctx,
         action="login",
@@ -126,7 +162,6 @@ async def login(
         actor_id=user.id,
         actor_role=user.role,
     )
-    await session.commit()
     return security.issue_token(user_id=user.id, role=user.role, settings=settings), user
 
 
@@ -134,13 +169,9 @@ async def list_users(
     session: AsyncSession, *, limit: int, offset: int, role: Role | None = None
 ) -> tuple[list[User], int]:
     conditions = [User.role == role.value] if role else []
-    total = await session.scalar(select(func.count()).select_from(User).where(*conditions))
-    rows = (
-        await session.exec(
-            select(User).where(*conditions).order_by(User.created_at, User.id).limit(limit).offset(offset)
-        )
-    ).all()
-    return list(rows), int(total or 0)
+    return await page(
+        session, User, where=conditions, order_by=[User.created_at, User.id], limit=limit, offset=offset
+    )
 
 
 async def update_user(
@@ -161,7 +192,6 @@ async def update_user(
     if role is not None:
         user.role = role.value
     session.add(user)
-    await audit.append(session, ctx, action="update", resource_type="user", resource_id=user.id)
-    await session.commit()
+    await audit.record(session, ctx, action="update", resource_type="user", resource_id=user.id)
     await session.refresh(user)
     return user

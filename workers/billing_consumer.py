@@ -15,18 +15,15 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from pydantic import ValidationError
 from temporalio.client import Client as TemporalClient
-from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
-from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError
 
 from healthcare import clients, metrics
-from healthcare.contracts.billing import BillingRequest, CancelSignal, billing_workflow_id
+from healthcare.contracts.billing import CancelSignal, billing_workflow_id
 from healthcare.contracts.events import AppointmentEvent, EventType
 from healthcare.logging import get_logger
 from healthcare.process import run_until_stopped
 from healthcare.settings import Settings
-from workflows import search_attributes
-from workflows.billing import BillingWorkflow
+from services.billing import start_billing_run
 
 log = get_logger(__name__)
 
@@ -40,14 +37,12 @@ class BillingConsumer:
         *,
         consumer: AIOKafkaConsumer,
         temporal: TemporalClient,
-        task_queue: str,
-        payment_terms: timedelta,
+        settings: Settings,
         max_in_flight: int = 32,
     ) -> None:
         self._consumer = consumer
         self._temporal = temporal
-        self._task_queue = task_queue
-        self._terms = payment_terms
+        self._settings = settings  # the task queue and payment terms of the runs it starts
         self._backoff = 0.5
         # Starts and signals in flight at once: each is a round trip to Temporal.
         self._in_flight = asyncio.Semaphore(max_in_flight)
@@ -122,29 +117,17 @@ class BillingConsumer:
             log.warning("skipping malformed appointment event", partition=msg.partition, offset=msg.offset)
             metrics.BILLING_EVENTS.labels("malformed").inc()
             return
-        request = BillingRequest(
+        cancelled = event.event == EventType.cancelled
+        # False: the run for this appointment already finished, nothing left to do.
+        await start_billing_run(
+            self._temporal,
+            self._settings,
             appointment_id=event.appointment_id,
             patient_id=event.patient_id,
             doctor_id=event.doctor_id,
             appointment_time=event.time,
-            payment_terms_seconds=int(self._terms.total_seconds()),
+            cancel=CancelSignal(event_id=event.event_id) if cancelled else None,
         )
-        cancelled = event.event == EventType.cancelled
-        # WorkflowAlreadyStarted: the run for this appointment already finished, nothing left to do.
-        with contextlib.suppress(WorkflowAlreadyStartedError):
-            await self._temporal.start_workflow(
-                BillingWorkflow.run,
-                request,
-                id=billing_workflow_id(event.appointment_id),
-                task_queue=self._task_queue,
-                id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-                # A finished billing run is never started again by a redelivered event.
-                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-                search_attributes=search_attributes.parties(event.patient_id, event.doctor_id),
-                # Signal-with-start: a cancellation reaches the run, or starts it when it came first.
-                start_signal="cancel" if cancelled else None,
-                start_signal_args=[CancelSignal(event_id=event.event_id)] if cancelled else [],
-            )
         metrics.BILLING_EVENTS.labels("accepted").inc()
         log.info(
             "billing event handled",
@@ -163,12 +146,7 @@ async def run_consumer(
         settings, settings.topic_appointment_events, group_id=group_id, **consumer_options
     )
     await consumer.start()
-    billing = BillingConsumer(
-        consumer=consumer,
-        temporal=temporal,
-        task_queue=settings.temporal_task_queue,
-        payment_terms=timedelta(days=settings.billing_payment_terms_days),
-    )
+    billing = BillingConsumer(consumer=consumer, temporal=temporal, settings=settings)
     log.info("billing consumer started", group=group_id, topic=settings.topic_appointment_events)
     try:
         await billing.run(stop)

@@ -5,9 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter, status
 
 from api.deps import AnonymousCtx, SessionDep, SettingsDep
-from healthcare.models import Role
 from healthcare.schemas import Credentials, RegisterIn, TokenOut, UserPublic
-from services import audit, users
+from services import users
 
 router = APIRouter(prefix="/auth", tags=["auth"])
 
@@ -17,19 +16,7 @@ async def register(
     body: RegisterIn, session: SessionDep, settings: SettingsDep, ctx: AnonymousCtx
 ) -> UserPublic:
     """Self-registration always gives the `patient` role."""
-    user = await users.create_user(
-        session, email=body.email, password=body.password, role=Role.patient, settings=settings
-    )
-    await audit.append(
-        session,
-        ctx,
-        action="register",
-        resource_type="user",
-        resource_id=user.id,
-        actor_id=user.id,
-        actor_role=user.role,
-    )
-    await session.commit()
+    user = await users.register(session, ctx, email=body.email, password=body.password, settings=settings)
     return UserPublic.model_validate(user)
 
 

@@ -10,7 +10,7 @@ from api.deps import AdminActor, Ctx, CurrentActor, PageDep, SessionDep, Setting
 from healthcare import errors
 from healthcare.models import Role
 from healthcare.schemas import Page, UserCreate, UserPublic, UserUpdate
-from services import audit, users
+from services import users
 
 router = APIRouter(prefix="/users", tags=["users"])
 
@@ -27,11 +27,9 @@ async def me(actor: CurrentActor, session: SessionDep) -> UserPublic:
 async def create_user(
     body: UserCreate, _: AdminActor, session: SessionDep, settings: SettingsDep, ctx: Ctx
 ) -> UserPublic:
-    user = await users.create_user(
-        session, email=body.email, password=body.password, role=body.role, settings=settings
+    user = await users.add_user(
+        session, ctx, email=body.email, password=body.password, role=body.role, settings=settings
     )
-    await audit.append(session, ctx, action="create", resource_type="user", resource_id=user.id)
-    await session.commit()
     return UserPublic.model_validate(user)
 
 

@@ -72,7 +72,8 @@ class BillingRequest(BaseModel):
     patient_id: uuid.UUID
     doctor_id: uuid.UUID
     appointment_time: datetime
-    payment_terms_seconds: int = 30 * 24 * 3600
+    # From HC_BILLING_PAYMENT_TERMS_DAYS: set by services.billing.start_billing_run, the one starter.
+    payment_terms_seconds: int
 
 
 class CancelSignal(BaseModel):

@@ -6,12 +6,12 @@ import uuid
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import func
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from healthcare import errors
+from healthcare.db import page
 from healthcare.models import Patient, utcnow
 from healthcare.stores.patients import PatientRecord, merge_attributes
 
@@ -69,14 +69,12 @@ class PostgresPatientStore:
             conditions.append(Patient.name.ilike(f"%{escaped}%", escape="\\"))
         if only_ids is not None:
             conditions.append(Patient.id.in_(list(only_ids)))
-        total = await self._session.scalar(select(func.count()).select_from(Patient).where(*conditions))
-        rows = (
-            await self._session.exec(
-                select(Patient)
-                .where(*conditions)
-                .order_by(Patient.name, Patient.id)
-                .limit(limit)
-                .offset(offset)
-            )
-        ).all()
-        return [_record(r) for r in rows], int(total or 0)
+        rows, total = await page(
+            self._session,
+            Patient,
+            where=conditions,
+            order_by=[Patient.name, Patient.id],
+            limit=limit,
+            offset=offset,
+        )
+        return [_record(r) for r in rows], total

@@ -10,7 +10,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from services.audit import append_many, verify
+from services.audit import record_many, verify
 from services.context import RequestContext
 from tests.integration.factories import Account, create_patient, fresh_ip, register_patient_user
 
@@ -100,7 +100,8 @@ async def test_the_database_function_and_the_verifier_hash_alike(engine: AsyncEn
     ctx = RequestContext(actor=None, client_ip="2001:db8::1", request_id='req "q" \\ ü ✓')
     async with engine.connect() as conn, conn.begin():  # rolled back: the shared trail stays as it was
         session = AsyncSession(bind=conn)
-        await append_many(session, ctx, action="read", resource_type="patient", resource_ids=["a", "ß", None])
+        # The session joins the connection's transaction: its commit leaves that transaction open.
+        await record_many(session, ctx, action="read", resource_type="patient", resource_ids=["a", "ß", None])
         rows = (
             await conn.execute(
                 text("SELECT hash_version, request_id FROM audit_log ORDER BY seq DESC LIMIT 3")

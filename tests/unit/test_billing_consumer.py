@@ -19,6 +19,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from healthcare.contracts.billing import BillingRequest, CancelSignal, billing_workflow_id
 from healthcare.contracts.events import AppointmentEvent
+from healthcare.settings import Settings
 from workers.billing_consumer import BillingConsumer
 from workflows.billing import BillingWorkflow
 from workflows.search_attributes import DOCTOR_ID, PATIENT_ID
@@ -159,8 +160,7 @@ class Harness:
         self.consumer = BillingConsumer(
             consumer=cast(AIOKafkaConsumer, self.kafka),
             temporal=cast(TemporalClient, self.temporal),
-            task_queue=TASK_QUEUE,
-            payment_terms=TERMS,
+            settings=Settings(temporal_task_queue=TASK_QUEUE, billing_payment_terms_days=TERMS.days),
         )
 
     async def run(self) -> None:
