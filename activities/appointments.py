@@ -1,8 +1,7 @@
-"""Appointment activities: check the parties, store the row, change its status, publish events. Idempotent.
+"""Appointment activities: check the parties, store the row, change its status. Idempotent.
 
 `store` and `set_status` queue their event in the outbox in the same transaction as the row change
-(healthcare.outbox); the worker's relay publishes it. `publish` remains for runs started before the
-outbox, whose histories schedule it.
+(healthcare.outbox); the worker's relay publishes it.
 """
 
 from __future__ import annotations
@@ -10,7 +9,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import timedelta
 
-from aiokafka import AIOKafkaProducer
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import select
@@ -26,7 +24,6 @@ from healthcare.contracts.appointments import (
     AppointmentStatus,
     BookingRequest,
     PartiesCheck,
-    PublishRequest,
     StatusChange,
     appointment_workflow_id,
     can_become,
@@ -65,12 +62,10 @@ class AppointmentActivities:
         self,
         *,
         engine: AsyncEngine,
-        producer: AIOKafkaProducer,
         topic: str,
         patient_store: Callable[[AsyncSession], PatientStore],
     ) -> None:
         self._sessions = session_factory(engine)
-        self._producer = producer
         self._topic = topic
         self._patient_store = patient_store
 
@@ -132,7 +127,7 @@ class AppointmentActivities:
 
     @activity.defn(name="appointments.set_status")
     async def set_status(self, data: StatusChange) -> AppointmentState:
-        """BOOKED → target, once; a cancellation queues its event in the same transaction (`outbox`).
+        """One allowed transition (TRANSITIONS), once; a cancellation queues its event with it.
 
         A retry finds the status already set (and the event already queued) and returns the row.
         """
@@ -142,32 +137,20 @@ class AppointmentActivities:
             )
             if row is None:
                 raise ApplicationError("appointment not found", type=PARTY_NOT_FOUND, non_retryable=True)
-            if not can_become(row.status, data.target):  # a retry: already done
+            if not can_become(row.status, data.target):  # a retry: the change is already made
                 return _state(row)
-            row.status = data.target
+            row.status = data.target.value
             row.updated_at = utcnow()
             session.add(row)
             await session.flush()
             await session.refresh(row)
             state = _state(row)
-            if data.outbox and data.target == AppointmentStatus.cancelled:
+            if data.target == AppointmentStatus.cancelled:
                 await outbox.enqueue(
                     session, topic=self._topic, event=appointment_event(EventType.cancelled, state)
                 )
             await session.commit()
             return state
-
-    @activity.defn(name="appointments.publish")
-    async def publish(self, data: PublishRequest) -> None:
-        """For runs started before the outbox. Keyed by appointment id; the event id is stable."""
-        event = appointment_event(data.event, data.appointment)
-        await self._producer.send_and_wait(self._topic, event.value(), key=event.key())
-        activity.logger.info(
-            "published %s for appointment %s (attempt %d)",
-            data.event,
-            data.appointment.id,
-            activity.info().attempt,
-        )
 
 
 def _sqlstate(exc: IntegrityError) -> str | None:

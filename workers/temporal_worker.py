@@ -55,7 +55,6 @@ async def run_worker(settings: Settings, *, stop: asyncio.Event) -> None:
     diagnostics = DiagnosticsActivities(engine=engine)
     appointments = AppointmentActivities(
         engine=engine,
-        producer=producer,
         topic=settings.topic_appointment_events,
         patient_store=patient_store_factory(settings),
     )
@@ -74,7 +73,6 @@ async def run_worker(settings: Settings, *, stop: asyncio.Event) -> None:
             appointments.check_parties,
             appointments.store,
             appointments.set_status,
-            appointments.publish,
             billing.price_visit,
             billing.record_invoice,
             billing.render_pdf,

@@ -5,9 +5,8 @@ row is stored (or the booking is refused), so a POST answers in one round trip w
 the lifecycle (cancellation, completion) stays durable.
 
 Events go through the transactional outbox (healthcare.outbox): `store` and `set_status` queue them
-in the transaction of the row change, and the worker's relay publishes them. Runs started before
-the outbox (no `outbox-v1` patch marker in their history) keep the old path: a `publish` activity
-retried until Kafka takes the event, and `set_status` as a regular activity.
+in the transaction of the row change, and the worker's relay publishes them. Every step is a local
+activity. (Patch `outbox-v1` is deprecated: see the README's patch rule.)
 """
 
 from __future__ import annotations
@@ -27,30 +26,23 @@ with workflow.unsafe.imports_passed_through():
         RUN_REJECTED,
         SLOT_TAKEN,
         AppointmentState,
-        AppointmentStatus,
         BookingRequest,
         PartiesCheck,
-        PublishRequest,
         StatusChange,
         TransitionRequest,
         WorkflowOutcome,
         can_become,
     )
-    from healthcare.contracts.events import EventType
     from workflows.search_attributes import APPOINTMENT_STATUS
 
 REFUSALS = (SLOT_TAKEN, PARTY_NOT_FOUND)  # business refusals end the booking; anything else fails
 
 # Database steps: a few quick retries; business refusals are non-retryable and end the booking.
 DB_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(seconds=5))
-# Runs with this patch marker queue their events in the outbox; runs without it publish them.
+# Introduced the outbox path (no `publish` activity). Deprecated: no run of the old path can be
+# open (none ever ran in production), but stored and running histories carry the marker. Remove
+# the call once none of those needs replaying (the README's patch rule).
 OUTBOX_PATCH = "outbox-v1"
-# Pre-outbox runs only. Publishing must eventually succeed (no dual write): retry without limit.
-PUBLISH_RETRY = RetryPolicy(
-    initial_interval=timedelta(milliseconds=500),
-    backoff_coefficient=2.0,
-    maximum_interval=timedelta(seconds=30),
-)
 
 
 @workflow.defn(name="Appointment")
@@ -62,13 +54,10 @@ class AppointmentWorkflow:
         self._appointment: AppointmentState | None = None
         self._refusal: ApplicationError | None = None
         self._pending: TransitionRequest | None = None
-        self._outbox = False
 
     @workflow.run
     async def run(self, request: BookingRequest) -> WorkflowOutcome:
-        # Decided once, before any command: the whole run follows one path, and replaying a history
-        # written before the outbox (no marker) takes the path it was written with.
-        self._outbox = workflow.patched(OUTBOX_PATCH)
+        workflow.deprecate_patch(OUTBOX_PATCH)
         try:
             # Local activities: short database steps run inside the workflow task, saving two
             # server round trips per booking; they are retried and recorded like any activity.
@@ -98,44 +87,21 @@ class AppointmentWorkflow:
                 return WorkflowOutcome(appointment_id=request.appointment_id, final_status=RUN_REJECTED)
             raise
         workflow.upsert_search_attributes([APPOINTMENT_STATUS.value_set(self._appointment.status.value)])
-        if not self._outbox:
-            await self._publish(EventType.created)
 
         await workflow.wait_condition(lambda: self._pending is not None)
         assert self._pending is not None
         target = self._pending.target
-        if self._outbox:
-            self._appointment = await workflow.execute_local_activity(
-                "appointments.set_status",
-                StatusChange(appointment_id=request.appointment_id, target=target, outbox=True),
-                result_type=AppointmentState,
-                start_to_close_timeout=timedelta(seconds=10),
-                retry_policy=DB_RETRY,
-            )
-        else:
-            self._appointment = await workflow.execute_activity(
-                "appointments.set_status",
-                StatusChange(appointment_id=request.appointment_id, target=target),
-                result_type=AppointmentState,
-                start_to_close_timeout=timedelta(seconds=10),
-                retry_policy=DB_RETRY,
-            )
+        self._appointment = await workflow.execute_local_activity(
+            "appointments.set_status",
+            StatusChange(appointment_id=request.appointment_id, target=target),
+            result_type=AppointmentState,
+            start_to_close_timeout=timedelta(seconds=10),
+            retry_policy=DB_RETRY,
+        )
         workflow.upsert_search_attributes([APPOINTMENT_STATUS.value_set(target.value)])
-        if target == AppointmentStatus.cancelled and not self._outbox:
-            await self._publish(EventType.cancelled)
         # Let the update handler return its answer before the workflow completes.
         await workflow.wait_condition(workflow.all_handlers_finished)
         return WorkflowOutcome(appointment_id=request.appointment_id, final_status=target.value)
-
-    async def _publish(self, event: EventType) -> None:
-        """Pre-outbox runs only: their histories schedule this activity."""
-        assert self._appointment is not None
-        await workflow.execute_activity(
-            "appointments.publish",
-            PublishRequest(event=event, appointment=self._appointment),
-            start_to_close_timeout=timedelta(seconds=20),
-            retry_policy=PUBLISH_RETRY,
-        )
 
     @workflow.update
     async def book(self, request: BookingRequest) -> AppointmentState:

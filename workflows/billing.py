@@ -62,9 +62,10 @@ PDF_RETRY = RetryPolicy(
     non_retryable_error_types=[PDF_REJECTED],
 )
 DB_TIMEOUT = timedelta(seconds=15)
-# Since this patch the database steps run as local activities: inside the workflow task, with no
-# activity task and no extra workflow task on the server each (five workflow tasks and four activity
-# tasks per invoice became two and one). Runs started before it replay through the old path.
+# Introduced the database steps as local activities: inside the workflow task, with no activity
+# task and no extra workflow task on the server each (five workflow tasks and four activity tasks
+# per invoice became two and one). Deprecated: no run of the old path can be open, but stored and
+# running histories carry the marker. Remove the call once none of those needs replaying (README).
 LOCAL_DB_STEPS = "billing-local-db-steps-v1"
 
 
@@ -76,11 +77,10 @@ class BillingWorkflow:
         self._invoice: InvoiceState | None = None
         self._cancelled = False
         self._pay_requested = False
-        self._local_db = False
 
     @workflow.run
     async def run(self, request: BillingRequest) -> BillingOutcome:
-        self._local_db = workflow.patched(LOCAL_DB_STEPS)
+        workflow.deprecate_patch(LOCAL_DB_STEPS)
         price = await self._db_step("billing.price_visit", PriceRequest(doctor_id=request.doctor_id), Price)
         if self._cancelled:
             return BillingOutcome(
@@ -145,15 +145,10 @@ class BillingWorkflow:
         )
 
     async def _db_step(self, name: str, arg: object, result_type: type[T]) -> T:
-        """A short, idempotent database step, retried with DB_RETRY; local since LOCAL_DB_STEPS."""
-        if self._local_db:
-            result = await workflow.execute_local_activity(
-                name, arg, result_type=result_type, start_to_close_timeout=DB_TIMEOUT, retry_policy=DB_RETRY
-            )
-        else:
-            result = await workflow.execute_activity(
-                name, arg, result_type=result_type, start_to_close_timeout=DB_TIMEOUT, retry_policy=DB_RETRY
-            )
+        """A short, idempotent database step: a local activity retried with DB_RETRY."""
+        result = await workflow.execute_local_activity(
+            name, arg, result_type=result_type, start_to_close_timeout=DB_TIMEOUT, retry_policy=DB_RETRY
+        )
         return cast(T, result)
 
     @workflow.signal

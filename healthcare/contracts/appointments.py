@@ -10,8 +10,6 @@ from enum import StrEnum
 
 from pydantic import BaseModel
 
-from healthcare.contracts.events import EventType
-
 # Business failures carried as Temporal ApplicationError types; the API maps each to an HTTP status.
 SLOT_TAKEN = "SlotTaken"
 PARTY_NOT_FOUND = "PartyNotFound"
@@ -102,21 +100,15 @@ class TransitionRequest(BaseModel):
 
 
 class StatusChange(BaseModel):
+    """A cancellation queues its event in the outbox, in the transaction of the status change."""
+
     appointment_id: uuid.UUID
     target: AppointmentStatus
-    # True: a cancellation queues its event in the outbox, in the transaction of the status change.
-    # False (runs started before the outbox): the workflow publishes it with `appointments.publish`.
-    outbox: bool = False
 
 
 class PartiesCheck(BaseModel):
     patient_id: uuid.UUID
     doctor_id: uuid.UUID
-
-
-class PublishRequest(BaseModel):
-    event: EventType
-    appointment: AppointmentState
 
 
 class WorkflowOutcome(BaseModel):

@@ -37,10 +37,9 @@ async def private(engine: AsyncEngine, settings: Settings) -> AsyncIterator[Asyn
 
 @pytest.fixture
 def acts(private: AsyncEngine, settings: Settings) -> AppointmentActivities:
-    # No producer: these activities only queue events; publishing is the relay's.
+    # These activities only queue events; publishing is the relay's.
     return AppointmentActivities(
         engine=private,
-        producer=None,
         topic=settings.topic_appointment_events,
         patient_store=patient_store_factory(settings),
     )
@@ -100,7 +99,7 @@ async def test_a_cancellation_queues_its_event_with_the_status_change_once(
 ) -> None:
     env = ActivityEnvironment()
     await env.run(acts.store, booking)
-    change = StatusChange(appointment_id=booking.appointment_id, target="CANCELLED", outbox=True)
+    change = StatusChange(appointment_id=booking.appointment_id, target="CANCELLED")
     cancelled = await env.run(acts.set_status, change)
     assert await env.run(acts.set_status, change) == cancelled  # a retry changes and queues nothing
     created, event = await _queued(private, booking.appointment_id)
@@ -110,22 +109,17 @@ async def test_a_cancellation_queues_its_event_with_the_status_change_once(
     assert datetime.fromisoformat(event["occurredAt"]) == cancelled.updated_at
 
 
-@pytest.mark.parametrize(
-    ("target", "outbox"),
-    [("COMPLETED", True), ("NO_SHOW", True), ("CANCELLED", False)],
-)
-async def test_only_an_outbox_cancellation_queues_an_event(
+@pytest.mark.parametrize("target", [AppointmentStatus.completed, AppointmentStatus.no_show])
+async def test_only_a_cancellation_queues_an_event(
     acts: AppointmentActivities,
     booking: BookingRequest,
     private: AsyncEngine,
     target: AppointmentStatus,
-    outbox: bool,
 ) -> None:
-    # outbox=False: a run started before the outbox, which publishes with its own activity.
     env = ActivityEnvironment()
     await env.run(acts.store, booking)
     changed = await env.run(
-        acts.set_status, StatusChange(appointment_id=booking.appointment_id, target=target, outbox=outbox)
+        acts.set_status, StatusChange(appointment_id=booking.appointment_id, target=target)
     )
     assert changed.status == target
     assert [e["event"] for e in await _queued(private, booking.appointment_id)] == ["APPOINTMENT_CREATED"]

@@ -1,8 +1,7 @@
 """The appointment workflow in a Temporal test server, with activities stood in by name.
 
 Events go through the outbox (queued by `store` and `set_status`, published by the relay; see
-tests/integration/test_outbox.py), so a run started on this code schedules no `publish` activity.
-Runs started before the outbox are covered by replaying their stored histories (test_replay.py).
+tests/integration/test_outbox.py): a run schedules no activity task at all, every step is local.
 """
 
 import os
@@ -34,7 +33,6 @@ from healthcare.contracts.appointments import (
     AppointmentState,
     BookingRequest,
     PartiesCheck,
-    PublishRequest,
     StatusChange,
     TransitionRequest,
 )
@@ -61,7 +59,6 @@ class StandIns:
     """Records what the workflow asked for; failures are scripted per test."""
 
     def __init__(self, *, store_error: str | None = None) -> None:
-        self.published: list[str] = []
         self.statuses: list[StatusChange] = []
         self.store_error = store_error
         self.state: AppointmentState | None = None
@@ -95,13 +92,8 @@ class StandIns:
         self.state = self.state.model_copy(update={"status": data.target})
         return self.state
 
-    @activity.defn(name="appointments.publish")
-    async def publish(self, data: PublishRequest) -> None:
-        """Registered as the worker registers it (for pre-outbox runs); new runs must not call it."""
-        self.published.append(data.event)
-
     def all(self) -> list[Callable[..., Any]]:
-        return [self.check_parties, self.store, self.set_status, self.publish]
+        return [self.check_parties, self.store, self.set_status]
 
 
 def _request() -> BookingRequest:
@@ -162,11 +154,11 @@ async def test_book_then_cancel_queues_events_without_a_publish_activity(
         types = await _event_types(handle)
         await _keep_history(handle, "appointment_outbox_cancelled")
     assert outcome.final_status == "CANCELLED"
-    assert acts.published == []  # the outbox rows written by store and set_status carry the events
-    assert [(s.target, s.outbox) for s in acts.statuses] == [("CANCELLED", True)]
+    assert [s.target for s in acts.statuses] == ["CANCELLED"]
     # Every step ran as a local activity inside a workflow task: no activity task on the server.
     assert "EVENT_TYPE_ACTIVITY_TASK_SCHEDULED" not in types
-    assert types.count("EVENT_TYPE_MARKER_RECORDED") == 4  # the patch, check, store, set_status
+    # The (deprecated) patch marker, then check, store and set_status.
+    assert types.count("EVENT_TYPE_MARKER_RECORDED") == 4
     assert types.count("EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_COMPLETED") == 2
 
 
@@ -187,8 +179,7 @@ async def test_completion_is_a_local_status_change(temporal_env: WorkflowEnviron
         assert done.status == "COMPLETED"
         assert (await handle.result()).final_status == "COMPLETED"
         await _keep_history(handle, "appointment_outbox_completed")
-    assert acts.published == []
-    assert [(s.target, s.outbox) for s in acts.statuses] == [("COMPLETED", True)]
+    assert [s.target for s in acts.statuses] == ["COMPLETED"]
 
 
 async def test_a_taken_slot_refuses_the_booking_and_ends_the_workflow(
@@ -207,7 +198,7 @@ async def test_a_taken_slot_refuses_the_booking_and_ends_the_workflow(
             AppointmentWorkflow.run, f"appointment-{request.appointment_id}"
         ).result()
     assert outcome.final_status == "REJECTED"
-    assert acts.published == []
+    assert acts.statuses == []
 
 
 async def test_same_key_same_answer_other_body_refused(temporal_env: WorkflowEnvironment) -> None:
@@ -229,5 +220,4 @@ async def test_same_key_same_answer_other_body_refused(temporal_env: WorkflowEnv
         )
         await handle.execute_update(AppointmentWorkflow.transition, TransitionRequest(target="NO_SHOW"))
         await handle.result()
-    assert acts.published == []
     assert len(acts.statuses) == 1

@@ -1,4 +1,8 @@
-"""Stored billing histories replay against the current code: a non-deterministic change fails here."""
+"""Stored histories replay against the current code: a non-deterministic change fails here.
+
+A workflow patch is guarded at each stage of its life (README, "Changing a workflow"): histories
+recorded with its marker and, once it is deprecated, histories recorded with the deprecated marker.
+"""
 
 from pathlib import Path
 
@@ -11,9 +15,12 @@ HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
 
 def test_the_required_histories_are_stored() -> None:
     names = {p.stem for p in HISTORIES}
-    paths = {"paid", "cancelled", "overdue", "lambda_retried"}
-    # v0_*: captured before the database steps became local activities; runs like them may still be open.
-    assert paths | {f"v0_{name}" for name in paths} <= names
+    # Recorded with the `billing-local-db-steps-v1` and `outbox-v1` markers: runs like them may be open.
+    billing = {"paid", "cancelled", "overdue", "lambda_retried"}
+    appointments = {"appointment_outbox_cancelled", "appointment_outbox_completed"}
+    # Recorded since both patches are deprecated: what the code without the calls must replay.
+    deprecated = {"paid_deprecated_marker", "appointment_deprecated_marker_cancelled"}
+    assert billing | appointments | deprecated <= names
 
 
 TEXTS = {p.stem: p.read_text() for p in HISTORIES}
