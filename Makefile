@@ -47,10 +47,11 @@ test: setup ## Run the whole suite (unit + integration) against the real stack, 
 test-unit: install ## Run only the unit tests (no services, seconds)
 	@$(PY) -m pytest tests/unit -q
 
-lint: install ## ruff (lint + format check) and mypy
+lint: install ## ruff (lint + format check), mypy, and the import rules between folders (import-linter)
 	@$(PY) -m ruff check .
 	@$(PY) -m ruff format --check .
 	@$(PY) -m mypy .
+	@.venv/bin/lint-imports --no-logo
 
 fmt: install ## Format the code
 	@$(PY) -m ruff check --fix .
