@@ -1,1 +1,1 @@
-"""Temporal activities: every side effect a workflow needs (database, Kafka, Lambda, storage), idempotent."""
+"""Temporal activities: side effects of workflows (database, Lambda, storage), idempotent. Import the base."""

@@ -157,10 +157,8 @@ class BillingActivities:
         """Apply one allowed transition; a retry finds the target already set and returns the row."""
         async with self._sessions() as session:
             row = await session.scalar(select(Invoice).where(Invoice.id == data.invoice_id).with_for_update())
-            if row is None:
-                raise ApplicationError(
-                    "invoice not found", type=INVALID_INVOICE_TRANSITION, non_retryable=True
-                )
+            if row is None:  # a retry cannot make a missing invoice appear: fail the run visibly
+                raise ApplicationError("invoice not found", type=INVOICE_NOT_FOUND, non_retryable=True)
             if row.status != data.target:
                 if not can_become(row.status, data.target):
                     raise ApplicationError(

@@ -1,1 +1,1 @@
-"""The PyFlink analytics job: appointment events in, cumulative and hourly analytics results out."""
+"""The PyFlink analytics job. Imports the base; job.py and metrics.py nothing of ours (run on a cluster)."""

@@ -6,16 +6,17 @@
   ``flink`` CLI shipped in the apache-flink wheel (the cluster needs flink-python in its lib folder
   and this Kafka connector is shipped as a job jar).
 * ``job``: the entry point ``flink run`` calls on the client; it builds the graph in whatever
-  environment the CLI provides. Imports nothing from the rest of the repo.
+  environment the CLI provides, from flags only (``submit`` passes them). Imports nothing from the
+  rest of the repo.
 
-Configuration: Kafka and topics come from ``HC_*`` settings (run, submit) or flags (job). Extra,
-all optional (flags win over environment):
+Configuration (run, submit): Kafka, topics and the ``HC_ANALYTICS_*`` variables through the settings
+object (healthcare.settings); a flag wins over its setting:
 
-| env | flag | default |
+| setting (env) | flag | default |
 | --- | --- | --- |
 | HC_ANALYTICS_GROUP_ID | --group-id | healthcare-analytics-group |
 | HC_ANALYTICS_CHECKPOINT_DIR | --checkpoint-dir | <state>/data/flink-checkpoints |
-| HC_ANALYTICS_REST_PORT | --rest-port | 8081 (mini-cluster REST API, 127.0.0.1) |
+| HC_ANALYTICS_REST_PORT | --rest-port | 8081 (mini-cluster REST API, 127.0.0.1; run only) |
 | HC_ANALYTICS_CONNECTOR_DIR | --connector-dir | <state>/tools/flink-connectors |
 | HC_ANALYTICS_CHECKPOINT_INTERVAL_MS | --checkpoint-interval-ms | 5000 |
 """
@@ -27,24 +28,25 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the settings are read only by `run` and `submit`: `job` runs without the repo
+    from healthcare.settings import Settings
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 
 
-def _env(name: str, default: str) -> str:
-    return os.environ.get(name) or default
-
-
-def _common(parser: argparse.ArgumentParser, *, state_dir: Path | None) -> None:
-    parser.add_argument("--group-id", default=_env("HC_ANALYTICS_GROUP_ID", "healthcare-analytics-group"))
+def _common(parser: argparse.ArgumentParser, settings: Settings) -> None:
+    """The flags `run` and `submit` share, defaulting to the settings."""
+    state = settings.state_dir.resolve()
+    checkpoints = settings.analytics_checkpoint_dir or state / "data" / "flink-checkpoints"
+    connectors = settings.analytics_connector_dir or state / "tools" / "flink-connectors"
+    parser.add_argument("--group-id", default=settings.analytics_group_id)
     parser.add_argument(
-        "--checkpoint-interval-ms", type=int, default=int(_env("HC_ANALYTICS_CHECKPOINT_INTERVAL_MS", "5000"))
+        "--checkpoint-interval-ms", type=int, default=settings.analytics_checkpoint_interval_ms
     )
-    default_ckpt = str(state_dir / "data" / "flink-checkpoints") if state_dir else ""
-    parser.add_argument("--checkpoint-dir", default=_env("HC_ANALYTICS_CHECKPOINT_DIR", default_ckpt))
-    default_conn = str(state_dir / "tools" / "flink-connectors") if state_dir else ""
-    parser.add_argument("--connector-dir", default=_env("HC_ANALYTICS_CONNECTOR_DIR", default_conn))
+    parser.add_argument("--checkpoint-dir", default=str(checkpoints))
+    parser.add_argument("--connector-dir", default=str(connectors))
 
 
 def _kafka_properties(settings: Any) -> dict[str, str]:
@@ -77,8 +79,8 @@ def cmd_run(argv: list[str]) -> None:
     settings = get_settings()
     state_dir = settings.state_dir.resolve()
     parser = argparse.ArgumentParser(prog="python -m analytics_flink run")
-    _common(parser, state_dir=state_dir)
-    parser.add_argument("--rest-port", type=int, default=int(_env("HC_ANALYTICS_REST_PORT", "8081")))
+    _common(parser, settings)
+    parser.add_argument("--rest-port", type=int, default=settings.analytics_rest_port)
     parser.add_argument("--no-restore", action="store_true", help="start with empty state")
     args = parser.parse_args(argv)
 
@@ -144,17 +146,24 @@ def cmd_run(argv: list[str]) -> None:
     job.run(env, cfg, job_name="appointment-analytics")
 
 
-def cmd_job(argv: list[str]) -> None:
-    """What `flink run -pym analytics_flink` executes on the client: build the graph and submit it."""
+def job_parser() -> argparse.ArgumentParser:
+    """The `job` command's flags: everything comes from `submit`, nothing from the environment."""
     parser = argparse.ArgumentParser(prog="python -m analytics_flink job")
-    _common(parser, state_dir=None)
+    parser.add_argument("--group-id", required=True)
+    parser.add_argument("--checkpoint-interval-ms", type=int, required=True)
+    parser.add_argument("--checkpoint-dir", default="")
     parser.add_argument("--bootstrap-servers", required=True)
     parser.add_argument("--source-topic", default="appointment-events")
     parser.add_argument("--sink-topic", default="analytics-results")
     parser.add_argument(
         "--kafka-properties", default="{}", help="JSON object of extra Kafka client properties"
     )
-    args = parser.parse_args(argv)
+    return parser
+
+
+def cmd_job(argv: list[str]) -> None:
+    """What `flink run -pym analytics_flink` executes on the client: build the graph and submit it."""
+    args = job_parser().parse_args(argv)
 
     from pyflink.datastream import StreamExecutionEnvironment
 
@@ -188,7 +197,7 @@ def submit_argv(argv: list[str]) -> list[str]:
 
     settings = get_settings()
     parser = argparse.ArgumentParser(prog="python -m analytics_flink submit")
-    _common(parser, state_dir=settings.state_dir.resolve())
+    _common(parser, settings)
     parser.add_argument("--jobmanager", required=True, help="HOST:PORT of the cluster's REST endpoint")
     parser.add_argument("--python", default="python3", help="python executable on the cluster's TaskManagers")
     parser.add_argument(

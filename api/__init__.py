@@ -1,1 +1,1 @@
-"""FastAPI application: REST under /api/v1, health at the root; it starts workflows, never does their work."""
+"""FastAPI app: REST under /api/v1, health at the root; starts workflows. Imports services/ and the base."""

@@ -1,1 +1,1 @@
-"""Benchmarks: scripts that print figures and ratios against a baseline measured in the same run."""
+"""Benchmarks printing figures and ratios against a baseline measured in the same run. Imports anything."""

@@ -1,1 +1,1 @@
-"""Local-stack tooling: installs, starts, supervises and stops every real component on 127.0.0.1."""
+"""Local-stack tooling: installs, starts, supervises, stops every component on 127.0.0.1. Imports anything."""

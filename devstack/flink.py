@@ -2,39 +2,20 @@
 
 from __future__ import annotations
 
-import os
 import shutil
-from pathlib import Path
 
 import httpx
 
+from devstack.install import connector_dir
 from devstack.paths import REPO, VENV_BIN, Paths
 from devstack.supervisor import Component, StackError
 from healthcare.settings import Settings
 
-FLINK_KAFKA_CONNECTOR_VERSION = "5.0.0-2.2"  # also in devstack/flink/pom.xml
-FLINK_REST_PORT = int(os.environ.get("HC_ANALYTICS_REST_PORT", "8081"))
-
-
-def connector_dir(paths: Paths) -> Path:
-    return paths.tools / "flink-connectors"
-
-
-def install_flink_connectors(paths: Paths) -> str:
-    """`make setup` step: the shaded Kafka connector jar from Maven Central into <state>/tools."""
-    # Imported here so devstack.install can import this module for its STEPS without a cycle.
-    from devstack.install import maven_fetch
-
-    target = connector_dir(paths)
-    if (target / f"flink-sql-connector-kafka-{FLINK_KAFKA_CONNECTOR_VERSION}.jar").exists():
-        return "present"
-    maven_fetch(REPO / "devstack" / "flink" / "pom.xml", target)
-    return "downloaded"
-
 
 def flink(settings: Settings, paths: Paths) -> Component:
     """The PyFlink job on a local mini-cluster; restores the newest retained checkpoint on every start."""
-    rest = f"http://127.0.0.1:{FLINK_REST_PORT}"
+    rest_port = settings.analytics_rest_port
+    rest = f"http://127.0.0.1:{rest_port}"
 
     async def prepare() -> None:
         if shutil.which("java") is None:
@@ -51,13 +32,13 @@ def flink(settings: Settings, paths: Paths) -> Component:
         ready=ready,
         prepare=prepare,
         env=lambda: {
-            "HC_ANALYTICS_REST_PORT": str(FLINK_REST_PORT),
+            "HC_ANALYTICS_REST_PORT": str(rest_port),
             "HC_ANALYTICS_CONNECTOR_DIR": str(connector_dir(paths)),
             "HC_ANALYTICS_CHECKPOINT_DIR": str(paths.data / "flink-checkpoints"),
         },
         cwd=REPO,
         depends_on=["kafka"],
-        ports=[FLINK_REST_PORT],
+        ports=[rest_port],
         ready_timeout=120,
         stop_timeout=20,
         describe=f"job appointment-analytics, REST {rest}",

@@ -16,6 +16,7 @@ from devstack.paths import REPO, Paths
 KAFKA_VERSION = "4.4.0"  # also in devstack/kafka/pom.xml
 SEAWEEDFS_VERSION = "v0.0.0-20261109003541-7506e5f91cd6"  # SeaweedFS 4.53; see devstack/seaweedfs/go.mod
 RIE_VERSION = "v0.0.0-20261030222936-bef5c4ba774d"  # the upstream repo has no semver tags
+FLINK_KAFKA_CONNECTOR_VERSION = "5.0.0-2.2"  # also in devstack/flink/pom.xml
 
 APT_PACKAGES = {
     "postgres": ["postgresql"],
@@ -195,10 +196,18 @@ def _need(tool: str, why: str) -> None:
         raise SetupError(f"{tool} not found: {why}")
 
 
-def install_flink_connectors(paths: Paths) -> str:
-    from devstack.flink import install_flink_connectors as install
+def connector_dir(paths: Paths) -> Path:
+    """Where the Flink job finds its Kafka connector jar (devstack.flink passes it to the job)."""
+    return paths.tools / "flink-connectors"
 
-    return install(paths)
+
+def install_flink_connectors(paths: Paths) -> str:
+    """The shaded Kafka connector jar of the Flink job, from Maven Central."""
+    target = connector_dir(paths)
+    if (target / f"flink-sql-connector-kafka-{FLINK_KAFKA_CONNECTOR_VERSION}.jar").exists():
+        return "present"
+    maven_fetch(REPO / "devstack" / "flink" / "pom.xml", target)
+    return "downloaded"
 
 
 STEPS: list[tuple[str, Callable[[Paths], str]]] = [

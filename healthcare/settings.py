@@ -48,6 +48,15 @@ class Settings(BaseSettings):
     # Billing: days from issue to due date (then the invoice becomes OVERDUE)
     billing_payment_terms_days: int = Field(default=30, ge=1, le=365)
 
+    # The analytics job (python -m analytics_flink run|submit; its flags win over these). The folders
+    # default to <state_dir>/data/flink-checkpoints and <state_dir>/tools/flink-connectors; the
+    # checkpoints may be a URL (s3://...) for a cluster.
+    analytics_group_id: str = "healthcare-analytics-group"
+    analytics_checkpoint_dir: str | None = None
+    analytics_checkpoint_interval_ms: int = Field(default=5000, ge=100)
+    analytics_rest_port: int = Field(default=8081, ge=1, le=65535)  # the local mini-cluster's REST API
+    analytics_connector_dir: Path | None = None
+
     # Kafka
     kafka_bootstrap_servers: str = "127.0.0.1:9092"
     kafka_security_protocol: Literal["PLAINTEXT", "SASL_SSL", "SSL", "SASL_PLAINTEXT"] = "PLAINTEXT"

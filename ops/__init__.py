@@ -1,1 +1,1 @@
-"""Operator tools and the `healthcare` console command; may import every floor below it (never api/)."""
+"""Operator tools and the `healthcare` console command. May import every floor but api/ (served by name)."""

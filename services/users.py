@@ -127,6 +127,9 @@ async def login(
     valid = await security.verify_password_async(password, stored, rounds=settings.bcrypt_rounds)
     if not (user and valid and user.is_active):
         window = settings.login_failure_window_seconds
+        # The lock runs from the failure, not from the request's start: hashing on a busy machine
+        # can take longer than the first lock lasts.
+        now = datetime.now(UTC)
         await _record_failure(
             session,
             account_key,

@@ -1,1 +1,1 @@
-"""Long-running processes: the Temporal worker, the billing Kafka consumer, the websocket relay."""
+"""Long-running roles: Temporal worker, billing consumer, relay. Import activities, workflows, services."""

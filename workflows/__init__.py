@@ -1,1 +1,1 @@
-"""Temporal workflow definitions: deterministic orchestration, no I/O; one model in, one model out."""
+"""Temporal workflows: deterministic, no I/O, one model in and out. Import only healthcare.contracts."""

@@ -22,6 +22,7 @@ with workflow.unsafe.imports_passed_through():
     from healthcare.contracts.billing import (
         DOCTOR_NOT_FOUND,
         INVALID_INVOICE_TRANSITION,
+        INVOICE_NOT_FOUND,
         INVOICE_NOT_ISSUED,
         INVOICE_VOID,
         PDF_REJECTED,
@@ -50,7 +51,7 @@ DB_RETRY = RetryPolicy(
     initial_interval=timedelta(milliseconds=200),
     backoff_coefficient=2.0,
     maximum_interval=timedelta(seconds=10),
-    non_retryable_error_types=[DOCTOR_NOT_FOUND, INVALID_INVOICE_TRANSITION],
+    non_retryable_error_types=[DOCTOR_NOT_FOUND, INVOICE_NOT_FOUND, INVALID_INVOICE_TRANSITION],
 )
 # The Lambda: exponential back-off for function errors and unreadable answers, for about 30 minutes;
 # a 400 (the request can never succeed) is final and fails the run so an operator sees it.

@@ -1,1 +1,1 @@
-"""HTTP routers, one module per resource."""
+"""HTTP routers, one module per resource, thin over services/ (never activities/, workers/, ops/)."""

@@ -1,1 +1,1 @@
-"""Storage back ends behind domain interfaces (patients: PostgreSQL or DynamoDB, chosen by settings)."""
+"""Storage back ends behind domain interfaces (patients: PostgreSQL or DynamoDB). Part of the base."""

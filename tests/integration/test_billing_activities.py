@@ -32,6 +32,7 @@ from activities.billing import BillingActivities
 from healthcare.contracts.billing import (
     DOCTOR_NOT_FOUND,
     INVALID_INVOICE_TRANSITION,
+    INVOICE_NOT_FOUND,
     PDF_FAILED,
     PDF_REJECTED,
     InvoiceDraft,
@@ -315,7 +316,7 @@ async def test_set_status_of_an_unknown_invoice_is_final(
     change = InvoiceStatusChange(invoice_id=uuid.uuid4(), target="PAID", at=datetime.now(UTC))
     with pytest.raises(ApplicationError) as refused:
         await env.run(activities.set_status, change)
-    assert refused.value.type == INVALID_INVOICE_TRANSITION
+    assert refused.value.type == INVOICE_NOT_FOUND
     assert refused.value.non_retryable
 
 

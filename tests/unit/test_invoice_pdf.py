@@ -371,3 +371,10 @@ def test_names_the_api_accepts_are_sent_in_a_shape_the_function_accepts(name: st
     invoice = invoice_pdf.parse_request({**REQUEST, "patientName": cleaned, "doctorName": cleaned})
     assert invoice_pdf.render_pdf(invoice).startswith(b"%PDF")
     assert cleaned is None or (len(cleaned) <= invoice_pdf.MAX_NAME and cleaned.isprintable())
+
+
+def test_the_function_knows_every_invoice_status_and_no_other() -> None:
+    """The Lambda deploys alone, so it keeps its own copy of the vocabulary; this ties the two."""
+    from healthcare.contracts.billing import InvoiceStatus
+
+    assert set(invoice_pdf.STATUSES) == {status.value for status in InvoiceStatus}
