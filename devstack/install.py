@@ -160,12 +160,16 @@ def maven_fetch(pom: Path, target: Path) -> None:
     tmp.rename(target)
 
 
-def install_kafka(paths: Paths) -> str:
-    libs = kafka_libs(paths)
-    if (libs / f"kafka_2.13-{KAFKA_VERSION}.jar").exists():
+def _maven_jars(component: str, target: Path, expected_jar: str) -> str:
+    """The jars of devstack/<component>/pom.xml in `target`, unless `expected_jar` is there already."""
+    if (target / expected_jar).exists():
         return "present"
-    maven_fetch(REPO / "devstack" / "kafka" / "pom.xml", libs)
+    maven_fetch(REPO / "devstack" / component / "pom.xml", target)
     return "downloaded"
+
+
+def install_kafka(paths: Paths) -> str:
+    return _maven_jars("kafka", kafka_libs(paths), f"kafka_2.13-{KAFKA_VERSION}.jar")
 
 
 def install_postgres(paths: Paths) -> str:
@@ -203,11 +207,8 @@ def connector_dir(paths: Paths) -> Path:
 
 def install_flink_connectors(paths: Paths) -> str:
     """The shaded Kafka connector jar of the Flink job, from Maven Central."""
-    target = connector_dir(paths)
-    if (target / f"flink-sql-connector-kafka-{FLINK_KAFKA_CONNECTOR_VERSION}.jar").exists():
-        return "present"
-    maven_fetch(REPO / "devstack" / "flink" / "pom.xml", target)
-    return "downloaded"
+    jar = f"flink-sql-connector-kafka-{FLINK_KAFKA_CONNECTOR_VERSION}.jar"
+    return _maven_jars("flink", connector_dir(paths), jar)
 
 
 STEPS: list[tuple[str, Callable[[Paths], str]]] = [

@@ -6,10 +6,12 @@ from collections.abc import Sequence
 from typing import Any, TypeVar
 
 from sqlalchemy import ColumnElement, func
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlmodel import SQLModel, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from healthcare import errors
 from healthcare.settings import Settings
 
 Row = TypeVar("Row", bound=SQLModel)
@@ -37,6 +39,18 @@ async def release_connection(session: AsyncSession) -> None:
     requests parked on Temporal while holding connections exhausted the pool and failed. Loaded
     objects stay usable (sessions are made with expire_on_commit=False)."""
     await session.commit()
+
+
+async def add_unique(session: AsyncSession, row: Row, *, conflict: str) -> Row:
+    """Add a new row and flush it; a unique violation becomes errors.Conflict(`conflict`), after
+    rolling the session back. The caller commits."""
+    session.add(row)
+    try:
+        await session.flush()
+    except IntegrityError as exc:
+        await session.rollback()
+        raise errors.Conflict(conflict) from exc
+    return row
 
 
 async def page(

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import uuid
-from typing import TypeVar
+from collections.abc import Sequence
+from typing import Any, TypeVar
 
+from sqlalchemy import ColumnElement
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from healthcare.db import page
 from healthcare.models import Appointment, Doctor, Invoice, Role
 from healthcare.stores.patients import PatientStore
 from services import audit
@@ -98,6 +101,33 @@ async def read_care_record(
         resource_id=record_id,
         not_found=not_found,
     )
+
+
+async def list_care_records(
+    session: AsyncSession,
+    store: PatientStore,
+    ctx: RequestContext,
+    model: type[CareRecord],
+    *,
+    where: Sequence[ColumnElement[bool]],
+    order_by: Sequence[Any],
+    limit: int,
+    offset: int,
+    resource_type: str,
+) -> tuple[list[CareRecord], int]:
+    """A page of appointments or invoices matching `where`, confined to the actor's care scope; each
+    listed record is audited."""
+    own_patient, own_doctor = await care_scope(session, store, require_actor(ctx))
+    scoped = list(where)
+    if own_patient is not None:
+        scoped.append(model.patient_id == own_patient)
+    if own_doctor is not None:
+        scoped.append(model.doctor_id == own_doctor)
+    rows, total = await page(session, model, where=scoped, order_by=order_by, limit=limit, offset=offset)
+    await audit.record_many(
+        session, ctx, action="list", resource_type=resource_type, resource_ids=[row.id for row in rows]
+    )
+    return rows, total
 
 
 async def within_care_scope(

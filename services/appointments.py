@@ -27,12 +27,12 @@ from healthcare.contracts.appointments import (
     can_become,
     idempotent_appointment_id,
 )
-from healthcare.db import page, release_connection
+from healthcare.db import release_connection
 from healthcare.models import Appointment, Doctor
 from healthcare.schemas import AppointmentCreate
 from healthcare.stores.patients import PatientStore
 from services import audit
-from services.access import care_scope, read_care_record, visible_record
+from services.access import care_scope, list_care_records, read_care_record, visible_record
 from services.context import RequestContext, require_actor
 from workflows import search_attributes
 from workflows.appointments import AppointmentWorkflow
@@ -142,35 +142,29 @@ async def list_appointments(
     time_from: datetime | None = None,
     time_to: datetime | None = None,
 ) -> tuple[list[AppointmentState], int]:
-    own_patient, own_doctor = await care_scope(session, store, require_actor(ctx))
     conditions = []
-    for column, wanted, forced in (
-        (Appointment.patient_id, patient_id, own_patient),
-        (Appointment.doctor_id, doctor_id, own_doctor),
-    ):
-        if forced is not None:
-            conditions.append(column == forced)
-        if wanted is not None:
-            conditions.append(column == wanted)
+    if patient_id is not None:
+        conditions.append(Appointment.patient_id == patient_id)
+    if doctor_id is not None:
+        conditions.append(Appointment.doctor_id == doctor_id)
     if status:
         conditions.append(Appointment.status == status)
     if time_from:
         conditions.append(Appointment.time >= time_from)
     if time_to:
         conditions.append(Appointment.time < time_to)
-    rows, total = await page(
+    rows, total = await list_care_records(
         session,
+        store,
+        ctx,
         Appointment,
         where=conditions,
         order_by=[Appointment.time, Appointment.id],
         limit=limit,
         offset=offset,
+        resource_type="appointment",
     )
-    items = [AppointmentState.model_validate(r, from_attributes=True) for r in rows]
-    await audit.record_many(
-        session, ctx, action="list", resource_type="appointment", resource_ids=[a.id for a in items]
-    )
-    return items, total
+    return [AppointmentState.model_validate(r, from_attributes=True) for r in rows], total
 
 
 async def transition(

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from sqlalchemy.exc import IntegrityError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from healthcare import errors
-from healthcare.db import page
+from healthcare.db import add_unique, page
 from healthcare.models import Doctor, Role, User
 from healthcare.schemas import DoctorCreate
 from services import audit
@@ -19,12 +18,7 @@ async def create_doctor(session: AsyncSession, ctx: RequestContext, data: Doctor
         if user is None or user.role != Role.doctor.value:
             raise errors.Invalid("userId must name an existing user with the doctor role")
     doctor = Doctor(**data.model_dump())
-    session.add(doctor)
-    try:
-        await session.flush()
-    except IntegrityError as exc:
-        await session.rollback()
-        raise errors.Conflict("that user is already linked to a doctor") from exc
+    await add_unique(session, doctor, conflict="that user is already linked to a doctor")
     await audit.record(session, ctx, action="create", resource_type="doctor", resource_id=doctor.id)
     return doctor
 

@@ -22,12 +22,12 @@ from healthcare.contracts.billing import (
     InvoiceStatus,
     PayRequest,
 )
-from healthcare.db import page, release_connection
+from healthcare.db import release_connection
 from healthcare.models import Invoice, Role
 from healthcare.schemas import ApiOut, Money
 from healthcare.stores.patients import PatientStore
 from services import audit
-from services.access import care_scope, read_care_record, visible_record
+from services.access import list_care_records, read_care_record, visible_record
 from services.context import RequestContext, require_actor
 from workflows.billing import BillingWorkflow
 
@@ -81,29 +81,23 @@ async def list_invoices(
     status: str | None = None,
     patient_id: uuid.UUID | None = None,
 ) -> tuple[list[InvoicePublic], int]:
-    own_patient, own_doctor = await care_scope(session, store, require_actor(ctx))
     conditions = []
-    if own_patient is not None:
-        conditions.append(Invoice.patient_id == own_patient)
-    if own_doctor is not None:
-        conditions.append(Invoice.doctor_id == own_doctor)
     if patient_id is not None:
         conditions.append(Invoice.patient_id == patient_id)
     if status:
         conditions.append(Invoice.status == status)
-    rows, total = await page(
+    rows, total = await list_care_records(
         session,
+        store,
+        ctx,
         Invoice,
         where=conditions,
         order_by=[Invoice.created_at.desc(), Invoice.id],
         limit=limit,
         offset=offset,
+        resource_type="invoice",
     )
-    items = [public(r) for r in rows]
-    await audit.record_many(
-        session, ctx, action="list", resource_type="invoice", resource_ids=[i.id for i in items]
-    )
-    return items, total
+    return [public(r) for r in rows], total
 
 
 async def pay(

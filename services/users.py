@@ -7,12 +7,11 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import case, delete, func, update
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from healthcare import errors, security
-from healthcare.db import page
+from healthcare.db import add_unique, page
 from healthcare.models import LoginThrottle, Role, User
 from healthcare.settings import Settings
 from services import audit
@@ -32,12 +31,7 @@ async def create_user(
         password_hash=await security.hash_password_async(password, rounds=settings.bcrypt_rounds),
         role=role.value,
     )
-    session.add(user)
-    try:
-        await session.flush()
-    except IntegrityError as exc:
-        await session.rollback()
-        raise errors.Conflict("a user with this email already exists") from exc
+    await add_unique(session, user, conflict="a user with this email already exists")
     return user
 
 

@@ -6,12 +6,10 @@ import uuid
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from healthcare import errors
-from healthcare.db import page
+from healthcare.db import add_unique, page
 from healthcare.models import Patient, utcnow
 from healthcare.stores.patients import PatientRecord, merge_attributes
 
@@ -25,13 +23,11 @@ class PostgresPatientStore:
         self._session = session
 
     async def create(self, record: PatientRecord) -> PatientRecord:
-        row = Patient(**record.model_dump())
-        self._session.add(row)
-        try:
-            await self._session.flush()
-        except IntegrityError as exc:
-            await self._session.rollback()
-            raise errors.Conflict("this account already has a patient record") from exc
+        row = await add_unique(
+            self._session,
+            Patient(**record.model_dump()),
+            conflict="this account already has a patient record",
+        )
         return _record(row)
 
     async def get(self, patient_id: uuid.UUID) -> PatientRecord | None:
