@@ -6,7 +6,9 @@
   ``flink`` CLI shipped in the apache-flink wheel (the cluster needs flink-python in its lib folder
   and this Kafka connector is shipped as a job jar).
 * ``job``: the entry point ``flink run`` calls on the client; it builds the graph in whatever
-  environment the CLI provides, from flags only (``submit`` passes them). Imports nothing from the
+  environment the CLI provides, from flags only (``submit`` passes them), except that Kafka
+  credentials may come from ``HC_KAFKA_SECURITY_PROTOCOL`` and ``HC_KAFKA_SASL_*`` in its environment
+  (the Helm chart passes them from a Secret, never on the command line). Imports nothing from the
   rest of the repo.
 
 Configuration (run, submit): Kafka, topics and the ``HC_ANALYTICS_*`` variables through the settings
@@ -28,6 +30,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the settings are read only by `run` and `submit`: `job` runs without the repo
@@ -62,6 +65,26 @@ def _kafka_properties(settings: Any) -> dict[str, str]:
         props["sasl.jaas.config"] = (
             f'{module} required username="{settings.kafka_sasl_username}" password="{password}";'
         )
+    return props
+
+
+def _kafka_settings_from_env() -> Any:
+    """On a Flink cluster the job has no Settings object: the same HC_KAFKA_* variables, read here
+    (the Helm chart puts the SASL credentials into the pods' environment from a Secret, never into
+    the FlinkDeployment's arguments)."""
+    password = os.environ.get("HC_KAFKA_SASL_PASSWORD")
+    return SimpleNamespace(
+        kafka_security_protocol=os.environ.get("HC_KAFKA_SECURITY_PROTOCOL") or "PLAINTEXT",
+        kafka_sasl_mechanism=os.environ.get("HC_KAFKA_SASL_MECHANISM") or None,
+        kafka_sasl_username=os.environ.get("HC_KAFKA_SASL_USERNAME"),
+        kafka_sasl_password=SimpleNamespace(get_secret_value=lambda: password) if password else None,
+    )
+
+
+def job_kafka_properties(flag_json: str) -> dict[str, str]:
+    """The job's Kafka client properties: from HC_KAFKA_* in the environment, then the flag's JSON."""
+    props: dict[str, str] = _kafka_properties(_kafka_settings_from_env())
+    props.update(json.loads(flag_json))
     return props
 
 
@@ -147,7 +170,8 @@ def cmd_run(argv: list[str]) -> None:
 
 
 def job_parser() -> argparse.ArgumentParser:
-    """The `job` command's flags: everything comes from `submit`, nothing from the environment."""
+    """The `job` command's flags: everything comes from `submit` (or a FlinkDeployment's arguments);
+    only Kafka credentials may come from the environment instead (see job_kafka_properties)."""
     parser = argparse.ArgumentParser(prog="python -m analytics_flink job")
     parser.add_argument("--group-id", required=True)
     parser.add_argument("--checkpoint-interval-ms", type=int, required=True)
@@ -185,7 +209,7 @@ def cmd_job(argv: list[str]) -> None:
         source_topic=args.source_topic,
         sink_topic=args.sink_topic,
         group_id=args.group_id,
-        kafka_properties=json.loads(args.kafka_properties),
+        kafka_properties=job_kafka_properties(args.kafka_properties),
         checkpoint_interval_ms=args.checkpoint_interval_ms,
     )
     job.run(env, cfg, job_name="appointment-analytics", detached=True)

@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from devstack.k8s import install_kubernetes_tools
 from devstack.paths import REPO, Paths
 
 # Pinned component versions (bumping one rebuilds that tool on the next `make setup`).
@@ -219,6 +220,7 @@ STEPS: list[tuple[str, Callable[[Paths], str]]] = [
     ("pdftotext", install_poppler),
     ("fonts", install_fonts),
     ("flink-connectors", install_flink_connectors),
+    ("kubernetes", install_kubernetes_tools),  # devstack/k8s.py: helm, kube-apiserver, etcd, kwok, CRDs
 ]
 
 

@@ -16,6 +16,8 @@ from healthcare.settings import Settings
 
 
 def _aws_kwargs(settings: Settings) -> dict[str, Any]:
+    if not settings.aws_access_key_id:  # the SDK's credential chain: a workload role
+        return {"region_name": settings.aws_region}
     return {
         "region_name": settings.aws_region,
         "aws_access_key_id": settings.aws_access_key_id,
@@ -96,9 +98,12 @@ async def temporal_client(settings: Settings, *, lazy: bool = False) -> Temporal
 
     `lazy` connects on first use, so a process can start while Temporal is still coming up.
     """
+    api_key = settings.temporal_api_key.get_secret_value() if settings.temporal_api_key else None
     return await TemporalClient.connect(
         settings.temporal_address,
         namespace=settings.temporal_namespace,
         data_converter=pydantic_data_converter,
+        tls=settings.temporal_tls or api_key is not None,
+        api_key=api_key,
         lazy=lazy,
     )

@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -40,6 +40,10 @@ class Settings(BaseSettings):
     # where a non-deterministic change is caught); a production worker may turn it off, since it
     # re-imports and re-compiles the workflow module for every new run.
     temporal_workflow_sandbox: bool = True
+    # TLS to the frontend (a cluster outside the pod network, Temporal Cloud); an API key (Temporal
+    # Cloud) always goes over TLS.
+    temporal_tls: bool = False
+    temporal_api_key: SecretStr | None = None
 
     # Prometheus metrics of the worker and consumer roles (the API serves /metrics itself); 0 = off
     metrics_host: str = "127.0.0.1"
@@ -66,7 +70,8 @@ class Settings(BaseSettings):
     topic_appointment_events: str = "appointment-events"
     topic_analytics_results: str = "analytics-results"
 
-    # AWS-compatible services (S3 storage, the invoice-PDF Lambda)
+    # AWS-compatible services (S3 storage, the invoice-PDF Lambda). An empty HC_AWS_ACCESS_KEY_ID
+    # means the SDK's own credential chain (a workload role: IRSA, EKS Pod Identity, instance role).
     aws_region: str = "us-east-1"
     aws_access_key_id: str = _DEV_AWS_KEY
     aws_secret_access_key: SecretStr = SecretStr(_DEV_AWS_SECRET)
@@ -108,7 +113,8 @@ class Settings(BaseSettings):
             return self
         defaults = {
             "HC_JWT_SECRET": self.jwt_secret.get_secret_value() == _DEV_JWT_SECRET,
-            "HC_AWS_SECRET_ACCESS_KEY": self.aws_secret_access_key.get_secret_value() == _DEV_AWS_SECRET,
+            "HC_AWS_SECRET_ACCESS_KEY": bool(self.aws_access_key_id)
+            and self.aws_secret_access_key.get_secret_value() == _DEV_AWS_SECRET,
         }
         bad = [name for name, is_default in defaults.items() if is_default]
         if bad:
@@ -116,6 +122,12 @@ class Settings(BaseSettings):
         if len(self.jwt_secret.get_secret_value()) < 32:
             raise ValueError("HC_JWT_SECRET must be at least 32 characters in production")
         return self
+
+    @field_validator("s3_endpoint_url", "lambda_endpoint_url", "dynamodb_endpoint_url", mode="before")
+    @classmethod
+    def _empty_endpoint_means_aws(cls, value: object) -> object:
+        """`HC_S3_ENDPOINT_URL=` (empty) selects AWS's endpoint: an environment cannot unset a default."""
+        return None if value == "" else value
 
     @property
     def database_url_sync(self) -> str:
