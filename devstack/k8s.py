@@ -62,7 +62,9 @@ def _stamp(paths: Paths, name: str, version: str) -> None:
     (paths.tools / f"{name}.version").write_text(version)
 
 
-def _run_long(argv: list[str], *, what: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> None:
+def _run_long(
+    argv: list[str], *, what: str, cwd: Path | None = None, env: dict[str, str] | None = None
+) -> None:
     """Run a long build, printing a line a minute so a first `make setup` visibly makes progress."""
     began = time.monotonic()
     done = threading.Event()
@@ -134,7 +136,7 @@ def install_control_plane(paths: Paths) -> str:
         f"-s -w -X {pkg}.gitVersion={KUBERNETES_VERSION} -X {pkg}.gitMajor={major} "
         f"-X {pkg}.gitMinor={minor} -X {pkg}.gitTreeState=clean"
     )
-    say(f"    kube-apiserver, controller-manager, scheduler {KUBERNETES_VERSION}: building (first time ~12 min)")
+    say(f"    kube-apiserver, -controller-manager, -scheduler {KUBERNETES_VERSION}: building (~12 min once)")
     # One `go build` for the three: they share most packages, so each is compiled once.
     _run_long(
         [
@@ -163,7 +165,18 @@ def install_etcd(paths: Paths) -> str:
         return "present"
     say(f"    etcd {ETCD_VERSION}: building (first time ~1.5 min)")
     _run_long(
-        ["nice", "-n", "10", "go", "build", "-trimpath", "-ldflags=-s -w", "-o", str(target), "go.etcd.io/etcd/server/v3"],
+        [
+            "nice",
+            "-n",
+            "10",
+            "go",
+            "build",
+            "-trimpath",
+            "-ldflags=-s -w",
+            "-o",
+            str(target),
+            "go.etcd.io/etcd/server/v3",
+        ],
         what="etcd",
         cwd=KUBE_DIR / "etcd",
         env=_go_env(paths),
@@ -178,7 +191,16 @@ def install_kwok(paths: Paths) -> str:
         return "present"
     say(f"    kwok {KWOK_VERSION}: building (first time ~2 min)")
     _run_long(
-        ["nice", "-n", "10", "go", "install", "-trimpath", "-ldflags=-s -w", f"sigs.k8s.io/kwok/cmd/kwok@{KWOK_VERSION}"],
+        [
+            "nice",
+            "-n",
+            "10",
+            "go",
+            "install",
+            "-trimpath",
+            "-ldflags=-s -w",
+            f"sigs.k8s.io/kwok/cmd/kwok@{KWOK_VERSION}",
+        ],
         what="kwok",
         env=_go_env(paths),
     )
