@@ -12,6 +12,8 @@ Where each comes from (nothing here downloads from outside the registries this m
 * etcd: the wrapper module devstack/kube/etcd (same reason).
 * kwok: simulated nodes and pods, so `helm install --wait` and `helm test` complete without a kubelet.
 * the FlinkDeployment CRD: from org.apache.flink:flink-kubernetes-operator-api on Maven Central.
+* the ServiceMonitor and ExternalSecret schemas: the npm models generated from those operators' CRDs
+  (devstack/kube/crd-models, locked), for the two kinds whose CRDs no registry here publishes.
 """
 
 from __future__ import annotations
@@ -227,12 +229,36 @@ def install_flink_operator_crds(paths: Paths) -> str:
     return "downloaded"
 
 
+def crd_models_dir(paths: Paths) -> Path:
+    return paths.tools / "kube-crd-models"
+
+
+def install_crd_models(paths: Paths) -> str:
+    source = KUBE_DIR / "crd-models"
+    lock = (source / "package-lock.json").read_bytes()
+    version = hashlib.sha256(lock).hexdigest()[:16]
+    target = crd_models_dir(paths)
+    if _stamped(paths, "kube-crd-models", version, target / "node_modules"):
+        return "present"
+    target.mkdir(parents=True, exist_ok=True)
+    for name in ("package.json", "package-lock.json"):
+        (target / name).write_bytes((source / name).read_bytes())
+    _run_long(
+        ["npm", "ci", "--no-audit", "--no-fund", "--ignore-scripts", "--loglevel=error"],
+        what="CRD models (npm)",
+        cwd=target,
+    )
+    _stamp(paths, "kube-crd-models", version)
+    return "installed"
+
+
 STEPS = (
     ("helm", install_helm),
     ("etcd", install_etcd),
     ("kube", install_control_plane),
     ("kwok", install_kwok),
     ("flink-crds", install_flink_operator_crds),
+    ("crd-models", install_crd_models),
 )
 
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import copy
+import json
 import re
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -374,3 +377,36 @@ def test_values_written_by_hand_are_checked_too(tools: Tools, tmp_path: Path) ->
     """A values file (not only --set) with a plaintext secret under a plausible key is refused."""
     bad = values_file(tmp_path, "bad.yaml", {"postgresql": {"poolSize": 5, "password": "hunter2"}})
     assert "password" in template_error(tools, MINIMAL, bad)
+
+
+def crd_model_errors(tools: Tools, docs: list[dict[str, Any]]) -> dict[str, str | None]:
+    """ServiceMonitor / ExternalSecret checked by the schemas generated from their operators' CRDs."""
+    script = Path(__file__).with_name("validate_crd_models.mjs")
+    models = tools.bin.parent / "kube-crd-models"
+    if not (models / "node_modules").exists():
+        pytest.fail(f"no CRD models in {models}: run `make setup`")
+    proc = subprocess.run(
+        # an ES module resolves imports from the working directory when given with -e
+        ["node", "--input-type=module", "-e", script.read_text()],
+        input="\n".join(json.dumps(d) for d in docs),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+        cwd=models,
+    )
+    results = [json.loads(line) for line in proc.stdout.splitlines()]
+    return {f"{r['kind']}/{r['name']}": r["error"] for r in results}
+
+
+def test_service_monitors_and_external_secret_match_their_crds(tools: Tools, render: Render) -> None:
+    docs = [d for d in render(ALL_ON) if d["kind"] in ("ServiceMonitor", "ExternalSecret")]
+    errors = crd_model_errors(tools, docs)
+    assert len(errors) == 4 and not any(errors.values()), errors
+    broken = copy.deepcopy(docs)
+    for d in broken:
+        if d["kind"] == "ServiceMonitor":
+            d["spec"]["endpoints"][0]["port"] = 8000  # a port name is a string
+        else:
+            d["spec"]["data"][0]["remoteRef"] = {"property": "x"}  # remoteRef.key is required
+    assert all(crd_model_errors(tools, broken).values())
