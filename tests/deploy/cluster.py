@@ -180,8 +180,7 @@ class ControlPlane:
         argv = [
             "kwok",
             f"--kubeconfig={self.kubeconfig}",
-            "--manage-all-nodes=false",
-            "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
+            f"--manage-single-node={NODE}",
             f"--server-address=127.0.0.1:{kwok_port}",
             "--node-ip=10.0.0.1",
             "--cidr=10.0.1.0/24",
@@ -197,6 +196,9 @@ class ControlPlane:
         )
         self.apply(self._node())
         wait_for("the kwok node", self._node_ready, timeout=60, proc=kwok)
+        # Admission taints a new node not-ready; the node lifecycle controller (off, see above) would
+        # lift the taint once the node reports Ready, so lift it here.
+        self.kubectl("taint", "node", NODE, "node.kubernetes.io/not-ready:NoSchedule-", check=False)
         self.started_in["kwok node"] = time.monotonic() - began
 
     def stop(self) -> None:

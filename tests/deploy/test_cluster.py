@@ -71,9 +71,15 @@ def _crds(plane: ControlPlane, tools: Tools) -> None:
     # Server-side apply: the FlinkDeployment CRD (520 KB) is too big for the last-applied annotation.
     for crd in sorted(tools.crds.glob("*.yml")):
         plane.kubectl("apply", "--server-side", "-f", str(crd))
-    plane.kubectl(
-        "wait", "--for=condition=Established", "crd/flinkdeployments.flink.apache.org", "--timeout=60s"
-    )
+    deadline = time.monotonic() + 60
+    while not _established(plane, "flinkdeployments.flink.apache.org"):
+        assert time.monotonic() < deadline, "the FlinkDeployment CRD is not established"
+        time.sleep(0.2)
+
+
+def _established(plane: ControlPlane, crd: str) -> bool:
+    conditions = plane.get("crd", crd).get("status", {}).get("conditions") or []
+    return any(c["type"] == "Established" and c["status"] == "True" for c in conditions)
 
 
 def dry_run(plane: ControlPlane, docs: list[dict[str, Any]]) -> Any:
