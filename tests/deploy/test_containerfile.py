@@ -108,7 +108,7 @@ def test_the_app_images_dependencies_are_enough_for_every_role(tmp_path: Path) -
     python = tmp_path / "venv" / "bin" / "python"
     imports = (
         "import api.main, workers.temporal_worker, workers.billing_consumer, workers.ws_relay, "
-        "healthcare.cli, healthcare.migrate; import importlib.util as u; "
+        "ops.cli, healthcare.migrate; import importlib.util as u; "
         "assert u.find_spec('pyflink') is None and u.find_spec('pyarrow') is None"
     )
     check = subprocess.run(
