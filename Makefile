@@ -10,7 +10,7 @@ PY := .venv/bin/python
 export UV_PYTHON_DOWNLOADS := never
 export UV_LINK_MODE := copy
 
-.PHONY: help install setup run up down status test test-unit lint fmt bench lambda-package clean distclean
+.PHONY: help install setup run up down status test test-unit test-deploy lint fmt bench lambda-package clean distclean
 
 help: ## List the tasks
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -46,6 +46,9 @@ test: setup ## Run the whole suite (unit + integration) against the real stack, 
 
 test-unit: install ## Run only the unit tests (no services, seconds)
 	@$(PY) -m pytest tests/unit -q
+
+test-deploy: setup ## Run only the deployment tests: chart, images, CloudFormation, a real kube-apiserver (no stack)
+	@$(PY) -m pytest tests/deploy -q
 
 lint: install ## ruff (lint + format check), mypy, and the import rules between folders (import-linter)
 	@$(PY) -m ruff check .
