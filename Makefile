@@ -9,6 +9,9 @@ UV := $(TOOLS)/uv-$(UV_VERSION)/bin/uv
 PY := .venv/bin/python
 export UV_PYTHON_DOWNLOADS := never
 export UV_LINK_MODE := copy
+# Which local stack up/run/down/status act on (healthcare/profiles.py); test and bench pick their own.
+export HC_PROFILE ?= dev
+PROFILES := dev test bench
 
 .PHONY: help install setup run up down status test test-unit test-deploy lint fmt bench lambda-package clean distclean
 
@@ -35,14 +38,14 @@ run: setup ## Start the whole stack in the foreground; Ctrl-C stops it
 up: setup ## Start the whole stack in the background and wait until it is ready
 	@$(PY) -m devstack up
 
-down: ## Stop a background stack
+down: ## Stop a background stack (HC_PROFILE=test make down stops the test stack)
 	@$(PY) -m devstack down
 
 status: ## Show each component of the stack and whether it answers
 	@$(PY) -m devstack status
 
-test: setup ## Run the whole suite (unit + integration) against the real stack, starting it if needed
-	@$(PY) -m devstack test
+test: setup ## Run the whole suite against a test stack of its own (started if down, kept up; stopped on CI)
+	@HC_PROFILE=test $(PY) -m devstack test
 
 test-unit: install ## Run only the unit tests (no services, seconds)
 	@$(PY) -m pytest tests/unit -q
@@ -60,18 +63,15 @@ fmt: install ## Format the code
 	@$(PY) -m ruff check --fix .
 	@$(PY) -m ruff format .
 
-bench: ## Run every benchmark against the running stack (make up first); prints figures and ratios
-	@$(PY) -m bench.auth
-	@$(PY) -m bench.appointments
-	@$(PY) -m bench.billing
-	@$(PY) -m bench.analytics_freshness --ws-url ws://127.0.0.1:8001/ws/analytics --events 300
+bench: setup ## Run every benchmark on a bench stack of its own, removed afterwards (QUICK=1: short runs)
+	@HC_PROFILE=bench $(PY) -m devstack bench $(if $(QUICK),--quick)
 
 lambda-package: install ## Build the deployable invoice-PDF Lambda zip (dist/invoice-pdf-lambda.zip)
 	@$(PY) lambda/package.py
 
-clean: ## Stop the stack and delete its data (keeps installed tools)
-	-@[ -x $(PY) ] && $(PY) -m devstack down
-	rm -rf .state/data .state/logs .state/run
+clean: ## Stop every profile's stack and delete their data (keeps installed tools)
+	-@[ -x $(PY) ] && for p in $(PROFILES); do HC_PROFILE=$$p $(PY) -m devstack down; done
+	rm -rf .state/data .state/logs .state/run $(foreach p,$(filter-out dev,$(PROFILES)),.state/$(p))
 
 distclean: clean ## Delete data, tools and the Python environment
 	rm -rf .state .venv

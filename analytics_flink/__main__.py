@@ -18,8 +18,8 @@ object (healthcare.settings); a flag wins over its setting:
 | --- | --- | --- |
 | HC_ANALYTICS_GROUP_ID | --group-id | healthcare-analytics-group |
 | HC_ANALYTICS_CHECKPOINT_DIR | --checkpoint-dir | <state>/data/flink-checkpoints |
-| HC_ANALYTICS_REST_PORT | --rest-port | 8081 (mini-cluster REST API, 127.0.0.1; run only) |
-| HC_ANALYTICS_CONNECTOR_DIR | --connector-dir | <state>/tools/flink-connectors |
+| HC_ANALYTICS_REST_PORT | --rest-port | the profile's flink_rest port (dev 8081; 127.0.0.1; run only) |
+| HC_ANALYTICS_CONNECTOR_DIR | --connector-dir | <HC_TOOLS_DIR>/flink-connectors |
 | HC_ANALYTICS_CHECKPOINT_INTERVAL_MS | --checkpoint-interval-ms | 5000 |
 """
 
@@ -43,7 +43,7 @@ def _common(parser: argparse.ArgumentParser, settings: Settings) -> None:
     """The flags `run` and `submit` share, defaulting to the settings."""
     state = settings.state_dir.resolve()
     checkpoints = settings.analytics_checkpoint_dir or state / "data" / "flink-checkpoints"
-    connectors = settings.analytics_connector_dir or state / "tools" / "flink-connectors"
+    connectors = settings.analytics_connector_dir or settings.tools_dir.resolve() / "flink-connectors"
     parser.add_argument("--group-id", default=settings.analytics_group_id)
     parser.add_argument(
         "--checkpoint-interval-ms", type=int, default=settings.analytics_checkpoint_interval_ms
@@ -107,6 +107,17 @@ def cmd_run(argv: list[str]) -> None:
     parser.add_argument("--no-restore", action="store_true", help="start with empty state")
     args = parser.parse_args(argv)
 
+    # Thread mode ("python.execution-mode" below): the JVM runs the Python functions in an embedded
+    # interpreter (pemja) instead of a Python worker reached over Beam's gRPC servers, which listen
+    # on every interface with no setting to change it. With no Python worker there is no use for
+    # pyflink's loopback worker pool either (it too listens on all interfaces): "process" skips it.
+    # The embedded interpreter needs this environment's packages on its path.
+    os.environ.setdefault("_python_worker_execution_mode", "process")
+    import site
+
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        [*site.getsitepackages(), str(PACKAGE_DIR.parent), *filter(None, [os.environ.get("PYTHONPATH")])]
+    )
     # The mini-cluster lives in the py4j gateway JVM that pyflink starts on first use: size it here.
     os.environ.setdefault("JVM_ARGS", "-Xms64m -Xmx384m -XX:+UseSerialGC -XX:MaxMetaspaceSize=192m")
     log_dir = state_dir / "logs" / "flink"
@@ -134,6 +145,7 @@ def cmd_run(argv: list[str]) -> None:
             "taskmanager.bind-host": "127.0.0.1",
             "taskmanager.host": "127.0.0.1",
             "taskmanager.numberOfTaskSlots": "1",
+            "python.execution-mode": "thread",
             "taskmanager.memory.managed.size": "128m",
             "taskmanager.memory.network.min": "32m",
             "taskmanager.memory.network.max": "32m",

@@ -5,7 +5,7 @@ event by the result's `eventId`; reports p50/p95/p99/max. Phase 2 (throughput): 
 --burst events as fast as the producer goes and reports the sustained end-to-end rate (first send
 until the websocket shows the last one counted). Uses the topics of HC_TOPIC_* and a local token.
 
-    python -m bench.analytics_freshness --ws-url ws://127.0.0.1:8001/ws/analytics --events 300
+    HC_PROFILE=bench python -m bench.analytics_freshness --events 300   (with the bench stack up)
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from typing import Any
 
 import websockets
 
+from bench.common import require_own_stack
 from healthcare import clients
 from healthcare.security import issue_token
 from healthcare.settings import get_settings
@@ -139,6 +140,7 @@ async def _wait(done: Any, progress: asyncio.Event, *, timeout: float) -> None:
 
 
 def main() -> None:
+    require_own_stack()
     settings = get_settings()
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter

@@ -1,6 +1,7 @@
 """Durable bookings per second and POST /appointments latency at a few concurrency levels.
 
-Run with the stack up (`make up`): `python -m bench.appointments [--seconds 20]`.
+Run by `make bench`, or with the bench stack up (`HC_PROFILE=bench make up`):
+`HC_PROFILE=bench python -m bench.appointments [--seconds 20]`.
 Baseline, measured in the same run: an authenticated GET /appointments/{id} (same HTTP, auth,
 database and audit path, no Temporal), so the ratio shows what durability costs per request.
 Each level also prints the CPU each stack component spent per booking (from /proc), which is what

@@ -1,6 +1,7 @@
 """Login throughput against the bcrypt limit, and patient reads while logins saturate the hash pool.
 
-Run with the stack up (`make up`): `python -m bench.auth [--seconds 15]`.
+Run by `make bench`, or with the bench stack up (`HC_PROFILE=bench make up`):
+`HC_PROFILE=bench python -m bench.auth [--seconds 15]`.
 Limit = cores / (time of one bcrypt hash at the configured cost), measured here in the same run.
 """
 

@@ -1,6 +1,7 @@
 """Invoices with PDF per second and booking → ISSUED latency, against a non-durable baseline.
 
-Run with the stack up (`make up`): `python -m bench.billing [--seconds 60] [--rate 20]`.
+Run by `make bench`, or with the bench stack up (`HC_PROFILE=bench make up`):
+`HC_PROFILE=bench python -m bench.billing [--seconds 60] [--rate 20]`.
 
 Both phases book appointments through the API at the same steady rate, so each bills the same
 events under the same booking load; only the billing differs.

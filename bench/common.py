@@ -20,7 +20,14 @@ from healthcare.settings import get_settings
 PASSWORD = "bench-password-123"
 
 
+def require_own_stack() -> None:
+    """Benchmarks load a stack of their own (`make bench`), never the one a developer works with."""
+    if get_settings().profile == "dev":
+        raise SystemExit("benchmarks run on the bench stack: `make bench` (or HC_PROFILE=bench with it up)")
+
+
 def base_url() -> str:
+    require_own_stack()
     s = get_settings()
     assert s.api_host in ("127.0.0.1", "localhost", "::1"), "benchmarks only target loopback"
     return f"http://{s.api_host}:{s.api_port}"

@@ -1,4 +1,8 @@
-"""`python -m devstack setup|run|up|down|status|test`: the local stack behind the Makefile."""
+"""`python -m devstack setup|run|up|down|status|test|bench`: the local stacks behind the Makefile.
+
+Which stack is chosen by `HC_PROFILE` (healthcare/profiles.py): `make up|run|down|status` use `dev`
+unless told otherwise, `make test` uses `test` and `make bench` uses `bench`.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -17,9 +22,17 @@ from devstack import components
 from devstack.install import SetupError, setup
 from devstack.paths import REPO, Paths
 from devstack.supervisor import Supervisor, run_until_signal, say
-from healthcare.settings import get_settings
+from healthcare.settings import Settings, get_settings
 
 UP_TIMEOUT = 600.0
+# `make bench` runs these in order; QUICK_BENCH_ARGS (`make bench QUICK=1`) keeps each short.
+BENCHMARKS = ["bench.auth", "bench.appointments", "bench.billing", "bench.analytics_freshness"]
+QUICK_BENCH_ARGS = {
+    "bench.auth": ["--seconds", "4"],
+    "bench.appointments": ["--seconds", "4", "--levels", "1", "8"],
+    "bench.billing": ["--seconds", "6", "--rate", "10"],
+    "bench.analytics_freshness": ["--events", "60", "--burst", "300"],
+}
 
 
 def _alive(pid: int) -> bool:
@@ -60,20 +73,20 @@ def cmd_run(paths: Paths) -> int:
     settings = get_settings()
     running = _stack_pid(paths)
     if running and running != os.getpid():
-        say(f"stack: already running (pid {running}); `make down` stops it")
+        say(f"stack: already running (pid {running}); `{down_command(settings)}` stops it")
         return 1
     for folder in (paths.run, paths.logs, paths.data):
         folder.mkdir(parents=True, exist_ok=True)
     paths.stack_pid.write_text(str(os.getpid()))
     supervisor = Supervisor(components.all_components(settings, paths), log_dir=paths.logs, run_dir=paths.run)
     began = time.monotonic()
-    say("stack: starting (logs in .state/logs/)")
+    say(f"stack: starting profile {settings.profile!r} (logs in {paths.logs}/)")
 
     def on_ready() -> None:
         say(f"stack: ready in {time.monotonic() - began:.1f}s")
         for label, url in components.urls(settings).items():
             say(f"  {label:<12} {url}")
-        say("stack: Ctrl-C (or `make down`) stops it")
+        say(f"stack: Ctrl-C (or `{down_command(settings)}`) stops it")
 
     try:
         return asyncio.run(run_until_signal(supervisor, on_ready=on_ready, ready_file=paths.ready_file))
@@ -191,21 +204,74 @@ def cmd_status(paths: Paths) -> int:
     return 0 if asyncio.run(check()) else 1
 
 
+def down_command(settings: Settings) -> str:
+    return "make down" if settings.profile == "dev" else f"HC_PROFILE={settings.profile} make down"
+
+
+def on_ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
 def cmd_test(paths: Paths, pytest_args: list[str]) -> int:
-    started_here = False
+    """Run pytest against the test profile's stack: started if it is down, reused if it is up.
+
+    Locally the stack stays up afterwards, so the next run starts in seconds; on CI (`CI=true`) it
+    is stopped at the end, however the run went, so nothing is left running.
+    """
+    settings = get_settings()
+    if settings.profile == "dev":
+        say("test: refusing to run the suite against the dev stack; `make test` uses HC_PROFILE=test")
+        return 2
     if not paths.ready_file.exists():
         code = cmd_up(paths)
         if code != 0:
+            if on_ci():
+                cmd_down(paths)
             return code
-        started_here = True
+    else:
+        say(f"test: reusing the running {settings.profile} stack ({down_command(settings)} stops it)")
     try:
         code = subprocess.call([sys.executable, "-m", "pytest", *pytest_args], cwd=REPO)
     finally:
-        if started_here:
+        if on_ci():
             cmd_down(paths)
+        else:
+            stop = down_command(settings)
+            say(f"test: the {settings.profile} stack stays up for the next run; `{stop}` stops it")
     if code == 5:
         say("test: pytest collected no tests; that counts as a failure")
         return 1
+    return code
+
+
+def cmd_bench(paths: Paths, quick: bool) -> int:
+    """Run every benchmark against the bench profile's stack. A stack started here is stopped and
+    its data deleted afterwards, so benchmarks leave nothing behind and each run starts fresh."""
+    settings = get_settings()
+    if settings.profile == "dev":
+        say("bench: refusing to load the dev stack; `make bench` uses HC_PROFILE=bench")
+        return 2
+    started_here = _stack_pid(paths) is None
+    if started_here:
+        for folder in (paths.data, paths.run):
+            shutil.rmtree(folder, ignore_errors=True)
+    code = cmd_up(paths)
+    if code != 0:
+        return code
+    code = 0
+    try:
+        for module in BENCHMARKS:
+            args = QUICK_BENCH_ARGS[module] if quick else []
+            say(f"bench: {module} {' '.join(args)}".rstrip())
+            began = time.monotonic()
+            code = subprocess.call([sys.executable, "-m", module, *args], cwd=REPO) or code
+            say(f"bench: {module} done in {time.monotonic() - began:.0f}s")
+    finally:
+        if started_here:
+            cmd_down(paths)
+            for folder in (paths.data, paths.run):
+                shutil.rmtree(folder, ignore_errors=True)
+            say(f"bench: stack stopped and its data deleted ({paths.data})")
     return code
 
 
@@ -213,12 +279,14 @@ def main(argv: list[str] | None = None) -> int:
     # Readiness polling expects refused connections; the clients' own error logs would only be noise.
     logging.basicConfig(level=logging.CRITICAL)
     parser = argparse.ArgumentParser(prog="python -m devstack", description=__doc__)
-    parser.add_argument("command", choices=["setup", "run", "up", "down", "status", "test"])
+    parser.add_argument("command", choices=["setup", "run", "up", "down", "status", "test", "bench"])
     parser.add_argument("pytest_args", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
     paths = Paths.from_settings(get_settings())
     if args.command == "test":
         return cmd_test(paths, args.pytest_args)
+    if args.command == "bench":
+        return cmd_bench(paths, quick=args.pytest_args == ["--quick"])
     handlers = {
         "setup": cmd_setup,
         "run": cmd_run,

@@ -23,12 +23,20 @@ from devstack.supervisor import Component, StackError
 from healthcare import clients, probes
 from healthcare.contracts import search_attributes
 from healthcare.contracts.diagnostics import DiagnosticsInput
+from healthcare.profiles import LAMBDA_POOL_MAX
 from healthcare.settings import Settings
 from workflows.diagnostics import DiagnosticsWorkflow
 
 KAFKA_TOPIC_PARTITIONS = 3
-LAMBDA_POOL = int(os.environ.get("DEVSTACK_LAMBDA_POOL", "2"))
-S3_PORTS = {"s3": 8333, "filer": 8888, "master": 9333, "volume": 9340}
+LAMBDA_POOL = min(int(os.environ.get("DEVSTACK_LAMBDA_POOL", "2")), LAMBDA_POOL_MAX)
+# SeaweedFS's servers inside `weed mini`, each with its gRPC port (flag prefix -> profile port name).
+S3_SERVERS = {
+    "s3": "s3",
+    "filer": "s3_filer",
+    "master": "s3_master",
+    "volume": "s3_volume",
+    "admin": "s3_admin",
+}
 
 
 def _port(address: str) -> int:
@@ -152,6 +160,7 @@ def postgres(settings: Settings, paths: Paths) -> Component:
 def temporal(settings: Settings, paths: Paths) -> Component:
     port = _port(settings.temporal_address)
     ui_port = _port(settings.temporal_ui_url)
+    http_port, metrics_port = settings.stack_port("temporal_http"), settings.stack_port("temporal_metrics")
     db = paths.data / "temporal" / "temporal.db"
 
     async def prepare() -> None:
@@ -171,9 +180,9 @@ def temporal(settings: Settings, paths: Paths) -> Component:
             "--ui-port",
             str(ui_port),
             "--http-port",
-            str(port + 10),
+            str(http_port),
             "--metrics-port",
-            str(ui_port + 1000),
+            str(metrics_port),
             "--db-filename",
             str(db),
             "--sqlite-pragma",
@@ -210,7 +219,7 @@ def temporal(settings: Settings, paths: Paths) -> Component:
         argv=argv,
         ready=ready,
         prepare=prepare,
-        ports=[port, ui_port, port + 10, ui_port + 1000],
+        ports=[port, ui_port, http_port, metrics_port],
         ready_timeout=90,
         describe=f"{settings.temporal_address}, UI {settings.temporal_ui_url}",
     )
@@ -219,7 +228,7 @@ def temporal(settings: Settings, paths: Paths) -> Component:
 # -- Kafka ------------------------------------------------------------------------------------
 def kafka(settings: Settings, paths: Paths) -> Component:
     port = _port(settings.kafka_bootstrap_servers.split(",")[0])
-    controller_port = port + 1
+    controller_port = settings.stack_port("kafka_controller")
     data = paths.data / "kafka"
     config_dir = paths.run / "kafka"
     kafka_conf = REPO / "devstack" / "kafka"
@@ -313,7 +322,12 @@ def kafka(settings: Settings, paths: Paths) -> Component:
 def s3(settings: Settings, paths: Paths) -> Component:
     data = paths.data / "seaweedfs"
     conf = paths.run / "seaweedfs-s3.json"
-    port = _port(settings.s3_endpoint_url or "http://127.0.0.1:8333")
+    port = _port(settings.s3_endpoint_url or f"http://127.0.0.1:{settings.stack_port('s3')}")
+    # Every listener of `weed mini` named, so profiles never share one (its defaults are fixed ports).
+    server_ports = {
+        server: port if server == "s3" else settings.stack_port(name) for server, name in S3_SERVERS.items()
+    }
+    grpc_ports = {server: settings.stack_port(f"{name}_grpc") for server, name in S3_SERVERS.items()}
 
     async def prepare() -> None:
         data.mkdir(parents=True, exist_ok=True)
@@ -337,7 +351,8 @@ def s3(settings: Settings, paths: Paths) -> Component:
             f"-dir={data}",
             "-ip=127.0.0.1",
             "-ip.bind=127.0.0.1",
-            f"-s3.port={port}",
+            *(f"-{server}.port={p}" for server, p in server_ports.items()),
+            *(f"-{server}.port.grpc={p}" for server, p in grpc_ports.items()),
             f"-s3.config={conf}",
             "-s3.port.iceberg=0",
             "-s3.port.lance=0",
@@ -377,7 +392,7 @@ def s3(settings: Settings, paths: Paths) -> Component:
         prepare=prepare,
         after_ready=create_bucket,
         env=env,
-        ports=list(S3_PORTS.values()),
+        ports=[*server_ports.values(), *grpc_ports.values()],
         ready_timeout=60,
         stop_timeout=15,
         describe=f"{settings.s3_endpoint_url}, bucket {settings.s3_bucket}",
@@ -386,7 +401,7 @@ def s3(settings: Settings, paths: Paths) -> Component:
 
 # -- Lambda: a pool of runtime emulators behind one Invoke API --------------------------------
 def lambda_pool(settings: Settings, paths: Paths) -> list[Component]:
-    gateway_port = _port(settings.lambda_endpoint_url or "http://127.0.0.1:8080")
+    gateway_port = _port(settings.lambda_endpoint_url or f"http://127.0.0.1:{settings.stack_port('lambda')}")
     function_env = {
         "AWS_LAMBDA_FUNCTION_NAME": settings.lambda_function_name,
         "AWS_LAMBDA_FUNCTION_TIMEOUT": "60",
@@ -400,7 +415,8 @@ def lambda_pool(settings: Settings, paths: Paths) -> list[Component]:
     emulators: list[Component] = []
     backends: list[str] = []
     for i in range(1, LAMBDA_POOL + 1):
-        api_port, runtime_port = 9100 + i, 9200 + i
+        api_port = settings.stack_port("lambda_api") + i
+        runtime_port = settings.stack_port("lambda_runtime") + i
         backends.append(f"127.0.0.1:{api_port}")
 
         def argv(api_port: int = api_port, runtime_port: int = runtime_port) -> list[str]:
@@ -460,12 +476,13 @@ async def _invoke_health(endpoint: str, settings: Settings) -> None:
 
 
 # -- Our own processes ------------------------------------------------------------------------
-# Prometheus metrics of the background roles (the API serves /metrics on its own port).
-WORKER_METRICS_PORT = 9464
-CONSUMER_METRICS_PORT = 9465
+# Prometheus metrics of the background roles (the API serves /metrics on its own port): the
+# profile's `worker_metrics` and `consumer_metrics` ports (dev: 9464 and 9465).
 
 
 def worker(settings: Settings, paths: Paths) -> Component:
+    metrics_port = settings.stack_port("worker_metrics")
+
     async def ready() -> None:
         # Ready means a workflow really ran on this worker and its activity reached the database.
         client = await clients.temporal_client(settings)
@@ -483,10 +500,10 @@ def worker(settings: Settings, paths: Paths) -> Component:
         argv=lambda: [str(VENV_BIN / "healthcare"), "serve", "worker"],
         ready=ready,
         depends_on=["postgres", "temporal", "kafka", "s3", "lambda"],
-        ports=[WORKER_METRICS_PORT],
-        env=lambda: {"HC_METRICS_PORT": str(WORKER_METRICS_PORT)},
+        ports=[metrics_port],
+        env=lambda: {"HC_METRICS_PORT": str(metrics_port)},
         ready_timeout=60,
-        describe=f"task queue {settings.temporal_task_queue}, metrics :{WORKER_METRICS_PORT}",
+        describe=f"task queue {settings.temporal_task_queue}, metrics :{metrics_port}",
     )
 
 
@@ -510,6 +527,7 @@ def api(settings: Settings, paths: Paths) -> Component:
 
 def consumer(settings: Settings, paths: Paths) -> Component:
     """The billing consumer: Kafka appointment events in, billing workflows started or signalled."""
+    metrics_port = settings.stack_port("consumer_metrics")
 
     async def ready() -> None:
         # Ready once its group has a member: the consumer joined and owns partitions.
@@ -528,10 +546,10 @@ def consumer(settings: Settings, paths: Paths) -> Component:
         argv=lambda: [str(VENV_BIN / "healthcare"), "serve", "consumer"],
         ready=ready,
         depends_on=["kafka", "temporal", "worker"],
-        ports=[CONSUMER_METRICS_PORT],
-        env=lambda: {"HC_METRICS_PORT": str(CONSUMER_METRICS_PORT)},
+        ports=[metrics_port],
+        env=lambda: {"HC_METRICS_PORT": str(metrics_port)},
         ready_timeout=60,
-        describe=f"group billing-group, metrics :{CONSUMER_METRICS_PORT}",
+        describe=f"group billing-group, metrics :{metrics_port}",
     )
 
 
@@ -556,7 +574,10 @@ def urls(settings: Settings) -> dict[str, str]:
         "API docs": f"{base}/api/v1/docs",
         "Portal": f"{base}/",
         "Readiness": f"{base}/readyz",
-        "Metrics": f"{base}/metrics (worker :{WORKER_METRICS_PORT}, consumer :{CONSUMER_METRICS_PORT})",
+        "Metrics": (
+            f"{base}/metrics (worker :{settings.stack_port('worker_metrics')}, "
+            f"consumer :{settings.stack_port('consumer_metrics')})"
+        ),
         "Temporal UI": settings.temporal_ui_url,
         "Analytics WS": f"ws://{settings.ws_host}:{settings.ws_port}/ws/analytics?token=<access token>",
     }

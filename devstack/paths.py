@@ -1,4 +1,8 @@
-"""Where the local stack keeps its tools, data, logs and run files (all under one git-ignored folder)."""
+"""Where a local stack keeps its data, logs and run files, and where the shared built tools live.
+
+All under the git-ignored `.state/`: the dev profile's stack in `.state/` itself, the others in
+`.state/<profile>/`, and the tools every profile uses in `.state/tools/`.
+"""
 
 from __future__ import annotations
 
@@ -12,14 +16,11 @@ from healthcare.settings import REPO_ROOT, Settings
 @dataclass(frozen=True)
 class Paths:
     root: Path
+    tools: Path
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Paths:
-        return cls(settings.state_dir.resolve())
-
-    @property
-    def tools(self) -> Path:
-        return self.root / "tools"
+        return cls(settings.state_dir.resolve(), settings.tools_dir.resolve())
 
     @property
     def bin(self) -> Path:

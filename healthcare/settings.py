@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from healthcare import profiles
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -23,7 +25,12 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="HC_", extra="ignore", frozen=True)
 
     env: Literal["local", "test", "production"] = "local"
+    # Which local stack this process belongs to (healthcare/profiles.py): each has its own state
+    # folder, ports (dev's + port_offset), database, namespace, topics and bucket.
+    profile: profiles.Profile = "dev"
+    port_offset: int = Field(default=0, ge=0, le=20000)
     state_dir: Path = REPO_ROOT / ".state"
+    tools_dir: Path = REPO_ROOT / ".state" / "tools"  # built tools, shared by every profile
     log_level: str = "INFO"
     log_json: bool = True
 
@@ -106,6 +113,24 @@ class Settings(BaseSettings):
 
     # How long a readiness probe waits on one dependency.
     ready_timeout_seconds: float = 2.0
+
+    @model_validator(mode="before")
+    @classmethod
+    def _profile_defaults(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        profile = data.get("profile", "dev")
+        if profile not in profiles.PORT_OFFSETS:
+            return data  # the field's own validation names the bad value
+        data.setdefault("port_offset", profiles.PORT_OFFSETS[profile])
+        derived = profiles.defaults(profile, int(data["port_offset"]), REPO_ROOT)
+        if profile == "dev" and "state_dir" in data:  # a dev stack elsewhere keeps its tools there
+            derived["tools_dir"] = Path(data["state_dir"]) / "tools"
+        return {**derived, **data}
+
+    def stack_port(self, name: str) -> int:
+        """A port of this profile's local stack by name (healthcare/profiles.py DEV_PORTS)."""
+        return profiles.DEV_PORTS[name] + self.port_offset
 
     @model_validator(mode="after")
     def _refuse_default_secrets_in_production(self) -> Settings:

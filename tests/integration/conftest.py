@@ -22,6 +22,8 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="session", autouse=True)
 def _stack_is_up(settings: Settings) -> None:
+    if settings.profile == "dev":
+        pytest.exit("integration tests never run against the dev stack: use `make test` (HC_PROFILE=test)", 2)
     ready = Paths.from_settings(settings).ready_file
     if not ready.exists():
         pytest.exit("integration tests need the local stack: run `make test` (or `make up` first)", 2)

@@ -16,7 +16,6 @@ import contextlib
 import ctypes
 import os
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -49,13 +48,6 @@ class DynamoStack:
     @property
     def moto_url(self) -> str:
         return f"http://{HOST}:{self.moto_port}"
-
-
-def free_port() -> int:
-    """A port the kernel just handed out on 127.0.0.1 (free now; bind it soon)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
 
 
 def _log_path(name: str) -> Path:
@@ -178,8 +170,9 @@ def stop_processes(*procs: subprocess.Popen[bytes] | None, timeout: float = 15.0
 @contextlib.contextmanager
 def dynamo_stack(api_port: int | None = None, moto_port: int | None = None) -> Iterator[DynamoStack]:
     """moto plus the second API for the duration of the block; both stopped however it ends."""
-    moto_port = moto_port or free_port()
-    api_port = api_port or free_port()
+    # The profile's ports (tests/unit/test_profiles.py keeps them apart from every stack's).
+    moto_port = moto_port or get_settings().stack_port("moto")
+    api_port = api_port or get_settings().stack_port("dynamo_api")
     moto: subprocess.Popen[bytes] | None = None
     api: subprocess.Popen[bytes] | None = None
     try:

@@ -27,12 +27,12 @@ from devstack import flink as flink_component
 from devstack.paths import Paths
 from healthcare import clients
 from healthcare.security import issue_token
-from healthcare.settings import Settings
+from healthcare.settings import Settings, get_settings
 
 pytestmark = pytest.mark.integration
 
-REST_PORT = 18091
-RELAY_PORTS = (18001, 18002)
+REST_PORT = get_settings().stack_port("it_flink_rest")
+RELAY_PORTS = (get_settings().stack_port("it_relay_1"), get_settings().stack_port("it_relay_2"))
 RUN = uuid.uuid4().hex[:8]
 
 

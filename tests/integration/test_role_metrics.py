@@ -9,10 +9,13 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 
-from devstack.components import CONSUMER_METRICS_PORT, WORKER_METRICS_PORT
+from healthcare.settings import get_settings
 from tests.integration.factories import Account, create_doctor, create_patient
 
 pytestmark = pytest.mark.integration
+
+WORKER_METRICS_PORT = get_settings().stack_port("worker_metrics")
+CONSUMER_METRICS_PORT = get_settings().stack_port("consumer_metrics")
 
 
 async def _counter(port: int, name: str, labels: str = "") -> float:

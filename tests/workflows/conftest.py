@@ -14,12 +14,26 @@ from temporalio.testing import WorkflowEnvironment
 TEST_SERVER = Path(sys.executable).parent / "temporal-test-server"
 
 
+ISOLATED_SERVER = Path(__file__).with_name("isolated_server.py")
+
+
 @pytest.fixture(scope="session")
-async def env() -> AsyncIterator[WorkflowEnvironment]:
-    # The test server listens on all interfaces (it has no flag to bind loopback only): it lives
-    # only as long as this session's workflow tests.
+def isolated_test_server(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The test server as the SDK starts it, but inside a network namespace of its own.
+
+    It listens on all interfaces and has no flag to bind loopback only; in its own namespace those
+    are only its own loopback, and tests reach it through 127.0.0.1 (tests/workflows/isolated_server.py).
+    """
+    wrapper = tmp_path_factory.mktemp("temporal-test-server") / "temporal-test-server"
+    wrapper.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{ISOLATED_SERVER}" "{TEST_SERVER}" "$@"\n')
+    wrapper.chmod(0o755)
+    return wrapper
+
+
+@pytest.fixture(scope="session")
+async def env(isolated_test_server: Path) -> AsyncIterator[WorkflowEnvironment]:
     environment = await WorkflowEnvironment.start_time_skipping(
-        test_server_existing_path=str(TEST_SERVER), data_converter=pydantic_data_converter
+        test_server_existing_path=str(isolated_test_server), data_converter=pydantic_data_converter
     )
     try:
         yield environment
