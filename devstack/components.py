@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import secrets
@@ -15,6 +16,9 @@ from pathlib import Path
 import asyncpg
 import httpx
 from sqlalchemy.engine import make_url
+from temporalio.api.common.v1 import WorkflowExecution
+from temporalio.api.workflowservice.v1 import DeleteWorkflowExecutionRequest
+from temporalio.client import Client as TemporalClient
 
 from devstack.flink import flink, relay
 from devstack.install import kafka_libs, postgres_bin_dir
@@ -487,13 +491,20 @@ def worker(settings: Settings, paths: Paths) -> Component:
         # Ready means a workflow really ran on this worker and its activity reached the database.
         client = await clients.temporal_client(settings)
         probe = uuid.uuid4().hex[:12]
-        await client.execute_workflow(
-            DiagnosticsWorkflow.run,
-            DiagnosticsInput(probe=probe),
-            id=f"diagnostics-devstack-{probe}",
-            task_queue=settings.temporal_task_queue,
-            execution_timeout=timedelta(seconds=4),
-        )
+        workflow_id = f"diagnostics-devstack-{probe}"
+        try:
+            await client.execute_workflow(
+                DiagnosticsWorkflow.run,
+                DiagnosticsInput(probe=probe),
+                id=workflow_id,
+                task_queue=settings.temporal_task_queue,
+                execution_timeout=timedelta(seconds=4),
+            )
+        finally:
+            # A probe is no work of the developer's: it leaves no run (not even a timed-out one
+            # from an attempt before the worker was up) in the Temporal UI.
+            with contextlib.suppress(Exception):
+                await asyncio.shield(_delete_workflow(client, settings.temporal_namespace, workflow_id))
 
     return Component(
         name="worker",
@@ -504,6 +515,14 @@ def worker(settings: Settings, paths: Paths) -> Component:
         env=lambda: {"HC_METRICS_PORT": str(metrics_port)},
         ready_timeout=60,
         describe=f"task queue {settings.temporal_task_queue}, metrics :{metrics_port}",
+    )
+
+
+async def _delete_workflow(client: TemporalClient, namespace: str, workflow_id: str) -> None:
+    await client.workflow_service.delete_workflow_execution(
+        DeleteWorkflowExecutionRequest(
+            namespace=namespace, workflow_execution=WorkflowExecution(workflow_id=workflow_id)
+        )
     )
 
 

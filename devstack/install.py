@@ -1,13 +1,21 @@
-"""`make setup`: installs each missing local-stack tool from the allowed registries, skipping the rest."""
+"""`make setup`: installs each missing local-stack tool from the allowed registries, skipping the rest.
+
+Each step is one entry of STEPS: `(name, function)`, the function returning a word for what it did
+("present", "built", ...). A step runs its commands through `run`, which streams their output into
+the step's log (`.state/logs/setup/<step>.log`); while a step runs longer than a few seconds,
+`setup` prints its elapsed time, the log's path and the log's last line every few seconds.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import shutil
 import subprocess
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from devstack.k8s import install_kubernetes_tools
@@ -36,18 +44,68 @@ def say(message: str) -> None:
     print(message, flush=True)
 
 
-def _run(argv: list[str], *, cwd: Path | None = None, env: dict[str, str] | None = None) -> None:
-    proc = subprocess.run(
-        argv,
-        cwd=cwd,
-        env={**os.environ, **(env or {})},
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+PROGRESS_FIRST = 5.0  # seconds before a running step first says so
+PROGRESS_EVERY = 15.0
+_step_log: Path | None = None  # the log of the step that is running
+
+
+def run(argv: list[str], *, cwd: Path | None = None, env: dict[str, str] | None = None) -> None:
+    """Run one command of a setup step; its output goes to the step's log, its failure names it."""
+    log = _step_log
+    with log.open("a") if log else contextlib.nullcontext() as out:
+        if out is not None:
+            out.write(f"$ {' '.join(argv)}\n")
+            out.flush()
+        proc = subprocess.run(
+            argv,
+            cwd=cwd,
+            env={**os.environ, **(env or {})},
+            stdin=subprocess.DEVNULL,
+            stdout=out if out is not None else subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            check=False,
+        )
     if proc.returncode != 0:
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
-        raise SetupError(f"`{' '.join(argv[:3])} ...` failed: {' | '.join(tail)}")
+        tail = _last_lines(log, 5) if log else (proc.stdout or "").strip().splitlines()[-5:]
+        where = f" (full output: {log})" if log else ""
+        raise SetupError(f"`{' '.join(argv[:3])} ...` failed: {' | '.join(tail)}{where}")
+
+
+def _last_lines(path: Path, n: int) -> list[str]:
+    with contextlib.suppress(OSError):
+        return [ln for ln in path.read_text(errors="replace").splitlines() if ln.strip()][-n:]
+    return []
+
+
+@contextlib.contextmanager
+def progress(name: str, log: Path) -> Iterator[None]:
+    """While the block runs: after PROGRESS_FIRST seconds, and every PROGRESS_EVERY seconds after,
+    print the step's elapsed time, its log and the log's last line."""
+    global _step_log  # noqa: PLW0603 - one step at a time
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.write_text("")
+    _step_log = log
+    done = threading.Event()
+    began = time.monotonic()
+
+    def tick() -> None:
+        wait = PROGRESS_FIRST
+        while not done.wait(wait):
+            elapsed = time.monotonic() - began
+            last = (_last_lines(log, 1) or [""])[0][:100]
+            tail = f"  | {last}" if last else ""
+            say(f"  {name:<10} ... {elapsed // 60:.0f}m{elapsed % 60:02.0f}s (log: {log}){tail}")
+            wait = PROGRESS_EVERY
+
+    ticker = threading.Thread(target=tick, name=f"progress-{name}", daemon=True)
+    ticker.start()
+    try:
+        yield
+    finally:
+        done.set()
+        ticker.join()
+        _step_log = None
 
 
 def postgres_bin_dir() -> Path | None:
@@ -70,14 +128,14 @@ def apt_install(packages: list[str]) -> None:
     if os.geteuid() != 0:
         raise SetupError(f"needs Debian packages {packages}: run `sudo apt-get install {' '.join(packages)}`")
     if not _apt_updated:
-        _run(["apt-get", "update", "-q"])
+        run(["apt-get", "update", "-q"])
         _apt_updated = True
     # Debian's postgresql package would create and start a 'main' cluster on 5432; ours lives in .state.
     conf = Path("/etc/postgresql-common/createcluster.conf")
     conf.parent.mkdir(parents=True, exist_ok=True)
     if not conf.exists():
         conf.write_text("create_main_cluster = false\n")
-    _run(
+    run(
         ["apt-get", "install", "-y", "-q", "--no-install-recommends", *packages],
         env={"DEBIAN_FRONTEND": "noninteractive"},
     )
@@ -98,10 +156,11 @@ def install_seaweedfs(paths: Paths) -> str:
         return "present"
     _need("go", "Go 1.26+ (https://go.dev) is needed to build SeaweedFS and the Lambda emulator")
     # A wrapper module, because SeaweedFS's go.mod has a `replace` that `go install pkg@v` refuses.
-    _run(
+    run(
         [
             "go",
             "build",
+            "-v",  # one line per package compiled: the progress shown while it builds
             "-trimpath",
             "-ldflags=-s -w",
             "-o",
@@ -121,10 +180,11 @@ def install_rie(paths: Paths) -> str:
     if _stamp_ok(stamp, RIE_VERSION, target):
         return "present"
     _need("go", "Go 1.26+ is needed to build the Lambda runtime interface emulator")
-    _run(
+    run(
         [
             "go",
             "install",
+            "-v",
             "-trimpath",
             f"github.com/aws/aws-lambda-runtime-interface-emulator/cmd/aws-lambda-rie@{RIE_VERSION}",
         ],
@@ -145,10 +205,9 @@ def maven_fetch(pom: Path, target: Path) -> None:
             apt_install(pkgs)
     tmp = target.with_name(target.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
-    _run(
+    run(
         [
             "mvn",
-            "-q",
             "-B",
             "-f",
             str(pom),
@@ -230,5 +289,6 @@ def setup(paths: Paths) -> None:
         began = time.monotonic()
         if name == "seaweedfs" and not (paths.bin / "weed").exists():
             say(f"  {name:<10} building from the Go module proxy (first time: several minutes) ...")
-        result = step(paths)
+        with progress(name, paths.setup_logs / f"{name}.log"):
+            result = step(paths)
         say(f"  {name:<10} {result} ({time.monotonic() - began:.1f}s)")

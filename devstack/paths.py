@@ -47,6 +47,10 @@ class Paths:
         return self.run / "ready"
 
     @property
+    def setup_logs(self) -> Path:
+        return self.logs / "setup"
+
+    @property
     def stack_log(self) -> Path:
         return self.logs / "stack.log"
 

@@ -61,8 +61,16 @@ def say(message: str) -> None:
 
 
 class Supervisor:
-    def __init__(self, components: Sequence[Component], *, log_dir: Path, run_dir: Path) -> None:
+    def __init__(
+        self,
+        components: Sequence[Component],
+        *,
+        log_dir: Path,
+        run_dir: Path,
+        progress_every: float = 10.0,
+    ) -> None:
         self.components = {c.name: c for c in components}
+        self.progress_every = progress_every  # seconds between "still starting" lines
         self.log_dir = log_dir
         self.run_dir = run_dir
         self._stopping = False
@@ -93,6 +101,7 @@ class Supervisor:
 
     async def _start_in_order(self, started: dict[str, asyncio.Task[None]]) -> None:
         pending = dict(self.components)
+        began = time.monotonic()
         while True:
             runnable = [c for c in pending.values() if all(d in self._ready for d in c.depends_on)]
             for comp in runnable:
@@ -103,7 +112,12 @@ class Supervisor:
                 if pending:
                     raise StackError(f"{', '.join(pending)}: dependencies never became ready")
                 return
-            done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(
+                waiting, timeout=self.progress_every, return_when=asyncio.FIRST_COMPLETED
+            )
+            if not done:
+                names = ", ".join(sorted(t.get_name() for t in waiting))
+                say(f"  ... {time.monotonic() - began:.0f}s: still starting {names} (logs in {self.log_dir})")
             for task in done:
                 task.result()  # re-raises the first StackError
 

@@ -120,6 +120,9 @@ async def login(
     stored = user.password_hash if user else security.dummy_hash(settings.bcrypt_rounds)
     valid = await security.verify_password_async(password, stored, rounds=settings.bcrypt_rounds)
     if not (user and valid and user.is_active):
+        # The back-off counts from when the failure is known: on a loaded machine the hash can wait
+        # seconds for CPU, and a lock counted from the request's arrival would already be over.
+        now = datetime.now(UTC)
         window = settings.login_failure_window_seconds
         # The lock runs from the failure, not from the request's start: hashing on a busy machine
         # can take longer than the first lock lasts.

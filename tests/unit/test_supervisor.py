@@ -121,3 +121,21 @@ async def test_a_crashed_component_is_restarted(tmp_path: Path) -> None:
     finally:
         await sup.stop_all()
     assert not _alive(comp.process.pid)
+
+
+async def test_a_slow_start_says_what_it_is_waiting_for(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    checks = 0
+
+    async def ready_on_third_check() -> None:
+        nonlocal checks
+        checks += 1
+        if checks < 3:
+            raise ConnectionRefusedError
+
+    slow = Component("slow", _sleeper, ready_on_third_check)
+    sup = Supervisor([slow], log_dir=tmp_path / "logs", run_dir=tmp_path / "run", progress_every=0.1)
+    await sup.start_all()
+    await sup.stop_all()
+    assert "still starting slow" in capsys.readouterr().out
