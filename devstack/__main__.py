@@ -21,7 +21,8 @@ from pathlib import Path
 from devstack import components
 from devstack.install import SetupError, setup
 from devstack.paths import REPO, Paths
-from devstack.supervisor import Supervisor, run_until_signal, say
+from devstack.supervisor import Supervisor, port_in_use, run_until_signal, say
+from healthcare import profiles
 from healthcare.settings import Settings, get_settings
 
 UP_TIMEOUT = 600.0
@@ -212,6 +213,11 @@ def on_ci() -> bool:
     return os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
+def ports_still_taken(settings: Settings) -> list[int]:
+    """Ports of the profile's stack (and of the servers the tests start) that something holds."""
+    return sorted(p for p in profiles.all_ports(settings.port_offset).values() if port_in_use(p))
+
+
 def cmd_test(paths: Paths, pytest_args: list[str]) -> int:
     """Run pytest against the test profile's stack: started if it is down, reused if it is up.
 
@@ -230,11 +236,15 @@ def cmd_test(paths: Paths, pytest_args: list[str]) -> int:
             return code
     else:
         say(f"test: reusing the running {settings.profile} stack ({down_command(settings)} stops it)")
+    code = 1
     try:
         code = subprocess.call([sys.executable, "-m", "pytest", *pytest_args], cwd=REPO)
     finally:
         if on_ci():
             cmd_down(paths)
+            if taken := ports_still_taken(settings):
+                say(f"test: ports of the {settings.profile} stack still taken after it stopped: {taken}")
+                code = code or 1
         else:
             stop = down_command(settings)
             say(f"test: the {settings.profile} stack stays up for the next run; `{stop}` stops it")

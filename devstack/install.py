@@ -209,6 +209,7 @@ def maven_fetch(pom: Path, target: Path) -> None:
         [
             "mvn",
             "-B",
+            "-Dstyle.color=never",  # plain text in the step's log
             "-f",
             str(pom),
             "dependency:copy-dependencies",

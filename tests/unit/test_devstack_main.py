@@ -1,10 +1,17 @@
-"""`make down` must see an exited supervisor as gone, even before anyone reaped it."""
+"""`python -m devstack`: `make down` sees an exited supervisor as gone; test and bench keep off dev."""
 
+import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
+import pytest
+
+import devstack.__main__ as main
 from devstack.__main__ import _alive
+from devstack.paths import Paths
+from healthcare.settings import Settings
 
 
 def test_running_then_exited_child_is_gone_even_as_a_zombie() -> None:
@@ -16,3 +23,21 @@ def test_running_then_exited_child_is_gone_even_as_a_zombie() -> None:
 
 def test_unknown_pid_is_gone() -> None:
     assert not _alive(2**22 + 12345)
+
+
+def test_the_suite_and_the_benchmarks_refuse_the_dev_stack(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(main, "get_settings", lambda: Settings(profile="dev"))
+    paths = Paths(tmp_path, tmp_path / "tools")
+    assert main.cmd_test(paths, []) == 2
+    assert main.cmd_bench(paths, quick=True) == 2
+    assert not paths.run.exists()  # nothing was started
+
+
+def test_a_port_left_taken_after_the_stack_stopped_is_named() -> None:
+    settings = Settings(profile="test", port_offset=9500)
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", settings.stack_port("moto")))
+        held.listen()
+        assert settings.stack_port("moto") in main.ports_still_taken(settings)
