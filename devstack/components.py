@@ -32,6 +32,7 @@ from healthcare.settings import Settings
 from workflows.diagnostics import DiagnosticsWorkflow
 
 KAFKA_TOPIC_PARTITIONS = 3
+EMULATOR_CHECK = 40  # seconds one emulator's health invocation may take
 LAMBDA_POOL = min(int(os.environ.get("DEVSTACK_LAMBDA_POOL", "2")), LAMBDA_POOL_MAX)
 # SeaweedFS's servers inside `weed mini`, each with its gRPC port (flag prefix -> profile port name).
 S3_SERVERS = {
@@ -439,7 +440,7 @@ def lambda_pool(settings: Settings, paths: Paths) -> list[Component]:
             ]
 
         async def ready(api_port: int = api_port) -> None:
-            await _invoke_health(f"http://127.0.0.1:{api_port}", settings)
+            await _invoke_health(f"http://127.0.0.1:{api_port}", settings, read_timeout=EMULATOR_CHECK)
 
         emulators.append(
             Component(
@@ -449,7 +450,11 @@ def lambda_pool(settings: Settings, paths: Paths) -> list[Component]:
                 env=lambda: function_env,
                 cwd=REPO / "lambda",
                 ports=[api_port, runtime_port],
-                ready_timeout=30,
+                ready_timeout=90,
+                # An emulator crashes when a second invocation arrives while one runs (see
+                # devstack/lambda_gateway.py): a slow first health check (a cold start on a busy
+                # machine) is waited for, not cut short and sent again.
+                check_timeout=EMULATOR_CHECK + 5,
             )
         )
 
@@ -474,8 +479,9 @@ def lambda_pool(settings: Settings, paths: Paths) -> list[Component]:
     return [*emulators, gateway]
 
 
-async def _invoke_health(endpoint: str, settings: Settings) -> None:
-    lam = clients.lambda_client(settings.model_copy(update={"lambda_endpoint_url": endpoint}), read_timeout=5)
+async def _invoke_health(endpoint: str, settings: Settings, read_timeout: int = 5) -> None:
+    update = {"lambda_endpoint_url": endpoint}
+    lam = clients.lambda_client(settings.model_copy(update=update), read_timeout=read_timeout)
     await probes.probe_lambda(lam, settings.lambda_function_name)
 
 
@@ -573,6 +579,8 @@ def consumer(settings: Settings, paths: Paths) -> Component:
 
 
 def all_components(settings: Settings, paths: Paths) -> list[Component]:
+    """The stack. A new component is a function returning its Component, one line here, and its
+    ports as names in healthcare/profiles.py DEV_PORTS (read back with `settings.stack_port`)."""
     return [
         postgres(settings, paths),
         temporal(settings, paths),

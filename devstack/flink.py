@@ -39,7 +39,7 @@ def flink(settings: Settings, paths: Paths) -> Component:
         cwd=REPO,
         depends_on=["kafka"],
         ports=[rest_port],
-        ready_timeout=120,
+        ready_timeout=240,  # a JVM and an embedded Python: minutes when the machine's cores are busy
         stop_timeout=20,
         describe=f"job appointment-analytics, REST {rest}",
     )

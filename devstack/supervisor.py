@@ -27,6 +27,7 @@ class Component:
     argv: Callable[[], Sequence[str]]
     ready: Callable[[], Awaitable[None]]
     ready_timeout: float = 60.0
+    check_timeout: float = 5.0  # one readiness check; a slower answer counts as not ready yet
     ports: Sequence[int] = ()
     depends_on: Sequence[str] = ()
     env: Callable[[], dict[str, str]] = dict
@@ -179,7 +180,7 @@ class Supervisor:
                     f"(see {self.log_dir / (comp.name + '.log')}: {self._tail(comp)})"
                 )
             try:
-                await asyncio.wait_for(comp.ready(), timeout=5)
+                await asyncio.wait_for(comp.ready(), timeout=comp.check_timeout)
                 return
             except Exception as exc:  # noqa: BLE001 - not ready yet
                 last_error = f"{type(exc).__name__}: {exc}".strip()[:200]
