@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import glob
 import os
+import re
 import shutil
 import subprocess
 import threading
@@ -44,6 +45,7 @@ def say(message: str) -> None:
     print(message, flush=True)
 
 
+ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")  # colour codes some tools print even when told not to
 PROGRESS_FIRST = 5.0  # seconds before a running step first says so
 PROGRESS_EVERY = 15.0
 _step_log: Path | None = None  # the log of the step that is running
@@ -93,7 +95,7 @@ def progress(name: str, log: Path) -> Iterator[None]:
         wait = PROGRESS_FIRST
         while not done.wait(wait):
             elapsed = time.monotonic() - began
-            last = (_last_lines(log, 1) or [""])[0][:100]
+            last = ANSI.sub("", (_last_lines(log, 1) or [""])[0])[:100]
             tail = f"  | {last}" if last else ""
             say(f"  {name:<10} ... {elapsed // 60:.0f}m{elapsed % 60:02.0f}s (log: {log}){tail}")
             wait = PROGRESS_EVERY
