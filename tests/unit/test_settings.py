@@ -47,6 +47,7 @@ def test_empty_endpoint_selects_aws(monkeypatch: pytest.MonkeyPatch) -> None:
     s = Settings()
     assert (s.s3_endpoint_url, s.lambda_endpoint_url, s.dynamodb_endpoint_url) == (None, None, None)
     monkeypatch.delenv("HC_S3_ENDPOINT_URL")
+    monkeypatch.setenv("HC_PROFILE", "dev")
     assert Settings().s3_endpoint_url == "http://127.0.0.1:8333"
 
 
