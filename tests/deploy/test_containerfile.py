@@ -94,7 +94,16 @@ def test_the_app_images_dependencies_are_enough_for_every_role(tmp_path: Path) -
     uv = sorted(REPO.glob(".state/tools/uv-*/bin/uv"))[-1]
     env = {**os.environ, "UV_PROJECT_ENVIRONMENT": str(tmp_path / "venv"), "UV_LINK_MODE": "hardlink"}
     env.pop("VIRTUAL_ENV", None)
-    argv = [str(uv), "sync", "--frozen", "--no-dev", "--no-install-project", "--python", sys.executable]
+    argv = [
+        str(uv),
+        "sync",
+        "--frozen",
+        "--offline",
+        "--no-dev",
+        "--no-install-project",
+        "--python",
+        sys.executable,
+    ]
     proc = subprocess.run(
         [*argv, *shlex.split(skip)],
         cwd=REPO,
