@@ -68,8 +68,13 @@ async def get_actor(
 ) -> Actor:
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise errors.Unauthorized("missing bearer token")
+    return await actor_from_token(session, settings, credentials.credentials)
+
+
+async def actor_from_token(session: AsyncSession, settings: Settings, token: str) -> Actor:
+    """The active account a token names; Unauthorized for a bad, expired or orphaned token."""
     try:
-        claims = security.decode_token(credentials.credentials, settings=settings)
+        claims = security.decode_token(token, settings=settings)
     except security.InvalidToken as exc:
         raise errors.Unauthorized("invalid or expired token") from exc
     # The token alone is not enough: a deactivated or deleted account loses access at once.

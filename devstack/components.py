@@ -210,6 +210,9 @@ def temporal(settings: Settings, paths: Paths) -> Component:
             "warn",
             "--log-format",
             "json",
+            # The UI asks our codec server to decrypt payloads; it answers only signed-in operators.
+            "--ui-codec-endpoint",
+            codec_endpoint(settings),
         ]
         for attr, kind in search_attributes.TYPES.items():
             args += ["--search-attribute", f"{attr}={kind}"]
@@ -578,6 +581,28 @@ def consumer(settings: Settings, paths: Paths) -> Component:
     )
 
 
+def codec_endpoint(settings: Settings) -> str:
+    return f"http://{settings.codec_host}:{settings.codec_port}"
+
+
+def codec_server(settings: Settings, paths: Paths) -> Component:
+    """The Temporal UI's codec server: decrypts payloads for signed-in staff and admins."""
+
+    async def ready() -> None:
+        async with httpx.AsyncClient(timeout=2) as http:
+            (await http.get(f"{codec_endpoint(settings)}/readyz")).raise_for_status()
+
+    return Component(
+        name="codec",
+        argv=lambda: [str(VENV_BIN / "healthcare"), "serve", "codec"],
+        ready=ready,
+        depends_on=["postgres"],
+        ports=[settings.codec_port],
+        ready_timeout=60,
+        describe=codec_endpoint(settings),
+    )
+
+
 def all_components(settings: Settings, paths: Paths) -> list[Component]:
     """The stack. A new component is a function returning its Component, one line here, and its
     ports as names in healthcare/profiles.py DEV_PORTS (read back with `settings.stack_port`)."""
@@ -589,6 +614,7 @@ def all_components(settings: Settings, paths: Paths) -> list[Component]:
         *lambda_pool(settings, paths),
         worker(settings, paths),
         api(settings, paths),
+        codec_server(settings, paths),
         consumer(settings, paths),
         flink(settings, paths),
         relay(settings, paths),
@@ -606,5 +632,6 @@ def urls(settings: Settings) -> dict[str, str]:
             f"consumer :{settings.stack_port('consumer_metrics')})"
         ),
         "Temporal UI": settings.temporal_ui_url,
+        "Codec server": f"{codec_endpoint(settings)}/login (staff and admins: decoded payloads in the UI)",
         "Analytics WS": f"ws://{settings.ws_host}:{settings.ws_port}/ws/analytics?token=<access token>",
     }

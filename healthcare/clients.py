@@ -10,8 +10,9 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.helpers import create_ssl_context
 from botocore.config import Config as BotoConfig
 from temporalio.client import Client as TemporalClient
-from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.service import TLSConfig
 
+from healthcare import codec
 from healthcare.settings import Settings
 
 
@@ -93,8 +94,26 @@ def kafka_admin(settings: Settings) -> AIOKafkaAdminClient:
     return AIOKafkaAdminClient(**_kafka_kwargs(settings), request_timeout_ms=10000)
 
 
+def temporal_tls(settings: Settings) -> TLSConfig | None:
+    """TLS for Temporal Cloud or a self-hosted cluster with mTLS; None leaves the SDK's default
+    (TLS on exactly when an API key is given)."""
+    if not settings.temporal_tls_enabled:
+        return None
+
+    def read(path: Any) -> bytes | None:
+        return path.read_bytes() if path is not None else None
+
+    return TLSConfig(
+        server_root_ca_cert=read(settings.temporal_tls_ca_file),
+        client_cert=read(settings.temporal_tls_cert_file),
+        client_private_key=read(settings.temporal_tls_key_file),
+        domain=settings.temporal_tls_server_name,
+    )
+
+
 async def temporal_client(settings: Settings, *, lazy: bool = False) -> TemporalClient:
-    """Temporal client with the pydantic converter, so workflow inputs and outputs are models.
+    """Temporal client with the platform's data converter (pydantic models, encrypted payloads) and
+    the connection security of the settings (TLS, mTLS, API key).
 
     `lazy` connects on first use, so a process can start while Temporal is still coming up.
     """
@@ -102,8 +121,8 @@ async def temporal_client(settings: Settings, *, lazy: bool = False) -> Temporal
     return await TemporalClient.connect(
         settings.temporal_address,
         namespace=settings.temporal_namespace,
-        data_converter=pydantic_data_converter,
-        tls=settings.temporal_tls or api_key is not None,
+        data_converter=codec.data_converter(settings),
+        tls=temporal_tls(settings),
         api_key=api_key,
         lazy=lazy,
     )

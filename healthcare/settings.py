@@ -5,6 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -17,6 +18,9 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 _DEV_JWT_SECRET = "local-dev-only-jwt-secret-change-me-0123456789"
 _DEV_AWS_KEY = "healthcare-local"
 _DEV_AWS_SECRET = "healthcare-local-secret"
+# Payload encryption key (AES-256) of the local stack; its id marks payloads that only it wrote.
+_DEV_PAYLOAD_KEY_ID = "local-dev-1"
+_DEV_PAYLOAD_KEYS = f"{_DEV_PAYLOAD_KEY_ID}:vLrW91zrumsjl5BlKR6KFZ9MYOtrxTogPFAs06HAmCI="
 
 
 class Settings(BaseSettings):
@@ -47,10 +51,29 @@ class Settings(BaseSettings):
     # where a non-deterministic change is caught); a production worker may turn it off, since it
     # re-imports and re-compiles the workflow module for every new run.
     temporal_workflow_sandbox: bool = True
-    # TLS to the frontend (a cluster outside the pod network, Temporal Cloud); an API key (Temporal
-    # Cloud) always goes over TLS.
+    # Connection security for Temporal Cloud or a self-hosted cluster with mTLS. TLS is on when any
+    # TLS file is given, when `temporal_tls` is set, or (the SDK's rule) when an API key is given.
     temporal_tls: bool = False
-    temporal_api_key: SecretStr | None = None
+    temporal_tls_ca_file: Path | None = None  # server CA; unset = the system's trust store
+    temporal_tls_cert_file: Path | None = None  # client certificate (mTLS)
+    temporal_tls_key_file: Path | None = None  # its private key
+    temporal_tls_server_name: str | None = None  # overrides the name checked in the server certificate
+    temporal_api_key: SecretStr | None = None  # Temporal Cloud API key (sent as a bearer token)
+    # Payload encryption (healthcare.codec): `id:base64key` pairs, comma-separated; every key
+    # decrypts, the one named by `payload_key_id` encrypts. Rotate by adding a key, then switching.
+    payload_keys: SecretStr = SecretStr(_DEV_PAYLOAD_KEYS)
+    payload_key_id: str = _DEV_PAYLOAD_KEY_ID
+
+    # Codec server for the Temporal UI (`healthcare serve codec`)
+    codec_host: str = "127.0.0.1"
+    codec_port: int = Field(default=8002, ge=1, le=65535)
+    # Browser origins allowed to call it (CORS), comma-separated: the Temporal UI's. Empty = the
+    # origin of temporal_ui_url.
+    codec_allowed_origins: str = ""
+    # Its sign-in cookie: Secure (HTTPS only) by default in production; SameSite `none` only when the
+    # UI is on another site (Temporal Cloud's UI), which also needs Secure.
+    codec_cookie_secure: bool | None = None
+    codec_cookie_samesite: Literal["lax", "strict", "none"] = "lax"
 
     # Prometheus metrics of the worker and consumer roles (the API serves /metrics itself); 0 = off
     metrics_host: str = "127.0.0.1"
@@ -140,12 +163,18 @@ class Settings(BaseSettings):
             "HC_JWT_SECRET": self.jwt_secret.get_secret_value() == _DEV_JWT_SECRET,
             "HC_AWS_SECRET_ACCESS_KEY": bool(self.aws_access_key_id)
             and self.aws_secret_access_key.get_secret_value() == _DEV_AWS_SECRET,
+            "HC_PAYLOAD_KEYS": _DEV_PAYLOAD_KEYS.split(":", 1)[1] in self.payload_keys.get_secret_value(),
         }
         bad = [name for name, is_default in defaults.items() if is_default]
         if bad:
             raise ValueError(f"refusing to start in production with default secrets: {bad}")
         if len(self.jwt_secret.get_secret_value()) < 32:
             raise ValueError("HC_JWT_SECRET must be at least 32 characters in production")
+        if not (self.temporal_tls_enabled or self.temporal_api_key):
+            raise ValueError(
+                "refusing to connect to Temporal in production without TLS or an API key: set "
+                "HC_TEMPORAL_API_KEY (Temporal Cloud) or HC_TEMPORAL_TLS_CERT_FILE/KEY_FILE (mTLS)"
+            )
         return self
 
     @field_validator("s3_endpoint_url", "lambda_endpoint_url", "dynamodb_endpoint_url", mode="before")
@@ -153,6 +182,37 @@ class Settings(BaseSettings):
     def _empty_endpoint_means_aws(cls, value: object) -> object:
         """`HC_S3_ENDPOINT_URL=` (empty) selects AWS's endpoint: an environment cannot unset a default."""
         return None if value == "" else value
+
+    @model_validator(mode="after")
+    def _check_consistency(self) -> Settings:
+        from healthcare.codec import Keyring
+
+        try:
+            Keyring.parse(self.payload_keys.get_secret_value(), self.payload_key_id)
+        except ValueError as exc:
+            raise ValueError(f"HC_PAYLOAD_KEYS / HC_PAYLOAD_KEY_ID: {exc}") from None
+        if (self.temporal_tls_cert_file is None) != (self.temporal_tls_key_file is None):
+            raise ValueError("HC_TEMPORAL_TLS_CERT_FILE and HC_TEMPORAL_TLS_KEY_FILE go together (mTLS)")
+        if self.codec_cookie_samesite == "none" and not self.codec_cookie_is_secure:
+            raise ValueError("HC_CODEC_COOKIE_SAMESITE=none needs HC_CODEC_COOKIE_SECURE=true (HTTPS)")
+        return self
+
+    @property
+    def temporal_tls_enabled(self) -> bool:
+        files = (self.temporal_tls_ca_file, self.temporal_tls_cert_file, self.temporal_tls_key_file)
+        return self.temporal_tls or any(f is not None for f in files)
+
+    @property
+    def codec_origins(self) -> list[str]:
+        given = [o.strip().rstrip("/") for o in self.codec_allowed_origins.split(",") if o.strip()]
+        if given:
+            return given
+        ui = urlsplit(self.temporal_ui_url)
+        return [f"{ui.scheme}://{ui.netloc}"]
+
+    @property
+    def codec_cookie_is_secure(self) -> bool:
+        return self.env == "production" if self.codec_cookie_secure is None else self.codec_cookie_secure
 
     @property
     def database_url_sync(self) -> str:

@@ -32,6 +32,7 @@ class ProcessRole(StrEnum):
     consumer = "consumer"
     relay = "relay"
     analytics = "analytics"
+    codec = "codec"
 
 
 @app.command()
@@ -66,6 +67,20 @@ def serve(role: ProcessRole = typer.Argument(..., help="Which process this conta
         from analytics_flink.__main__ import main as analytics_main
 
         analytics_main(["run"])
+    elif role is ProcessRole.codec:
+        import uvicorn
+
+        # The Temporal UI's codec server (api/codec_server.py): its own port, so it can be exposed
+        # to operators without the API, and the API without it.
+        uvicorn.run(
+            "api.codec_server:app_factory",
+            factory=True,
+            host=settings.codec_host,
+            port=settings.codec_port,
+            log_config=None,
+            access_log=False,
+            proxy_headers=True,
+        )
 
 
 @app.command()

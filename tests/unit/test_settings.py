@@ -1,8 +1,11 @@
 """Settings: local defaults work with nothing set; production refuses default secrets."""
 
+from typing import Any
+
 import pytest
 from pydantic import ValidationError
 
+from healthcare.codec import generate_key
 from healthcare.settings import Settings
 
 
@@ -14,21 +17,68 @@ def test_local_defaults_need_no_environment() -> None:
     assert s.jwt_algorithm == "HS256"
 
 
+PRODUCTION: dict[str, Any] = {
+    "env": "production",
+    "jwt_secret": "x" * 40,
+    "aws_secret_access_key": "real-secret",
+    "payload_keys": f"prod-1:{generate_key()}",
+    "payload_key_id": "prod-1",
+    "temporal_api_key": "cloud-api-key",
+}
+
+
 def test_production_refuses_default_secrets() -> None:
     with pytest.raises(ValidationError) as err:
         Settings(env="production")
     assert "HC_JWT_SECRET" in str(err.value)
     assert "HC_AWS_SECRET_ACCESS_KEY" in str(err.value)
+    assert "HC_PAYLOAD_KEYS" in str(err.value)
+
+
+def test_production_refuses_the_local_payload_key_even_as_an_old_key() -> None:
+    local = Settings().payload_keys.get_secret_value()
+    with pytest.raises(ValidationError, match="HC_PAYLOAD_KEYS"):
+        Settings(**{**PRODUCTION, "payload_keys": f"{PRODUCTION['payload_keys']},{local}"})
+
+
+def test_production_refuses_temporal_without_tls_or_api_key() -> None:
+    with pytest.raises(ValidationError, match="without TLS or an API key"):
+        Settings(**{**PRODUCTION, "temporal_api_key": None})
+    mtls = Settings(
+        **{**PRODUCTION, "temporal_api_key": None},
+        temporal_tls_cert_file="/certs/client.pem",
+        temporal_tls_key_file="/certs/client.key",
+    )
+    assert mtls.temporal_tls_enabled
+
+
+def test_mtls_needs_both_certificate_and_key() -> None:
+    with pytest.raises(ValidationError, match="go together"):
+        Settings(temporal_tls_cert_file="/certs/client.pem")
+
+
+def test_payload_keys_are_checked_at_start() -> None:
+    with pytest.raises(ValidationError, match="HC_PAYLOAD_KEY_ID"):
+        Settings(payload_key_id="missing")
+
+
+def test_codec_origins_default_to_the_temporal_ui() -> None:
+    assert Settings(temporal_ui_url="http://127.0.0.1:8233/").codec_origins == ["http://127.0.0.1:8233"]
+    given = Settings(codec_allowed_origins="https://ui.example.com/, https://cloud.temporal.io")
+    assert given.codec_origins == ["https://ui.example.com", "https://cloud.temporal.io"]
+    with pytest.raises(ValidationError, match="SAMESITE=none"):
+        Settings(codec_cookie_samesite="none")
 
 
 def test_production_refuses_short_jwt_secret() -> None:
     with pytest.raises(ValidationError, match="at least 32"):
-        Settings(env="production", jwt_secret="short", aws_secret_access_key="real-secret")
+        Settings(**{**PRODUCTION, "jwt_secret": "short"})
 
 
 def test_production_accepts_real_secrets() -> None:
-    s = Settings(env="production", jwt_secret="x" * 40, aws_secret_access_key="real-secret")
+    s = Settings(**PRODUCTION)
     assert s.env == "production"
+    assert s.codec_cookie_is_secure
 
 
 def test_environment_overrides(monkeypatch: pytest.MonkeyPatch) -> None:

