@@ -34,6 +34,7 @@ APT_PACKAGES = {
     "mvn": ["maven"],
     "pdftotext": ["poppler-utils"],
     "fonts": ["fonts-dejavu-core"],  # invoice PDFs print Greek and Cyrillic names with DejaVu Sans
+    "chromium": ["chromium"],  # browser tests (Playwright drives Debian's build; its own download fails)
 }
 
 
@@ -258,6 +259,13 @@ def install_fonts(paths: Paths) -> str:
     return "installed"
 
 
+def install_chromium(paths: Paths) -> str:
+    if Path("/usr/bin/chromium").exists():
+        return "present"
+    apt_install(APT_PACKAGES["chromium"])
+    return "installed"
+
+
 def _need(tool: str, why: str) -> None:
     if shutil.which(tool) is None:
         raise SetupError(f"{tool} not found: {why}")
@@ -283,6 +291,7 @@ STEPS: list[tuple[str, Callable[[Paths], str]]] = [
     ("fonts", install_fonts),
     ("flink-connectors", install_flink_connectors),
     ("kubernetes", install_kubernetes_tools),  # devstack/k8s.py: helm, kube-apiserver, etcd, kwok, CRDs
+    ("chromium", install_chromium),
 ]
 
 
