@@ -10,6 +10,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.helpers import create_ssl_context
 from botocore.config import Config as BotoConfig
 from temporalio.client import Client as TemporalClient
+from temporalio.runtime import Runtime
 from temporalio.service import TLSConfig
 
 from healthcare import codec
@@ -111,11 +112,14 @@ def temporal_tls(settings: Settings) -> TLSConfig | None:
     )
 
 
-async def temporal_client(settings: Settings, *, lazy: bool = False) -> TemporalClient:
+async def temporal_client(
+    settings: Settings, *, lazy: bool = False, runtime: Runtime | None = None
+) -> TemporalClient:
     """Temporal client with the platform's data converter (pydantic models, encrypted payloads) and
     the connection security of the settings (TLS, mTLS, API key).
 
-    `lazy` connects on first use, so a process can start while Temporal is still coming up.
+    `lazy` connects on first use, so a process can start while Temporal is still coming up;
+    `runtime` carries the SDK's telemetry (healthcare.metrics.temporal_runtime).
     """
     api_key = settings.temporal_api_key.get_secret_value() if settings.temporal_api_key else None
     return await TemporalClient.connect(
@@ -125,4 +129,5 @@ async def temporal_client(settings: Settings, *, lazy: bool = False) -> Temporal
         tls=temporal_tls(settings),
         api_key=api_key,
         lazy=lazy,
+        runtime=runtime,
     )

@@ -46,6 +46,7 @@ class BillingConsumer:
         self._backoff = 0.5
         # Starts and signals in flight at once: each is a round trip to Temporal.
         self._in_flight = asyncio.Semaphore(max_in_flight)
+        self._committed: dict[TopicPartition, int] = {}
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -54,6 +55,16 @@ class BillingConsumer:
                 if stop.is_set():
                     return  # uncommitted messages are redelivered to whoever takes the partition
                 await self._handle_partition(tp, messages, stop)
+            self._report_lag()
+
+    def _report_lag(self) -> None:
+        """Lag per partition: the broker's high-water mark minus what this consumer committed."""
+        for tp in self._consumer.assignment():
+            high = self._consumer.highwater(tp)
+            done = self._committed.get(tp)
+            if high is None or done is None:
+                continue  # not fetched from, or nothing committed here yet
+            metrics.BILLING_CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(max(high - done, 0))
 
     async def _handle_partition(
         self, tp: TopicPartition, messages: list[ConsumerRecord[bytes, bytes]], stop: asyncio.Event
@@ -109,6 +120,7 @@ class BillingConsumer:
         if last_done is not None:
             # Kafka's committed offset is the next one to read.
             await self._consumer.commit({tp: last_done + 1})
+            self._committed[tp] = last_done + 1
 
     async def handle(self, msg: ConsumerRecord[bytes, bytes]) -> None:
         try:
@@ -141,16 +153,18 @@ class BillingConsumer:
 async def run_consumer(
     settings: Settings, *, stop: asyncio.Event, group_id: str = GROUP_ID, **consumer_options: Any
 ) -> None:
-    temporal = await clients.temporal_client(settings)
+    temporal = await clients.temporal_client(settings, runtime=metrics.temporal_runtime(settings))
     consumer = clients.kafka_consumer(
         settings, settings.topic_appointment_events, group_id=group_id, **consumer_options
     )
     await consumer.start()
     billing = BillingConsumer(consumer=consumer, temporal=temporal, settings=settings)
     log.info("billing consumer started", group=group_id, topic=settings.topic_appointment_events)
+    sdk_metrics = asyncio.create_task(metrics.drain_temporal_metrics_until(stop))
     try:
         await billing.run(stop)
     finally:
+        sdk_metrics.cancel()
         await consumer.stop()
         log.info("billing consumer stopped")
 

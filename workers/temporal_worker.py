@@ -11,7 +11,7 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 from activities.appointments import AppointmentActivities
 from activities.billing import BillingActivities
 from activities.diagnostics import DiagnosticsActivities
-from healthcare import clients
+from healthcare import clients, metrics
 from healthcare.db import create_engine
 from healthcare.logging import get_logger
 from healthcare.outbox import OutboxRelay
@@ -51,7 +51,7 @@ async def run_worker(settings: Settings, *, stop: asyncio.Event) -> None:
     engine = create_engine(settings, pre_ping=False)
     producer = clients.kafka_producer(settings)
     await producer.start()
-    client = await clients.temporal_client(settings)
+    client = await clients.temporal_client(settings, runtime=metrics.temporal_runtime(settings))
     diagnostics = DiagnosticsActivities(engine=engine)
     appointments = AppointmentActivities(
         engine=engine,
@@ -93,11 +93,13 @@ async def run_worker(settings: Settings, *, stop: asyncio.Event) -> None:
     relay_stop = asyncio.Event()
     relay = asyncio.create_task(OutboxRelay(engine=engine, producer=producer).run(relay_stop))
     relay.add_done_callback(lambda _task: stop.set())
+    sdk_metrics = asyncio.create_task(metrics.drain_temporal_metrics_until(stop))
     log.info("worker started", task_queue=settings.temporal_task_queue)
     try:
         async with worker:
             await stop.wait()
     finally:
+        sdk_metrics.cancel()
         relay_stop.set()
         await asyncio.gather(relay, return_exceptions=True)
         await producer.stop()
