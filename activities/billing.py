@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 from collections.abc import Callable
 from decimal import Decimal
@@ -16,6 +17,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from healthcare import correlation
 from healthcare.contracts.billing import (
     DOCTOR_NOT_FOUND,
     INVALID_INVOICE_TRANSITION,
@@ -86,6 +88,7 @@ class BillingActivities:
                     status=InvoiceStatus.pending.value,
                     workflow_id=data.workflow_id,
                     due_at=data.due_at,
+                    correlation_id=correlation.current(),
                 )
                 .on_conflict_do_nothing(index_elements=["appointment_id"])
             )
@@ -114,7 +117,9 @@ class BillingActivities:
             "appointmentTime": data.appointment_time.isoformat(),
             "invoiceNumber": "INV-" + invoice.id.hex[:8].upper(),
         }
-        call = asyncio.ensure_future(asyncio.to_thread(self._invoke, json.dumps(payload).encode()))
+        call = asyncio.ensure_future(
+            asyncio.to_thread(self._invoke, json.dumps(payload).encode(), correlation.current())
+        )
         while True:
             done, _ = await asyncio.wait({call}, timeout=HEARTBEAT_EVERY)
             if done:
@@ -123,8 +128,14 @@ class BillingActivities:
         function_error, body = call.result()
         return _pdf_result(function_error, body)
 
-    def _invoke(self, payload: bytes) -> tuple[str | None, bytes]:
-        response = self._lambda.invoke(FunctionName=self._function, Payload=payload)
+    def _invoke(self, payload: bytes, correlation_id: str | None) -> tuple[str | None, bytes]:
+        extra = {}
+        if correlation_id:
+            # Lambda's client context (base64 JSON, `custom` reaches the handler as
+            # context.client_context.custom): the request contract itself stays as it is.
+            custom = json.dumps({"custom": {"correlationId": correlation_id}}).encode()
+            extra["ClientContext"] = base64.b64encode(custom).decode()
+        response = self._lambda.invoke(FunctionName=self._function, Payload=payload, **extra)
         return response.get("FunctionError"), response["Payload"].read()
 
     @activity.defn(name="billing.issue")

@@ -14,6 +14,7 @@ from temporalio.runtime import Runtime
 from temporalio.service import TLSConfig
 
 from healthcare import codec
+from healthcare.correlation import CorrelationInterceptor
 from healthcare.settings import Settings
 
 
@@ -130,4 +131,7 @@ async def temporal_client(
         api_key=api_key,
         lazy=lazy,
         runtime=runtime,
+        # Carries the request's correlation id into workflows and on to their activities; a worker
+        # built on this client takes the worker half of it too.
+        interceptors=[CorrelationInterceptor()],
     )

@@ -164,6 +164,8 @@ class Invoice(SQLModel, table=True):
     pdf_key: str | None = Field(default=None, sa_column=Column(String))
     pdf_sha256: str | None = Field(default=None, sa_column=Column(String))
     workflow_id: str = Field(sa_column=Column(String, nullable=False))
+    # The request that booked the visit (healthcare.correlation), to follow it across logs and systems.
+    correlation_id: str | None = Field(default=None, sa_column=Column(String(64), index=True))
     due_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
     created_at: datetime = _ts()
     issued_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
@@ -186,5 +188,6 @@ class OutboxRecord(SQLModel, table=True):
     topic: str = Field(sa_column=Column(Text, nullable=False))
     key: bytes | None = Field(default=None, sa_column=Column(LargeBinary))
     value: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    correlation_id: str | None = Field(default=None, sa_column=Column(String(64)))  # sent as a Kafka header
     created_at: datetime = _ts()
     published_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))

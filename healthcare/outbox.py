@@ -27,7 +27,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from healthcare import metrics
+from healthcare import correlation, metrics
 from healthcare.contracts.events import AppointmentEvent
 from healthcare.logging import get_logger
 from healthcare.models import OutboxRecord
@@ -37,7 +37,7 @@ log = get_logger(__name__)
 CHANNEL = "outbox"
 
 _CLAIM = text(
-    "SELECT seq, event_id, topic, key, value FROM outbox WHERE published_at IS NULL "
+    "SELECT seq, event_id, topic, key, value, correlation_id FROM outbox WHERE published_at IS NULL "
     "ORDER BY seq LIMIT :n FOR UPDATE SKIP LOCKED"
 )
 # Claimed rows whose key has an earlier event still unpublished and not claimed by us (another
@@ -55,10 +55,18 @@ _CLEANUP = text(
 
 
 async def enqueue(session: AsyncSession, *, topic: str, event: AppointmentEvent) -> None:
-    """Add the event to the session's transaction; an event id already queued is left as it is."""
+    """Add the event to the session's transaction; an event id already queued is left as it is.
+
+    The request's correlation id (when one is bound) goes with it, and out as a Kafka header."""
     stmt = (
         insert(OutboxRecord)
-        .values(event_id=event.event_id, topic=topic, key=event.key(), value=event.value())
+        .values(
+            event_id=event.event_id,
+            topic=topic,
+            key=event.key(),
+            value=event.value(),
+            correlation_id=correlation.current(),
+        )
         .on_conflict_do_nothing(index_elements=["event_id"])
     )
     await session.exec(stmt)
@@ -162,7 +170,12 @@ class OutboxRelay:
     async def _send(self, rows: Sequence[Row[Any]]) -> list[int]:
         """Send every row (batched by the producer), then wait for all: the seqs that were acked."""
         async with asyncio.timeout(self._send_timeout):
-            futures = [await self._producer.send(row.topic, row.value, key=row.key) for row in rows]
+            futures = [
+                await self._producer.send(
+                    row.topic, row.value, key=row.key, headers=correlation.kafka_headers(row.correlation_id)
+                )
+                for row in rows
+            ]
             results = await asyncio.gather(*futures, return_exceptions=True)
         failed_keys: set[bytes | None] = set()
         acked: list[int] = []

@@ -468,17 +468,31 @@ def _log(**fields: Any) -> None:
     logger.info(json.dumps({"msg": "invoice_pdf", **fields}, sort_keys=True, separators=(",", ":")))
 
 
+def _correlation_id(context: Any) -> str | None:
+    """The caller's correlation id, sent in the invocation's client context (`custom`)."""
+    custom = getattr(getattr(context, "client_context", None), "custom", None)
+    value = custom.get("correlationId") if isinstance(custom, dict) else None
+    return value if isinstance(value, str) and 0 < len(value) <= 64 and value.isprintable() else None
+
+
 def handler(event: Any, context: Any) -> dict[str, Any]:
     if isinstance(event, dict) and event.get("healthcheck") is True:
         return {"statusCode": 200, "status": "ok"}
     started = time.monotonic()
     request_id = getattr(context, "aws_request_id", None)
+    correlation_id = _correlation_id(context)
     try:
         invoice = parse_request(event)
     except BadRequest as exc:
         raw_id = event.get("invoiceId") if isinstance(event, dict) else None
         safe_id = raw_id.lower() if isinstance(raw_id, str) and _UUID.fullmatch(raw_id) else None
-        _log(invoiceId=safe_id, outcome="rejected", invalidFields=exc.fields, requestId=request_id)
+        _log(
+            invoiceId=safe_id,
+            outcome="rejected",
+            invalidFields=exc.fields,
+            requestId=request_id,
+            correlationId=correlation_id,
+        )
         return {"statusCode": 400, "error": str(exc), "errorType": "BadRequest"}
 
     bucket = os.environ.get("INVOICE_BUCKET") or DEFAULT_BUCKET
@@ -494,6 +508,7 @@ def handler(event: Any, context: Any) -> dict[str, Any]:
             outcome=f"{stage}_failed",
             errorType=type(exc).__name__,
             requestId=request_id,
+            correlationId=correlation_id,
         )
         raise
     _log(
@@ -501,6 +516,7 @@ def handler(event: Any, context: Any) -> dict[str, Any]:
         outcome="stored",
         bytes=len(body),
         requestId=request_id,
+        correlationId=correlation_id,
         durationMs=round((time.monotonic() - started) * 1000),
     )
     return {

@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from temporalio.client import Client as TemporalClient
 from temporalio.service import RPCError
 
-from healthcare import clients, metrics
+from healthcare import clients, correlation, metrics
 from healthcare.contracts.billing import CancelSignal, billing_workflow_id
 from healthcare.contracts.events import AppointmentEvent, EventType
 from healthcare.logging import get_logger
@@ -123,6 +123,12 @@ class BillingConsumer:
             self._committed[tp] = last_done + 1
 
     async def handle(self, msg: ConsumerRecord[bytes, bytes]) -> None:
+        # The booking request's correlation id came along as a Kafka header: the billing run it
+        # starts (header and memo) and this consumer's log lines carry it on.
+        with correlation.bound(correlation.from_kafka_headers(msg.headers)):
+            await self._handle(msg)
+
+    async def _handle(self, msg: ConsumerRecord[bytes, bytes]) -> None:
         try:
             event = AppointmentEvent.model_validate_json(msg.value or b"")
         except ValidationError:

@@ -196,13 +196,15 @@ class _FlakyProducer:
         self.failures = failures
         self.calls = 0
 
-    async def send(self, topic: str, value: bytes, key: bytes | None = None) -> asyncio.Future[Any]:
+    async def send(
+        self, topic: str, value: bytes, key: bytes | None = None, headers: Any = None
+    ) -> asyncio.Future[Any]:
         self.calls += 1
         if self.calls <= self.failures:
             failed: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
             failed.set_exception(ConnectionError("broker unavailable"))
             return failed
-        sent: asyncio.Future[Any] = await self.real.send(topic, value, key=key)
+        sent: asyncio.Future[Any] = await self.real.send(topic, value, key=key, headers=headers)
         return sent
 
 
