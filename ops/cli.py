@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Awaitable, Callable
 from enum import StrEnum
 from typing import TypeVar
 
 import typer
-from temporalio.client import Client as TemporalClient
 
 from healthcare.logging import configure_logging
 from healthcare.settings import get_settings
+from ops.billing_cli import billing_app
 
 T = TypeVar("T")
 
@@ -196,99 +195,25 @@ def audit_verify() -> None:
     raise typer.Exit(1)
 
 
-billing_app = typer.Typer(help="Billing workflows: replay, reset, restart, reconcile.", no_args_is_help=True)
 app.add_typer(billing_app, name="billing")
 
 
-def _with_temporal(work: Callable[[TemporalClient], Awaitable[T]]) -> T:
-    from healthcare.clients import temporal_client
+@app.command("payload-key")
+def payload_key(key_id: str = typer.Argument(..., help="Its id, e.g. prod-2027-01.")) -> None:
+    """Print a new AES-256 payload key as `id:base64key`, to add to HC_PAYLOAD_KEYS.
 
-    async def _run() -> T:
-        return await work(await temporal_client(get_settings()))
+    Rotation: add the new key to HC_PAYLOAD_KEYS everywhere (every key decrypts), then set
+    HC_PAYLOAD_KEY_ID to it (it encrypts from then on); keep the old key while histories written
+    under it are retained."""
+    from healthcare.codec import Keyring, generate_key
 
-    return asyncio.run(_run())
-
-
-@billing_app.command("replay")
-def billing_replay(
-    workflow_id: str = typer.Argument(None, help="e.g. billing-<appointmentId>"),
-    all_failed: bool = typer.Option(False, "--all-failed", help="Replay every failed billing run."),
-) -> None:
-    """Replay histories against the current workflow code; non-zero exit on a non-determinism."""
-    from ops import billing
-
-    if not workflow_id and not all_failed:
-        typer.echo("give a workflow id or --all-failed", err=True)
-        raise typer.Exit(2)
-
-    async def work(client: TemporalClient) -> dict[str, tuple[bool, str | None]]:
-        if all_failed:
-            return await billing.replay_failed(client)
-        return {workflow_id: await billing.replay_one(client, workflow_id)}
-
-    results = _with_temporal(work)
-    for wid, (ok, error) in results.items():
-        typer.echo(f"ok: {wid}" if ok else f"NON-DETERMINISTIC: {wid}: {error}")
-    if not results:
-        typer.echo("no failed billing runs")
-    if not all(ok for ok, _ in results.values()):
-        raise typer.Exit(1)
-
-
-@billing_app.command("reset")
-def billing_reset(
-    workflow_id: str = typer.Argument(..., help="e.g. billing-<appointmentId>"),
-    reason: str = typer.Option(..., help="Why (kept in the workflow history)."),
-) -> None:
-    """Reset a billing run to just before its last failed activity (else its last completed workflow
-    task), so that step runs again on the current code."""
-    from ops import billing
-
-    run_id = _with_temporal(lambda c: billing.reset(c, workflow_id, reason=reason))
-    typer.echo(f"reset {workflow_id}: new run {run_id}")
-
-
-@billing_app.command("restart-failed")
-def billing_restart_failed() -> None:
-    """Reset every failed billing run so it continues on the current code."""
-    from ops import billing
-
-    restarted = _with_temporal(billing.restart_failed)
-    for wid, run in restarted:
-        typer.echo(f"restarted {wid}: new run {run}")
-    typer.echo(f"{len(restarted)} billing run(s) restarted")
-
-
-@billing_app.command("reconcile")
-def billing_reconcile(
-    fix: bool = typer.Option(False, "--fix", help="Start or signal what is missing."),
-    appointment: list[uuid.UUID] | None = typer.Option(
-        None, "--appointment", help="Check only this appointment (repeatable)."
-    ),
-) -> None:
-    """Find booked appointments with no billing run, cancellations whose invoice is still open, and
-    open invoices whose run is not running; --fix starts or signals the runs as the billing consumer
-    would (a stuck run is repaired with `restart-failed`). Without --fix, exit 1 when anything is found."""
-    from healthcare.db import create_engine
-    from ops import billing
-
-    settings = get_settings()
-
-    async def work(client: TemporalClient) -> billing.Reconciliation:
-        engine = create_engine(settings)
-        try:
-            return await billing.reconcile(client, engine, settings, fix=fix, appointment_ids=appointment)
-        finally:
-            await engine.dispose()
-
-    report = _with_temporal(work)
-    typer.echo(
-        f"appointments without billing: {len(report.missing)}; cancellations not voided: "
-        f"{len(report.not_voided)}; open invoices whose run is not running: {len(report.stuck)}; "
-        f"fixed: {report.fixed}"
-    )
-    if (report.missing or report.not_voided or report.stuck) and not fix:
-        raise typer.Exit(1)
+    line = f"{key_id}:{generate_key()}"
+    try:
+        Keyring.parse(line, key_id)
+    except ValueError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from exc
+    typer.echo(line)
 
 
 if __name__ == "__main__":

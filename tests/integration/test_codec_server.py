@@ -16,7 +16,8 @@ from typing import Any
 import httpx
 import pytest
 from google.protobuf.json_format import MessageToDict
-from temporalio.api.common.v1 import Payload, Payloads
+from google.protobuf.message import Message
+from temporalio.api.common.v1 import Header, Payload, Payloads
 from temporalio.api.enums.v1 import EventType
 from temporalio.api.history.v1 import History
 from temporalio.client import Client as TemporalClient
@@ -85,6 +86,19 @@ async def _raw(temporal: TemporalClient, workflow_id: str) -> WorkflowHistory:
     return await temporal.get_workflow_handle(workflow_id).fetch_history()
 
 
+def _headers(message: Message) -> list[Payload]:
+    """The payloads of every Temporal header inside a message: the correlation id travels there."""
+    if isinstance(message, Header):
+        return list(message.fields.values())
+    found: list[Payload] = []
+    for field, value in message.ListFields():
+        if field.message_type is None or field.message_type.GetOptions().map_entry:
+            continue
+        for item in value if field.label == field.LABEL_REPEATED else [value]:  # type: ignore[attr-defined]
+            found += _headers(item)
+    return found
+
+
 def _started_input(history: WorkflowHistory) -> dict[str, Any]:
     started = history.events[0]
     assert started.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED
@@ -100,14 +114,16 @@ async def test_stored_histories_hold_no_reason_name_or_sql(
         raw = History(events=history.events).SerializeToString()
         for text in (REASON, booked["name"], "asthma", *SQL_WORDS):
             assert text.encode() not in raw, f"{text!r} in the stored history of {workflow_id}"
-        # What stays readable: search attributes (ids and statuses, typed) and the SDK's own marker
-        # bookkeeping (patch ids, local-activity sequence numbers); everything else is ciphertext.
+        # What stays readable: search attributes (ids and statuses, typed), the correlation-id
+        # header (an id) and the SDK's own marker bookkeeping (patch ids, local-activity sequence
+        # numbers); everything else is ciphertext.
         for event in history.events:
+            headers = {p.SerializeToString() for p in _headers(event)}
             for payload in codec.iter_payloads(event):
                 if payload.metadata.get("encoding") == codec.ENCODING:
                     continue
-                is_search_attribute = "type" in payload.metadata
-                assert is_search_attribute or event.event_type == EventType.EVENT_TYPE_MARKER_RECORDED, (
+                readable = "type" in payload.metadata or payload.SerializeToString() in headers
+                assert readable or event.event_type == EventType.EVENT_TYPE_MARKER_RECORDED, (
                     f"plain payload in {EventType.Name(event.event_type)} of {workflow_id}"
                 )
     # With the keys, the same payloads are the models the API answered with.

@@ -21,7 +21,7 @@ from healthcare.contracts.billing import (
     Price,
     PriceRequest,
 )
-from tests.workflows.test_billing_workflow import FakeBilling, ok_answers, request, start
+from tests.workflows.test_billing_workflow import FakeBilling, ok_answers, request, start, until_status
 from workflows.billing import BillingWorkflow
 
 
@@ -75,6 +75,7 @@ async def test_the_bound_id_reaches_memo_and_every_activity(
     async with Worker(client, task_queue=task_queue, workflows=[BillingWorkflow], activities=fake.all()):
         with correlation.bound("req-1234"):
             handle = await start(client, task_queue, request())
+        await until_status(handle, "ISSUED")
         # A later call under another id (the cancelling request's) does not rename the run.
         with correlation.bound("req-cancel"):
             await handle.signal(BillingWorkflow.cancel, CancelSignal())
