@@ -27,12 +27,19 @@ from healthcare.settings import Settings, get_settings
 
 UP_TIMEOUT = 600.0
 # `make bench` runs these in order; QUICK_BENCH_ARGS (`make bench QUICK=1`) keeps each short.
-BENCHMARKS = ["bench.auth", "bench.appointments", "bench.billing", "bench.analytics_freshness"]
+BENCHMARKS = [
+    "bench.auth",
+    "bench.appointments",
+    "bench.billing",
+    "bench.analytics_freshness",
+    "bench.replay",
+]
 QUICK_BENCH_ARGS = {
     "bench.auth": ["--seconds", "4"],
     "bench.appointments": ["--seconds", "4", "--levels", "1", "8"],
     "bench.billing": ["--seconds", "6", "--rate", "10"],
     "bench.analytics_freshness": ["--events", "60", "--burst", "300"],
+    "bench.replay": ["--runs", "40"],
 }
 
 
