@@ -25,10 +25,17 @@ from temporalio.client import WorkflowHistory
 
 from api.codec_server import COOKIE
 from healthcare import codec
-from healthcare.contracts.appointments import AppointmentState, BookingRequest
+from healthcare.contracts.appointments import (
+    RUN_PENDING,
+    RUN_REJECTED,
+    AppointmentState,
+    AppointmentStatus,
+    BookingRequest,
+)
 from healthcare.contracts.appointments import appointment_workflow_id as appointment_workflow
 from healthcare.contracts.billing import BillingRequest
 from healthcare.contracts.billing import billing_workflow_id as billing_workflow
+from healthcare.contracts.search_attributes import SearchAttribute
 from healthcare.settings import Settings
 from ops.replay import replay_history
 from tests.integration.factories import (
@@ -126,6 +133,18 @@ async def test_stored_histories_hold_no_reason_name_or_sql(
                 assert readable or event.event_type == EventType.EVENT_TYPE_MARKER_RECORDED, (
                     f"plain payload in {EventType.Name(event.event_type)} of {workflow_id}"
                 )
+    # Search attributes are not encrypted, so they carry ids and statuses only: nothing to hide.
+    for workflow_id in (appointment_workflow(appointment_id), billing_workflow(appointment_id)):
+        described = await temporal.get_workflow_handle(workflow_id).describe()
+        pairs = described.typed_search_attributes
+        ours = {p.key.name: p.value for p in pairs if p.key.name in set(SearchAttribute)}
+        assert ours.keys() >= {SearchAttribute.patient_id, SearchAttribute.doctor_id}
+        for name, value in ours.items():
+            if name == SearchAttribute.appointment_status:
+                assert value in {*AppointmentStatus, RUN_PENDING, RUN_REJECTED}
+            else:
+                assert isinstance(value, str) and uuid.UUID(value)
+
     # With the keys, the same payloads are the models the API answered with.
     converter = codec.data_converter(settings)
     history = await _raw(temporal, appointment_workflow(appointment_id))
