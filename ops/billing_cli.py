@@ -8,13 +8,16 @@ act on. Histories are decrypted with the configured payload keys (HC_PAYLOAD_KEY
 from __future__ import annotations
 
 import asyncio
+import functools
+import os
+import sys
 import time
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TypeVar
+from typing import ParamSpec, TypeVar
 
 import typer
 from temporalio.client import Client as TemporalClient
@@ -26,6 +29,7 @@ from ops.replay import Replayable, ReplayOutcome
 from ops.runs import RunFilter, cause
 
 T = TypeVar("T")
+P = ParamSpec("P")
 
 # Exit codes: 0 all good; 1 something an operator must act on (non-determinism, a failed restart,
 # findings left unfixed); 2 bad usage; 3 some runs could not be judged (undecryptable or unfetchable).
@@ -73,6 +77,27 @@ def _filter(
         limit=limit,
         workflow_ids=workflow_ids,
     )
+
+
+def exits_without_teardown(command: Callable[P, None]) -> Callable[P, None]:
+    """End a command that used a Temporal client with os._exit once its output is flushed.
+
+    The SDK's Rust threads can outlive the event loop and abort the interpreter's teardown
+    ("PyGILState_Release ... finalizing", temporalio/sdk-python#300), which turns a finished command
+    into exit -6: a script would read success as a crash. Skipping teardown keeps the exit code."""
+
+    @functools.wraps(command)
+    def run(*args: P.args, **kwargs: P.kwargs) -> None:
+        code = 0
+        try:
+            command(*args, **kwargs)
+        except typer.Exit as stop:
+            code = stop.exit_code
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+    return run
 
 
 def _with_temporal(work: Callable[[TemporalClient], Awaitable[T]]) -> T:
@@ -138,6 +163,7 @@ def _replay_line(outcome: ReplayOutcome) -> str:
 
 
 @billing_app.command("replay")
+@exits_without_teardown
 def billing_replay(
     workflow_ids: list[str] | None = typer.Argument(None, help="Workflow ids, e.g. billing-<appointmentId>."),
     files: list[Path] | None = typer.Option(
@@ -203,6 +229,7 @@ def billing_replay(
 
 
 @billing_app.command("reset")
+@exits_without_teardown
 def billing_reset(
     workflow_id: str = typer.Argument(..., help="e.g. billing-<appointmentId>"),
     reason: str = typer.Option(..., help="Why (kept in the workflow history)."),
@@ -216,6 +243,7 @@ def billing_reset(
 
 
 @billing_app.command("restart-failed")
+@exits_without_teardown
 def billing_restart_failed(
     since: str | None = SINCE,
     until: str | None = UNTIL,
@@ -262,6 +290,7 @@ def billing_restart_failed(
 
 
 @billing_app.command("reconcile")
+@exits_without_teardown
 def billing_reconcile(
     fix: bool = typer.Option(False, "--fix", help="Start or signal what is missing."),
     dry_run: bool = typer.Option(False, "--dry-run", help="With --fix: say what it would do, do nothing."),

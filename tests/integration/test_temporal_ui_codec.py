@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
-from playwright.async_api import Browser, Page, ViewportSize, async_playwright, expect
+from playwright.async_api import Browser, Page, Response, ViewportSize, async_playwright, expect
 
 from api.codec_server import COOKIE
 from healthcare.contracts.appointments import appointment_workflow_id
@@ -45,6 +45,11 @@ CHROMIUM_ARGS = [
 ]
 REASON = "HIV follow-up"
 V1 = "/api/v1"
+UI_TIMEOUT = 90_000  # ms: the UI is a large single-page app, slow to start on a busy 2-core machine
+
+
+def _is_decode(response: Response) -> bool:
+    return response.url.split("?")[0].endswith("/decode")
 
 
 @pytest.fixture(scope="module")
@@ -127,9 +132,11 @@ async def test_the_ui_shows_ciphertext_without_the_codec_and_plaintext_to_an_ope
     # Anyone who opens the UI: the codec server refuses them (401), the input stays ciphertext.
     anonymous = await browser.new_context(viewport=viewport)
     page = await anonymous.new_page()
-    await page.goto(url)
+    async with page.expect_response(_is_decode, timeout=UI_TIMEOUT) as answer:
+        await page.goto(url)
+    assert (await answer.value).status == 401
     await expect(page.locator("#content").get_by_text("Codec Server could not connect")).to_be_visible(
-        timeout=30_000
+        timeout=UI_TIMEOUT
     )
     await expect(page.get_by_text("Workflow Type")).to_be_visible()
     assert REASON not in await page.content()
@@ -151,8 +158,10 @@ async def test_the_ui_shows_ciphertext_without_the_codec_and_plaintext_to_an_ope
     await _sign_in_to_codec(page, settings, staff.email)
     await expect(page.get_by_text(f"Signed in as {staff.email}")).to_be_visible()
     await _use_codec_with_credentials(page, settings)
-    await page.goto(url)
-    await expect(page.get_by_text(re.compile(re.escape(REASON))).first).to_be_visible(timeout=30_000)
+    async with page.expect_response(_is_decode, timeout=UI_TIMEOUT) as answer:
+        await page.goto(url)
+    assert (await answer.value).status == 200
+    await expect(page.get_by_text(re.compile(re.escape(REASON))).first).to_be_visible(timeout=UI_TIMEOUT)
     await expect(page.get_by_text(booking["id"]).first).to_be_visible()
     await page.screenshot(path=artifacts / "decoded-for-operator.png", full_page=True)
     await operator.close()
