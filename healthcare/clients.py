@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -96,13 +97,14 @@ def kafka_admin(settings: Settings) -> AIOKafkaAdminClient:
     return AIOKafkaAdminClient(**_kafka_kwargs(settings), request_timeout_ms=10000)
 
 
-def temporal_tls(settings: Settings) -> TLSConfig | None:
-    """TLS for Temporal Cloud or a self-hosted cluster with mTLS; None leaves the SDK's default
-    (TLS on exactly when an API key is given)."""
-    if not settings.temporal_tls_enabled:
-        return None
+def temporal_tls(settings: Settings) -> bool | TLSConfig:
+    """TLS for Temporal Cloud (an API key always goes over TLS) or a cluster with (m)TLS: the
+    system's trust store unless a CA is given, a client certificate for mTLS."""
+    files = (settings.temporal_tls_ca_file, settings.temporal_tls_cert_file, settings.temporal_tls_key_file)
+    if not any(files) and settings.temporal_tls_server_name is None:
+        return settings.temporal_tls or settings.temporal_api_key is not None
 
-    def read(path: Any) -> bytes | None:
+    def read(path: Path | None) -> bytes | None:
         return path.read_bytes() if path is not None else None
 
     return TLSConfig(

@@ -69,7 +69,7 @@ class Settings(BaseSettings):
     codec_port: int = Field(default=8002, ge=1, le=65535)
     # Browser origins allowed to call it (CORS), comma-separated: the Temporal UI's. Empty = the
     # origin of temporal_ui_url.
-    codec_allowed_origins: str = ""
+    codec_cors_origins: str = ""
     # Its sign-in cookie: Secure (HTTPS only) by default in production; SameSite `none` only when the
     # UI is on another site (Temporal Cloud's UI), which also needs Secure.
     codec_cookie_secure: bool | None = None
@@ -204,7 +204,7 @@ class Settings(BaseSettings):
 
     @property
     def codec_origins(self) -> list[str]:
-        given = [o.strip().rstrip("/") for o in self.codec_allowed_origins.split(",") if o.strip()]
+        given = [o.strip().rstrip("/") for o in self.codec_cors_origins.split(",") if o.strip()]
         if given:
             return given
         ui = urlsplit(self.temporal_ui_url)

@@ -1,5 +1,6 @@
 """Settings: local defaults work with nothing set; production refuses default secrets."""
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -64,7 +65,7 @@ def test_payload_keys_are_checked_at_start() -> None:
 
 def test_codec_origins_default_to_the_temporal_ui() -> None:
     assert Settings(temporal_ui_url="http://127.0.0.1:8233/").codec_origins == ["http://127.0.0.1:8233"]
-    given = Settings(codec_allowed_origins="https://ui.example.com/, https://cloud.temporal.io")
+    given = Settings(codec_cors_origins="https://ui.example.com/, https://cloud.temporal.io")
     assert given.codec_origins == ["https://ui.example.com", "https://cloud.temporal.io"]
     with pytest.raises(ValidationError, match="SAMESITE=none"):
         Settings(codec_cookie_samesite="none")
@@ -103,10 +104,11 @@ def test_empty_endpoint_selects_aws(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_production_with_a_workload_role_needs_no_aws_keys() -> None:
     """No static key id: boto3's credential chain (IRSA, Pod Identity) is used, nothing to refuse."""
-    s = Settings(env="production", jwt_secret="x" * 40, aws_access_key_id="")
+    base = {k: v for k, v in PRODUCTION.items() if k != "aws_secret_access_key"}
+    s = Settings(**base, aws_access_key_id="")
     assert s.aws_access_key_id == ""
     with pytest.raises(ValidationError, match="HC_AWS_SECRET_ACCESS_KEY"):
-        Settings(env="production", jwt_secret="x" * 40, aws_access_key_id="AKIAEXAMPLE")
+        Settings(**base, aws_access_key_id="AKIAEXAMPLE")
 
 
 def test_aws_clients_use_the_credential_chain_without_a_key_id(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -120,9 +122,10 @@ def test_aws_clients_use_the_credential_chain_without_a_key_id(monkeypatch: pyte
     assert static._request_signer._credentials.access_key == "healthcare-local"
 
 
-async def test_temporal_client_takes_tls_and_api_key(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_temporal_client_takes_tls_and_api_key(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """Temporal Cloud: an API key turns TLS on; a self-hosted cluster may ask for TLS alone."""
     from temporalio.client import Client
+    from temporalio.service import TLSConfig
 
     from healthcare import clients
 
@@ -137,3 +140,23 @@ async def test_temporal_client_takes_tls_and_api_key(monkeypatch: pytest.MonkeyP
     await clients.temporal_client(Settings(temporal_tls=True))
     await clients.temporal_client(Settings())
     assert [(c["tls"], c["api_key"]) for c in seen] == [(True, "k-123"), (True, None), (False, None)]
+    # mTLS to a self-hosted cluster: the CA, the client certificate and key are read from files.
+    ca, cert, key = (tmp_path / name for name in ("ca.pem", "client.pem", "client.key"))
+    for path in (ca, cert, key):
+        path.write_bytes(f"PEM {path.name}".encode())
+    mtls = Settings(
+        temporal_tls_ca_file=ca,
+        temporal_tls_cert_file=cert,
+        temporal_tls_key_file=key,
+        temporal_tls_server_name="frontend.temporal.svc",
+    )
+    await clients.temporal_client(mtls)
+    tls = seen[-1]["tls"]
+    assert isinstance(tls, TLSConfig)
+    assert (tls.server_root_ca_cert, tls.client_cert, tls.client_private_key, tls.domain) == (
+        b"PEM ca.pem",
+        b"PEM client.pem",
+        b"PEM client.key",
+        "frontend.temporal.svc",
+    )
+    assert seen[-1]["data_converter"].payload_codec is not None  # type: ignore[attr-defined]
