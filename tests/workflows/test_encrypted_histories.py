@@ -8,27 +8,37 @@ looks for the plaintext in its protobuf bytes (a plain JSON payload would appear
 from __future__ import annotations
 
 import json
+import os
 import uuid
 from collections.abc import AsyncIterator
 
 import pytest
 from temporalio.api.enums.v1 import EventType
 from temporalio.api.history.v1 import History
-from temporalio.client import WorkflowFailureError, WorkflowHistory
+from temporalio.client import Client, WorkflowFailureError, WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import ActivityError, ApplicationError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from healthcare import codec
-from healthcare.contracts.appointments import AppointmentState, BookingRequest
-from healthcare.contracts.billing import PDF_REJECTED, BillingRequest
+from healthcare.contracts.appointments import AppointmentState, BookingRequest, TransitionRequest
+from healthcare.contracts.billing import PDF_REJECTED, BillingRequest, PayRequest
 from healthcare.settings import get_settings
 from ops.replay import replay
 from tests.workflows.test_appointment_workflow import TEMPORAL, StandIns, _book, _request
-from tests.workflows.test_billing_workflow import FakeBilling, billing_worker, ok_answers, request, start
+from tests.workflows.test_billing_workflow import (
+    FakeBilling,
+    billing_worker,
+    ok_answers,
+    request,
+    start,
+    until_status,
+)
+from tests.workflows.test_replay import HISTORIES, HISTORY_KEY_ID, HISTORY_KEYRING, rotated_keyring
 from workflows import search_attributes
 from workflows.appointments import AppointmentWorkflow
+from workflows.billing import BillingWorkflow
 
 REASON = "HIV follow-up"
 PATIENT_NAME = "Ada Lovelace"
@@ -133,3 +143,59 @@ async def test_an_encrypted_history_replays_with_the_keys_and_not_without(
     other = codec.data_converter(codec.Keyring.parse(f"other:{codec.generate_key()}", "other"))
     with pytest.raises(codec.CodecError, match="unknown key 'local-dev-1'"):
         await replay(exported, converter=other)
+
+
+def _client_with(client: Client, keys: codec.Keyring) -> Client:
+    """The same server connection, with another keyring: what a worker under an older key wrote."""
+    config = client.config()
+    config["data_converter"] = codec.data_converter(keys)
+    return Client(**config)
+
+
+async def test_runs_written_under_a_retired_key_replay_after_rotation(dev_env: WorkflowEnvironment) -> None:
+    """Encrypted stored histories (tests/workflows/histories/encrypted_*.json) are recorded here.
+
+    Each run is written under the stored histories' own key, then replayed by a replayer whose active
+    key is another one (the key has rotated) and by one that lacks it. CAPTURE_HISTORIES=1 stores
+    them; tests/workflows/test_replay.py replays the stored ones on every run.
+    """
+    old = _client_with(dev_env.client, HISTORY_KEYRING)
+    runs: dict[str, WorkflowHistory] = {}
+
+    queue = f"q-{uuid.uuid4().hex}"
+    booking = _request().model_copy(update={"reason": REASON})
+    async with Worker(old, task_queue=queue, workflows=[AppointmentWorkflow], activities=StandIns().all()):
+        await _book(old, booking, queue)
+        appointment = old.get_workflow_handle_for(
+            AppointmentWorkflow.run, f"appointment-{booking.appointment_id}"
+        )
+        await appointment.execute_update(
+            AppointmentWorkflow.transition, TransitionRequest(target="CANCELLED")
+        )
+        await appointment.result()
+    runs["encrypted_appointment_cancelled"] = await appointment.fetch_history()
+
+    queue = f"q-{uuid.uuid4().hex}"
+    async with billing_worker(old, queue, FakeBilling(lambda_answers=ok_answers())):
+        paid = await start(old, queue, request())
+        await until_status(paid, "ISSUED")
+        await paid.execute_update(BillingWorkflow.pay, PayRequest())
+        await paid.result()
+    runs["encrypted_paid"] = await paid.fetch_history()
+
+    refused = {"statusCode": 400, "error": f"{SQL} for {PATIENT_NAME}", "errorType": "BadRequest"}
+    async with billing_worker(old, queue, FakeBilling(lambda_answers=[(None, json.dumps(refused).encode())])):
+        rejected = await start(old, queue, request())
+        with pytest.raises(WorkflowFailureError):
+            await rejected.result()
+    runs["encrypted_pdf_rejected"] = await rejected.fetch_history()
+
+    rotated = codec.data_converter(rotated_keyring())
+    without = codec.data_converter(get_settings())
+    for name, history in runs.items():
+        assert _plaintext_in(History(events=history.events), REASON, SQL, PATIENT_NAME) == [], name
+        assert await replay(history, converter=rotated) == (True, None), name
+        with pytest.raises(codec.CodecError, match=f"unknown key '{HISTORY_KEY_ID}'"):
+            await replay(history, converter=without)
+        if os.environ.get("CAPTURE_HISTORIES") == "1":
+            (HISTORIES / f"{name}.json").write_text(history.to_json())

@@ -2,37 +2,85 @@
 
 A workflow patch is guarded at each stage of its life (README, "Changing a workflow"): histories
 recorded with its marker and, once it is deprecated, histories recorded with the deprecated marker.
+
+Histories come in both forms the server holds: plaintext ones, recorded before payloads were
+encrypted, and `encrypted_*` ones, written under HISTORY_KEY_ID (a test key, recorded by
+tests/workflows/test_encrypted_histories.py). All of them replay with a keyring whose active key is
+another one: the stored histories' key has rotated out of use and still decrypts.
 """
 
 from pathlib import Path
 
 import pytest
+from temporalio.api.history.v1 import History
+from temporalio.client import WorkflowHistory
 
+from healthcare import codec
+from healthcare.settings import get_settings
 from ops.replay import replay_history
 
-HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
+HISTORIES = Path(__file__).parent / "histories"
+# A test key, not a secret: it encrypts nothing but the stored test histories.
+HISTORY_KEY_ID = "history-fixture-1"
+HISTORY_KEYRING = codec.Keyring.parse(
+    f"{HISTORY_KEY_ID}:7yAeSxlH1ShyN9w4frlxdBz0JWUi47M1+0DvItYSOwc=", HISTORY_KEY_ID
+)
+
+
+def rotated_keyring() -> codec.Keyring:
+    """The configured keys plus the stored histories' key, which no longer encrypts."""
+    configured = codec.keyring(get_settings())
+    return codec.Keyring(keys={**configured.keys, **HISTORY_KEYRING.keys}, active=configured.active)
+
+
+PATHS = sorted(HISTORIES.glob("*.json"))
 
 
 def test_the_required_histories_are_stored() -> None:
-    names = {p.stem for p in HISTORIES}
+    names = {p.stem for p in PATHS}
     # Recorded with the `billing-local-db-steps-v1` and `outbox-v1` markers: runs like them may be open.
     billing = {"paid", "cancelled", "overdue", "lambda_retried"}
     appointments = {"appointment_outbox_cancelled", "appointment_outbox_completed"}
     # Recorded since both patches are deprecated: what the code without the calls must replay.
     deprecated = {"paid_deprecated_marker", "appointment_deprecated_marker_cancelled"}
-    assert billing | appointments | deprecated <= names
+    # Written by the current code with encrypted payloads and failure messages.
+    encrypted = {"encrypted_paid", "encrypted_pdf_rejected", "encrypted_appointment_cancelled"}
+    assert billing | appointments | deprecated | encrypted <= names
 
 
-TEXTS = {p.stem: p.read_text() for p in HISTORIES}
+TEXTS = {p.stem: p.read_text() for p in PATHS}
+ENCRYPTED = sorted(name for name in TEXTS if name.startswith("encrypted_"))
 
 
 @pytest.mark.parametrize("name", sorted(TEXTS))
 async def test_history_replays(name: str) -> None:
-    ok, error = await replay_history(TEXTS[name], workflow_id=name)
+    converter = codec.data_converter(rotated_keyring())
+    ok, error = await replay_history(TEXTS[name], workflow_id=name, converter=converter)
     assert ok, error
 
 
-async def test_a_changed_workflow_is_caught() -> None:
+@pytest.mark.parametrize("name", ENCRYPTED)
+def test_encrypted_histories_hold_ciphertext_under_their_key(name: str) -> None:
+    history = WorkflowHistory.from_json(name, TEXTS[name])
+    raw = History(events=history.events).SerializeToString()
+    for plain in (b"HIV follow-up", b"Ada Lovelace", b"INSERT INTO"):
+        assert plain not in raw, plain
+    started = history.events[0].workflow_execution_started_event_attributes.input.payloads
+    assert started and all(p.metadata["encoding"] == codec.ENCODING for p in started)
+    assert all(p.metadata[codec.KEY_ID] == HISTORY_KEY_ID.encode() for p in started)
+
+
+@pytest.mark.parametrize("name", ENCRYPTED)
+async def test_an_encrypted_history_needs_its_key(name: str) -> None:
+    with pytest.raises(codec.CodecError, match=f"unknown key '{HISTORY_KEY_ID}'"):
+        await replay_history(TEXTS[name], workflow_id=name, converter=codec.data_converter(get_settings()))
+
+
+@pytest.mark.parametrize("name", ["paid", "encrypted_paid"])
+async def test_a_changed_workflow_is_caught(name: str) -> None:
     # Same history with the PDF activity renamed: what a non-deterministic code change looks like.
-    ok, error = await replay_history(TEXTS["paid"].replace("billing.render_pdf", "billing.render_pdf_v2"))
+    changed = TEXTS[name].replace("billing.render_pdf", "billing.render_pdf_v2")
+    assert changed != TEXTS[name]
+    converter = codec.data_converter(rotated_keyring())
+    ok, error = await replay_history(changed, converter=converter)
     assert not ok and error
