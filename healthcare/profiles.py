@@ -47,11 +47,12 @@ DEV_PORTS: dict[str, int] = {
     "lambda_runtime": 9200,  # ... and its runtime API on lambda_runtime + i
     "api": 8000,
     "ws": 8001,
+    "codec": 8002,  # the Temporal UI's codec server
     "worker_metrics": 9464,
     "consumer_metrics": 9465,
     "flink_rest": 8081,
     # Servers the integration tests start beside the stack.
-    "moto": 8002,
+    "moto": 8006,
     "dynamo_api": 8003,
     "it_relay_1": 8004,
     "it_relay_2": 8005,
@@ -96,4 +97,5 @@ def defaults(profile: Profile, offset: int, repo_root: Path) -> dict[str, Any]:
         "analytics_rest_port": port("flink_rest"),
         "api_port": port("api"),
         "ws_port": port("ws"),
+        "codec_port": port("codec"),
     }
