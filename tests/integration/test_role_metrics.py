@@ -65,8 +65,9 @@ async def test_a_booking_is_counted_by_the_outbox_relay_and_the_billing_consumer
         assert re.search(rf"^{name}{{[^}}]*task_queue=\"healthcare\"", text, re.MULTILINE), name
     async with httpx.AsyncClient(timeout=5) as http:
         consumer = (await http.get(f"http://127.0.0.1:{CONSUMER_METRICS_PORT}/metrics")).text
+    topic = re.escape(get_settings().topic_appointment_events)
     lag = re.findall(
-        r'^healthcare_billing_consumer_lag\{partition="\d+",topic="appointment-events"\} (\S+)$',
+        rf'^healthcare_billing_consumer_lag\{{partition="\d+",topic="{topic}"\}} (\S+)$',
         consumer,
         re.MULTILINE,
     )
