@@ -139,10 +139,16 @@ async def reset(client: TemporalClient, workflow_id: str, *, reason: str, run_id
 
 @dataclass(frozen=True)
 class Restart:
+    """One failed run's outcome: restarted, would restart (a dry run), or skipped and why; a run
+    that is no longer its workflow's latest is skipped as ALREADY_RESTARTED, which is no error."""
+
     workflow_id: str
     failure_type: str | None
     new_run_id: str | None = None  # None: a dry run, or not restarted (see `skipped`)
     skipped: str | None = None
+
+
+ALREADY_RESTARTED = "already restarted"
 
 
 async def restart_runs(
@@ -154,8 +160,8 @@ async def restart_runs(
     reason: str = "restart-failed",
 ) -> AsyncIterator[Restart]:
     """Reset every selected workflow whose latest run failed, `concurrency` at a time; one result
-    per workflow as it is done. A dry run resets nothing and says what it would reset."""
-    seen: set[str] = set()
+    per listed run as it is done (so the lines add up to the count), and only the latest run of a
+    workflow is reset. A dry run resets nothing and says what it would reset."""
     results: asyncio.Queue[Restart | None] = asyncio.Queue()
     slots = asyncio.Semaphore(concurrency)
 
@@ -163,7 +169,7 @@ async def restart_runs(
         try:
             latest = await client.get_workflow_handle(item.workflow_id).describe()
             if latest.run_id != item.run_id or latest.status != WorkflowExecutionStatus.FAILED:
-                await results.put(Restart(item.workflow_id, item.failure_type, skipped="already restarted"))
+                await results.put(Restart(item.workflow_id, item.failure_type, skipped=ALREADY_RESTARTED))
             elif dry_run:
                 await results.put(Restart(item.workflow_id, item.failure_type))
             else:
@@ -179,9 +185,6 @@ async def restart_runs(
         try:
             async with asyncio.TaskGroup() as group:
                 async for item in fetched(client, runs, concurrency=concurrency):
-                    if item.workflow_id in seen:
-                        continue  # an older failed run of a workflow already handled
-                    seen.add(item.workflow_id)
                     if item.history is None:
                         await results.put(Restart(item.workflow_id, None, skipped=item.error))
                         continue

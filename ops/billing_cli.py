@@ -268,7 +268,7 @@ def billing_restart_failed(
         ):
             kind = f" ({result.failure_type}: {cause(result.failure_type)})" if result.failure_type else ""
             if result.skipped:
-                error = result.skipped != "already restarted"
+                error = result.skipped != billing.ALREADY_RESTARTED
                 tally["error" if error else "skipped"] += 1
                 verdict = "NOT RESTARTED" if error else "skipped"
                 progress.line(f"{verdict} {result.workflow_id}: {result.skipped}")

@@ -152,6 +152,18 @@ async def test_restart_failed_dry_run_then_for_real(
     handle = temporal.get_workflow_handle(workflow_id)
     with pytest.raises(WorkflowFailureError):
         await asyncio.wait_for(handle.result(), 60)
+    # Now that workflow has two failed runs: a line for each (the count adds up), and only the
+    # latest would be restarted.
+    code, lines = await _cli(
+        "restart-failed", "--dry-run", "--since", since, "--failure-type", DOCTOR_NOT_FOUND
+    )
+    counted = _counted(lines)
+    assert code == 0 and len(counted) == N + 1 and counted[-1].startswith(f"[{N + 1}/{N + 1}]"), lines
+    mine = [line for line in counted if workflow_id in line]
+    assert sorted(line.split("] ", 1)[1].split(" billing-")[0] for line in mine) == [
+        "skipped",
+        "would restart",
+    ], lines
 
 
 async def test_reconcile_names_each_failed_runs_failure_type(failed_runs: dict[str, Any]) -> None:
