@@ -29,6 +29,7 @@ from healthcare.contracts import search_attributes
 from healthcare.contracts.diagnostics import DiagnosticsInput
 from healthcare.profiles import LAMBDA_POOL_MAX
 from healthcare.settings import Settings
+from workflows import search_attributes as typed_search_attributes
 from workflows.diagnostics import DiagnosticsWorkflow
 
 KAFKA_TOPIC_PARTITIONS = 3
@@ -219,10 +220,19 @@ def temporal(settings: Settings, paths: Paths) -> Component:
         client = await clients.temporal_client(settings)
         await probes.probe_temporal(client, settings.temporal_namespace)
 
+    async def register_search_attributes() -> None:
+        # `--search-attribute` registers only when the server creates its database: a stack made
+        # before an attribute was added gets it here.
+        client = await clients.temporal_client(settings)
+        missing = await probes.missing_search_attributes(client, settings.temporal_namespace)
+        if missing:
+            await typed_search_attributes.register(client, settings.temporal_namespace, missing)
+
     return Component(
         name="temporal",
         argv=argv,
         ready=ready,
+        after_ready=register_search_attributes,
         prepare=prepare,
         ports=[port, ui_port, http_port, metrics_port],
         ready_timeout=90,

@@ -7,7 +7,7 @@ open files) and Python's (GC). Labels never carry ids or patient data.
 
 from __future__ import annotations
 
-from prometheus_client import Counter, start_http_server
+from prometheus_client import Counter, Gauge, start_http_server
 
 from healthcare.logging import get_logger
 from healthcare.settings import Settings
@@ -21,6 +21,10 @@ BILLING_EVENTS = Counter(
     "healthcare_billing_events",
     "Appointment events the billing consumer handled, by outcome",
     ["outcome"],  # accepted | malformed | refused
+)
+BILLING_RUNS_NEEDING_ATTENTION = Gauge(
+    "healthcare_billing_runs_needing_attention",
+    "Billing runs waiting for an operator: their PDF failed for good (`healthcare billing reconcile`)",
 )
 
 

@@ -181,7 +181,10 @@ def audit_verify() -> None:
     raise typer.Exit(1)
 
 
-billing_app = typer.Typer(help="Billing workflows: replay, reset, restart, reconcile.", no_args_is_help=True)
+billing_app = typer.Typer(
+    help="Billing workflows: replay, reset, restart, reconcile, retry a PDF.",
+    no_args_is_help=True,
+)
 app.add_typer(billing_app, name="billing")
 
 
@@ -251,9 +254,10 @@ def billing_reconcile(
         None, "--appointment", help="Check only this appointment (repeatable)."
     ),
 ) -> None:
-    """Find booked appointments with no billing run, cancellations whose invoice is still open, and
-    open invoices whose run is not running; --fix starts or signals the runs as the billing consumer
-    would (a stuck run is repaired with `restart-failed`). Without --fix, exit 1 when anything is found."""
+    """Find booked appointments with no billing run, cancellations whose invoice is still open, open
+    invoices whose run is not running, and runs that wait for an operator (their PDF failed for
+    good: `retry-pdf`); --fix starts or signals the runs as the billing consumer would (a stuck run
+    is repaired with `restart-failed`). Without --fix, exit 1 when anything is found."""
     from healthcare.db import create_engine
     from ops import billing
 
@@ -267,13 +271,44 @@ def billing_reconcile(
             await engine.dispose()
 
     report = _with_temporal(work)
+    for run in report.needs_attention:
+        why = f"{run.failure_type}: {run.message}" if run.failure_type else "(no worker answered the query)"
+        since = run.since.isoformat(timespec="seconds") if run.since else "?"
+        typer.echo(
+            f"needs attention: {run.workflow_id} (invoice {run.invoice_id}, {run.invoice_status}) since "
+            f"{since}, {run.retries} retries: {why}; once fixed: "
+            f"healthcare billing retry-pdf {run.workflow_id}"
+        )
     typer.echo(
         f"appointments without billing: {len(report.missing)}; cancellations not voided: "
         f"{len(report.not_voided)}; open invoices whose run is not running: {len(report.stuck)}; "
-        f"fixed: {report.fixed}"
+        f"runs needing attention: {len(report.needs_attention)}; fixed: {report.fixed}"
     )
-    if (report.missing or report.not_voided or report.stuck) and not fix:
+    if (report.missing or report.not_voided or report.stuck or report.needs_attention) and not fix:
         raise typer.Exit(1)
+
+
+@billing_app.command("retry-pdf")
+def billing_retry_pdf(
+    workflow_id: str = typer.Argument(..., help="A run that needs attention, e.g. billing-<appointmentId>"),
+    reason: str | None = typer.Option(None, help="Why it should work now (kept in the workflow history)."),
+) -> None:
+    """Render the PDF of a billing run that needs attention again, once what made it fail is fixed
+    (`billing reconcile` lists those runs and their failures). A retry that fails for good puts the
+    run back in NEEDS_ATTENTION."""
+    from healthcare import errors
+    from services.billing import retry_pdf
+
+    try:
+        accepted = _with_temporal(lambda c: retry_pdf(c, workflow_id, reason=reason))
+    except (errors.NotFound, errors.Conflict) as exc:
+        typer.echo(exc.message, err=True)
+        raise typer.Exit(1) from exc
+    failed = accepted.attention
+    typer.echo(
+        f"retrying the PDF of {workflow_id} (invoice {accepted.invoice_id}); it had failed with "
+        f"{failed.failure_type} since {failed.since.isoformat(timespec='seconds')}"
+    )
 
 
 if __name__ == "__main__":

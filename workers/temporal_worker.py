@@ -3,21 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from datetime import timedelta
 
+from temporalio.client import Client as TemporalClient
 from temporalio.worker import PollerBehaviorAutoscaling, UnsandboxedWorkflowRunner, Worker, WorkflowRunner
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities.appointments import AppointmentActivities
 from activities.billing import BillingActivities
 from activities.diagnostics import DiagnosticsActivities
-from healthcare import clients
+from healthcare import clients, metrics, probes
 from healthcare.db import create_engine
 from healthcare.logging import get_logger
 from healthcare.outbox import OutboxRelay
 from healthcare.process import run_until_stopped
 from healthcare.settings import Settings
 from healthcare.stores.factory import patient_store_factory
+from services.billing import NEEDS_ATTENTION_QUERY
 from workflows.appointments import AppointmentWorkflow
 from workflows.billing import BillingWorkflow
 from workflows.diagnostics import DiagnosticsWorkflow
@@ -33,6 +36,7 @@ PASSTHROUGH_MODULES = (
     "healthcare.contracts",
 )
 WORKFLOWS = [DiagnosticsWorkflow, AppointmentWorkflow, BillingWorkflow]
+ATTENTION_GAUGE_INTERVAL = 30.0
 
 
 def workflow_runner(settings: Settings) -> WorkflowRunner:
@@ -45,13 +49,36 @@ def workflow_runner(settings: Settings) -> WorkflowRunner:
     )
 
 
+async def report_runs_needing_attention(
+    client: TemporalClient, stop: asyncio.Event, interval: float = ATTENTION_GAUGE_INTERVAL
+) -> None:
+    """Keep the gauge of billing runs waiting for an operator up to date (best effort)."""
+    while not stop.is_set():
+        try:
+            count = await client.count_workflows(NEEDS_ATTENTION_QUERY)
+            metrics.BILLING_RUNS_NEEDING_ATTENTION.set(count.count)
+        except Exception as exc:  # noqa: BLE001 - a gauge must not stop the worker
+            log.warning("needs-attention gauge failed", error=type(exc).__name__)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), interval)
+
+
 async def run_worker(settings: Settings, *, stop: asyncio.Event) -> None:
+    client = await clients.temporal_client(settings)
+    missing = await probes.missing_search_attributes(client, settings.temporal_namespace)
+    if missing:
+        # Refuse to start: runs that set them would retry their workflow tasks for ever, unseen.
+        raise SystemExit(
+            f"worker: namespace {settings.temporal_namespace} lacks search attributes {missing} "
+            "(register each: temporal operator search-attribute create --name NAME --type Keyword)"
+        )
+    if missing is None:
+        log.warning("could not list the namespace's search attributes; not checked")
     # No pre-ping: an activity that meets a connection broken by a database restart fails one
     # attempt, SQLAlchemy refreshes the pool and Temporal retries; pinging cost a round trip per step.
     engine = create_engine(settings, pre_ping=False)
     producer = clients.kafka_producer(settings)
     await producer.start()
-    client = await clients.temporal_client(settings)
     diagnostics = DiagnosticsActivities(engine=engine)
     appointments = AppointmentActivities(
         engine=engine,
@@ -93,13 +120,15 @@ async def run_worker(settings: Settings, *, stop: asyncio.Event) -> None:
     relay_stop = asyncio.Event()
     relay = asyncio.create_task(OutboxRelay(engine=engine, producer=producer).run(relay_stop))
     relay.add_done_callback(lambda _task: stop.set())
+    gauge = asyncio.create_task(report_runs_needing_attention(client, stop))
     log.info("worker started", task_queue=settings.temporal_task_queue)
     try:
         async with worker:
             await stop.wait()
     finally:
         relay_stop.set()
-        await asyncio.gather(relay, return_exceptions=True)
+        gauge.cancel()
+        await asyncio.gather(relay, gauge, return_exceptions=True)
         await producer.stop()
         await engine.dispose()
         log.info("worker stopped")

