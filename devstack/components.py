@@ -309,7 +309,11 @@ def kafka(settings: Settings, paths: Paths) -> Component:
         await admin.start()
         try:
             existing = set(await admin.list_topics())
-            wanted = [settings.topic_appointment_events, settings.topic_analytics_results]
+            wanted = [
+                settings.topic_appointment_events,
+                settings.topic_analytics_results,
+                settings.appointment_events_dlq,
+            ]
             new = [
                 NewTopic(t, num_partitions=KAFKA_TOPIC_PARTITIONS, replication_factor=1)
                 for t in wanted

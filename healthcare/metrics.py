@@ -20,7 +20,17 @@ OUTBOX_ROUNDS_FAILED = Counter("healthcare_outbox_rounds_failed", "Relay rounds 
 BILLING_EVENTS = Counter(
     "healthcare_billing_events",
     "Appointment events the billing consumer handled, by outcome",
-    ["outcome"],  # accepted | malformed | refused
+    # accepted | synthetic (a benchmark's, skipped) | dead_lettered | refused (for now: read again)
+    ["outcome"],
+)
+BILLING_DEAD_LETTERED = Counter(
+    "healthcare_billing_dead_lettered",
+    "Appointment events parked on the dead-letter topic, by reason (a RefusalReason)",
+    ["reason"],
+)
+BILLING_DEAD_LETTERS_WAITING = Gauge(
+    "healthcare_billing_dead_letters_waiting",
+    "Dead letters not yet redriven (`healthcare billing dlq list`)",
 )
 BILLING_RUNS_NEEDING_ATTENTION = Gauge(
     "healthcare_billing_runs_needing_attention",

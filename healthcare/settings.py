@@ -76,6 +76,8 @@ class Settings(BaseSettings):
     kafka_sasl_password: SecretStr | None = None
     topic_appointment_events: str = "appointment-events"
     topic_analytics_results: str = "analytics-results"
+    # Where the billing consumer parks the events it refuses for good; empty: "<events topic>-dlq".
+    topic_appointment_events_dlq: str = ""
 
     # AWS-compatible services (S3 storage, the invoice-PDF Lambda). An empty HC_AWS_ACCESS_KEY_ID
     # means the SDK's own credential chain (a workload role: IRSA, EKS Pod Identity, instance role).
@@ -153,6 +155,11 @@ class Settings(BaseSettings):
     def _empty_endpoint_means_aws(cls, value: object) -> object:
         """`HC_S3_ENDPOINT_URL=` (empty) selects AWS's endpoint: an environment cannot unset a default."""
         return None if value == "" else value
+
+    @property
+    def appointment_events_dlq(self) -> str:
+        """The dead-letter topic of `appointment-events` (HC_TOPIC_APPOINTMENT_EVENTS_DLQ)."""
+        return self.topic_appointment_events_dlq or f"{self.topic_appointment_events}-dlq"
 
     @property
     def database_url_sync(self) -> str:

@@ -182,7 +182,7 @@ def audit_verify() -> None:
 
 
 billing_app = typer.Typer(
-    help="Billing workflows: replay, reset, restart, reconcile, retry a PDF.",
+    help="Billing workflows: replay, reset, restart, reconcile, retry a PDF; the dead-letter topic.",
     no_args_is_help=True,
 )
 app.add_typer(billing_app, name="billing")
@@ -309,6 +309,91 @@ def billing_retry_pdf(
         f"retrying the PDF of {workflow_id} (invoice {accepted.invoice_id}); it had failed with "
         f"{failed.failure_type} since {failed.since.isoformat(timespec='seconds')}"
     )
+
+
+dlq_app = typer.Typer(
+    help="The billing dead-letter topic: events the billing consumer refused for good.", no_args_is_help=True
+)
+billing_app.add_typer(dlq_app, name="dlq")
+
+
+@dlq_app.command("list")
+def dlq_list(
+    all_: bool = typer.Option(False, "--all", help="Also the dead letters already redriven."),
+) -> None:
+    """List the dead letters waiting for a redrive (oldest first per partition), with why each was
+    refused and where it came from. Exit 1 when some are waiting."""
+    from collections import Counter
+
+    from ops.dead_letters import list_dead_letters
+
+    listed = asyncio.run(list_dead_letters(get_settings(), waiting_only=not all_))
+    for item in listed:
+        letter, event = item.letter, item.event
+        what = f"{event.event} {event.appointment_id}" if event else "(not an appointment event)"
+        state = "waiting" if item.waiting else "redriven"
+        typer.echo(
+            f"{letter.dlq_partition}:{letter.dlq_offset} {state} "
+            f"{letter.parked_at.isoformat(timespec='seconds')} "
+            f"{letter.reason.value}: {letter.detail} | {what} from {letter.topic}/{letter.partition}:"
+            f"{letter.offset}, redriven {letter.redrives}x"
+        )
+    waiting = [i for i in listed if i.waiting]
+    by_reason = Counter(i.letter.reason.value for i in waiting)
+    typer.echo(f"{len(waiting)} dead letter(s) waiting" + (f": {dict(by_reason)}" if by_reason else ""))
+    if waiting:
+        raise typer.Exit(1)
+
+
+@dlq_app.command("redrive")
+def dlq_redrive(
+    limit: int | None = typer.Option(None, min=1, help="Redrive at most this many."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Only say what would be redriven."),
+) -> None:
+    """Hand the waiting dead letters to billing again, judged as the consumer judges fresh events:
+    accepted ones are done, ones refused for good again are parked again, and a partition stops at
+    one refused for now (Temporal or the database down). Safe to repeat. Exit 1 unless every one
+    was accepted (or skipped)."""
+    from healthcare import clients
+    from healthcare.db import create_engine
+    from ops.dead_letters import RedriveSummary, list_dead_letters, redrive
+
+    settings = get_settings()
+    if dry_run:
+        waiting = asyncio.run(list_dead_letters(settings))[:limit]
+        for item in waiting:
+            what = f"{item.event.event} {item.event.appointment_id}" if item.event else "(not an event)"
+            typer.echo(f"would redrive {item.letter.dlq_partition}:{item.letter.dlq_offset} {what}")
+        typer.echo(f"{len(waiting)} dead letter(s) would be redriven")
+        return
+
+    summary = RedriveSummary()
+
+    async def work(client: TemporalClient) -> None:
+        engine = create_engine(settings)
+        producer = clients.kafka_producer(settings)
+        await producer.start()
+        try:
+            count = 0
+            async for result in redrive(settings, client, engine, producer, limit=limit, summary=summary):
+                count += 1
+                letter, decision = result.letter, result.decision
+                why = f" ({decision.reason.value if decision.reason else ''} {decision.detail})".rstrip()
+                typer.echo(
+                    f"[{count}] {letter.dlq_partition}:{letter.dlq_offset} {decision.verdict.value}{why}"
+                )
+        finally:
+            await producer.stop()
+            await engine.dispose()
+
+    _with_temporal(work)
+    outcomes = ", ".join(f"{verdict}: {n}" for verdict, n in sorted(summary.outcomes.items()))
+    typer.echo(
+        f"redriven: {sum(summary.outcomes.values())} ({outcomes or 'none'}); "
+        f"left waiting: {summary.left_waiting}"
+    )
+    if not summary.clean:
+        raise typer.Exit(1)
 
 
 if __name__ == "__main__":
