@@ -17,6 +17,15 @@ log = get_logger(__name__)
 OUTBOX_PUBLISHED = Counter("healthcare_outbox_published", "Outbox events acknowledged by Kafka")
 OUTBOX_SEND_FAILURES = Counter("healthcare_outbox_send_failures", "Outbox events whose send failed (retried)")
 OUTBOX_ROUNDS_FAILED = Counter("healthcare_outbox_rounds_failed", "Relay rounds that failed as a whole")
+OUTBOX_PARKED_TOTAL = Counter(
+    "healthcare_outbox_rows_parked",
+    "Outbox rows parked after too many failed sends (see `healthcare outbox list`)",
+)
+OUTBOX_PARKED = Gauge("healthcare_outbox_parked", "Outbox rows parked now: never sent until requeued")
+OUTBOX_PENDING = Gauge("healthcare_outbox_pending", "Outbox rows waiting to be sent (parked ones apart)")
+OUTBOX_OLDEST_PENDING_SECONDS = Gauge(
+    "healthcare_outbox_oldest_pending_seconds", "Age of the oldest outbox row waiting to be sent"
+)
 BILLING_EVENTS = Counter(
     "healthcare_billing_events",
     "Appointment events the billing consumer handled, by outcome",

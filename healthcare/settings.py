@@ -78,6 +78,8 @@ class Settings(BaseSettings):
     topic_analytics_results: str = "analytics-results"
     # Where the billing consumer parks the events it refuses for good; empty: "<events topic>-dlq".
     topic_appointment_events_dlq: str = ""
+    # Failed sends of one outbox row before it is parked (kept and reported, no longer sent).
+    outbox_max_attempts: int = Field(default=10, ge=1, le=1000)
 
     # AWS-compatible services (S3 storage, the invoice-PDF Lambda). An empty HC_AWS_ACCESS_KEY_ID
     # means the SDK's own credential chain (a workload role: IRSA, EKS Pod Identity, instance role).

@@ -118,7 +118,11 @@ async def run_worker(settings: Settings, *, stop: asyncio.Event) -> None:
     # after the worker (activities finishing during the graceful shutdown queue events too) and
     # before the producer; should it ever end on its own, the process stops and is restarted.
     relay_stop = asyncio.Event()
-    relay = asyncio.create_task(OutboxRelay(engine=engine, producer=producer).run(relay_stop))
+    relay = asyncio.create_task(
+        OutboxRelay(engine=engine, producer=producer, max_attempts=settings.outbox_max_attempts).run(
+            relay_stop
+        )
+    )
     relay.add_done_callback(lambda _task: stop.set())
     gauge = asyncio.create_task(report_runs_needing_attention(client, stop))
     log.info("worker started", task_queue=settings.temporal_task_queue)
