@@ -184,8 +184,13 @@ async def test_events_that_match_no_stored_appointment_are_parked_and_start_no_r
     async with DeadLetterTopic(settings) as topic:
         everything = await topic.read(await topic.backlog(), waiting_only=False)
     assert not [d for d in everything if d.key == synthetic.key()]
-    # Parked events are counted by reason.
+    # Parked events are counted by reason, and the ones waiting for a redrive (refreshed every 30 s).
     assert await _metric(CONSUMER_METRICS_PORT, *not_found) >= not_found_before + 1
+    async with asyncio.timeout(90):
+        while True:
+            if await _metric(CONSUMER_METRICS_PORT, "healthcare_billing_dead_letters_waiting", "") >= 2:
+                break
+            await asyncio.sleep(1)
 
 
 async def test_a_cancellation_for_a_run_that_is_gone_is_parked_not_dropped(

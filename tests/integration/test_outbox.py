@@ -9,10 +9,13 @@ covered end to end by test_appointments.py and test_billing.py.
 
 import asyncio
 import json
+import re
+import sys
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -431,6 +434,16 @@ async def test_a_poison_row_in_the_stacks_outbox_does_not_hold_back_the_next_boo
             and row.attempts >= 1
             and row.last_error == "UnknownTopicOrPartitionError"
         )
+        # The operator's report names it (failing, not yet parked: its attempts have a back-off).
+        proc = await asyncio.create_subprocess_exec(
+            str(Path(sys.executable).parent / "healthcare"),
+            "outbox",
+            "list",
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        out, _ = await asyncio.wait_for(proc.communicate(), 120)
+        assert proc.returncode in (0, 1) and re.search(r"pending: \d+ \([1-9]\d* failing", out.decode()), out
     finally:
         async with engine.begin() as conn:
             await conn.execute(text("DELETE FROM outbox WHERE event_id = :id"), {"id": poison.event_id})
