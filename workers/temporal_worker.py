@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
+from typing import Any
 
 from temporalio.worker import PollerBehaviorAutoscaling, UnsandboxedWorkflowRunner, Worker, WorkflowRunner
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
@@ -45,6 +46,19 @@ def workflow_runner(settings: Settings) -> WorkflowRunner:
     )
 
 
+def worker_options(settings: Settings) -> dict[str, Any]:
+    """The Worker settings the platform runs with (bench.bare runs its no-op pipeline with these too)."""
+    return dict(
+        graceful_shutdown_timeout=timedelta(seconds=10),
+        # New workflows arrive on the shared (non-sticky) queue. With the default five pollers,
+        # only one of which polls that queue, each new run waited a long-poll round trip for a
+        # free poller; autoscaling pollers follow the backlog the server reports instead.
+        workflow_task_poller_behavior=PollerBehaviorAutoscaling(),
+        activity_task_poller_behavior=PollerBehaviorAutoscaling(),
+        workflow_runner=workflow_runner(settings),
+    )
+
+
 async def run_worker(settings: Settings, *, stop: asyncio.Event) -> None:
     # No pre-ping: an activity that meets a connection broken by a database restart fails one
     # attempt, SQLAlchemy refreshes the pool and Temporal retries; pinging cost a round trip per step.
@@ -79,13 +93,7 @@ async def run_worker(settings: Settings, *, stop: asyncio.Event) -> None:
             billing.issue,
             billing.set_status,
         ],
-        graceful_shutdown_timeout=timedelta(seconds=10),
-        # New workflows arrive on the shared (non-sticky) queue. With the default five pollers,
-        # only one of which polls that queue, each new run waited a long-poll round trip for a
-        # free poller; autoscaling pollers follow the backlog the server reports instead.
-        workflow_task_poller_behavior=PollerBehaviorAutoscaling(),
-        activity_task_poller_behavior=PollerBehaviorAutoscaling(),
-        workflow_runner=workflow_runner(settings),
+        **worker_options(settings),
     )
     # The outbox relay publishes the events that activities queue with their row changes. It stops
     # after the worker (activities finishing during the graceful shutdown queue events too) and
