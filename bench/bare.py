@@ -27,7 +27,6 @@ import os
 import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from temporalio import activity
@@ -37,7 +36,7 @@ from temporalio.worker import Worker
 
 from bench import table
 from bench.bare_workflows import STATUS, BareAppointment, BareBilling
-from bench.common import Run, component_cpu_seconds, process_cpu_seconds, require_own_stack
+from bench.common import Run, component_cpu_seconds, cpu_used, load, process_cpu_seconds, require_own_stack
 from healthcare import clients
 from healthcare.settings import get_settings
 from workers.temporal_worker import worker_options
@@ -159,29 +158,6 @@ def cpu_now(worker: BareWorker) -> dict[str, float]:
     }
 
 
-async def closed_loop(concurrency: int, seconds: float, item: Callable[[int], Awaitable[object]]) -> Run:
-    run = Run("", seconds)
-    counter = iter(range(1_000_000))
-    deadline = time.perf_counter() + seconds
-
-    async def loop() -> None:
-        for i in counter:
-            if time.perf_counter() >= deadline:
-                return
-            began = time.perf_counter()
-            await item(i)
-            run.latencies_ms.append((time.perf_counter() - began) * 1000)
-
-    began = time.perf_counter()
-    await asyncio.gather(*(loop() for _ in range(concurrency)))
-    run.seconds = time.perf_counter() - began
-    return run
-
-
-def per_item(before: dict[str, float], after: dict[str, float], items: int) -> dict[str, float]:
-    return {name: (after[name] - before[name]) * 1000 / max(items, 1) for name in after}
-
-
 async def main(seconds: float, concurrency: int) -> None:
     require_own_stack()
     settings = get_settings()
@@ -220,8 +196,8 @@ async def main(seconds: float, concurrency: int) -> None:
         await worker.wait_for(warm, 60)
 
         before = cpu_now(worker)
-        booking = await closed_loop(concurrency, seconds, lambda i: book(i, "booking"))
-        booking_cpu = per_item(before, cpu_now(worker), booking.ok)
+        booking = await load("", lambda i: book(i, "booking"), concurrency=concurrency, seconds=seconds)
+        booking_cpu = cpu_used(before, cpu_now(worker), booking.ok)
         booking.name = f"bare booking (concurrency {concurrency})"
 
         pipeline_ids: set[str] = set()
@@ -241,9 +217,9 @@ async def main(seconds: float, concurrency: int) -> None:
 
         before = cpu_now(worker)
         began = time.perf_counter()
-        await closed_loop(concurrency, seconds, pipeline_item)
+        await load("", pipeline_item, concurrency=concurrency, seconds=seconds)
         await worker.wait_for(pipeline_ids, 300)
-        pipeline_cpu = per_item(before, cpu_now(worker), len(pipeline_ids))
+        pipeline_cpu = cpu_used(before, cpu_now(worker), len(pipeline_ids))
         done = [worker.finished[i] for i in pipeline_ids]
         span = max(t for _, t in done) - began
         pipeline = Run(f"bare booking → billing (concurrency {concurrency})", span, [ms for ms, _ in done])

@@ -64,14 +64,15 @@ class Run:
 
 async def load(
     name: str,
-    call: Callable[[int], Awaitable[httpx.Response]],
+    call: Callable[[int], Awaitable[object]],
     *,
     concurrency: int,
     seconds: float,
     max_requests: int = 100_000,
     ok_status: tuple[int, ...] = (200, 201),
 ) -> Run:
-    """`concurrency` workers call `call(i)` until `seconds` pass or `max_requests` were sent."""
+    """`concurrency` workers call `call(i)` until `seconds` pass or `max_requests` were sent.
+    An HTTP response counts by its status; any other result (bench.bare's Temporal calls) is ok."""
     run = Run(name, seconds)
     counter = iter(range(max_requests))
     deadline = time.perf_counter() + seconds
@@ -83,7 +84,7 @@ async def load(
             began = time.perf_counter()
             try:
                 resp = await call(i)
-                status = resp.status_code
+                status = resp.status_code if isinstance(resp, httpx.Response) else ok_status[0]
             except httpx.HTTPError:
                 status = -1
             if status in ok_status:

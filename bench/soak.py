@@ -26,6 +26,7 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bench.billing import durable, pct, steady
 from bench.common import admin_headers, base_url, component_rss_bytes, require_own_stack
@@ -69,7 +70,7 @@ def keeps_growing(
     return Growth(first_mb, last_mb, slope * 3600, growing)
 
 
-async def issued_since(engine, ids: list[uuid.UUID], since: datetime) -> tuple[int, list[float]]:  # type: ignore[no-untyped-def]
+async def issued_since(engine: AsyncEngine, ids: list[uuid.UUID], since: datetime) -> tuple[int, list[float]]:
     """(invoices ISSUED so far for `ids`, booking → ISSUED ms of those issued after `since`)."""
     async with engine.connect() as conn:
         total = (

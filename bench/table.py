@@ -93,11 +93,8 @@ def _limit_row(figs: Mapping[str, float], label: str, name: str, limit: float, u
 
 
 def _cpu_rows(figs: Mapping[str, float], label: str, prefix: str, bare: str) -> list[Row]:
-    rows = [
-        _ratio_row(
-            figs, label, f"{prefix}.total", "ms", f"{bare}.total", 0, "vs bare pipeline's", lambda r, g: True
-        )
-    ]
+    what = "vs bare booking's" if bare.startswith("bare.booking") else "vs bare pipeline's"
+    rows = [_ratio_row(figs, label, f"{prefix}.total", "ms", f"{bare}.total", 0, what, lambda r, g: True)]
     rows[0] = Row(
         rows[0].figure, rows[0].value, rows[0].goal, rows[0].ratio, "" if rows[0].ratio else rows[0].verdict
     )
@@ -116,7 +113,7 @@ def _cpu_rows(figs: Mapping[str, float], label: str, prefix: str, bare: str) -> 
         share = figs.get(f"{bare}.{counterpart}") if counterpart else None
         if not share:
             rows.append(
-                Row(f"  {component}", _num(ms, "ms"), "no bare share (its own work)", None, "above bare")
+                Row(f"  {component}", _num(ms, "ms"), "bare has none (its own work)", None, "above bare")
             )
             continue
         ratio = ms / share
