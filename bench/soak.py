@@ -3,8 +3,8 @@
 Run by `make soak MINUTES=30` (a bench stack of its own, removed afterwards), or with the bench
 stack up: `HC_PROFILE=bench python -m bench.soak --minutes 30`.
 
-1. Saturation: bench.billing's durable phase at an offered rate above what the stack can bill
-   (`--probe-rate`, default 40/s) for `--probe-seconds`; its invoices/s is the saturation rate.
+1. Saturation (`probe`): bookings in windows of `--probe-seconds`, the offered rate doubling from
+   2/s while the invoices ISSUED keep up; the rate issued when they stop keeping up is saturation.
 2. Load: bookings through the API at 80 % of that (or `--rate`), in windows of `--window` seconds.
    After each window one line: invoices ISSUED per second in the window, booking → ISSUED p50/p99 of
    the invoices issued in it, the backlog (booked 201, not yet ISSUED) and each component's memory.
@@ -28,7 +28,7 @@ import httpx
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bench.billing import durable, pct, steady
+from bench.billing import pct, steady
 from bench.common import admin_headers, base_url, component_rss_bytes, require_own_stack
 from healthcare.db import create_engine
 from healthcare.settings import get_settings
@@ -133,23 +133,53 @@ class Booker:
         await steady(rate, seconds, fire)
 
 
+async def probe(booker: Booker, engine: AsyncEngine, args: argparse.Namespace) -> float:
+    """The saturation rate: book in windows of `--probe-seconds`, doubling the rate from 2/s while
+    the invoices ISSUED in a window keep up with it (90 %); what was issued per second in the first
+    window that did not keep up is the saturation. The probe's backlog is drained before the soak."""
+    rate = 2.0
+    while True:
+        since = datetime.now(UTC)
+        await booker.window(rate, args.probe_seconds)
+        _, latencies = await issued_since(engine, booker.booked, since)
+        issued = len(latencies) / max((datetime.now(UTC) - since).total_seconds(), 1e-9)
+        print(f"soak: probe offered {rate:.0f}/s, {issued:.1f} ISSUED/s", flush=True)
+        if issued < 0.9 * rate or rate >= args.probe_max:
+            break
+        rate *= 2
+    await drain(engine, booker.booked, args.drain_seconds)
+    return min(issued, rate)
+
+
+async def drain(engine: AsyncEngine, ids: list[uuid.UUID], seconds: float) -> float | None:
+    """Seconds until every booking in `ids` is ISSUED, or None if that took longer than `seconds`."""
+    began = time.perf_counter()
+    while time.perf_counter() - began < seconds:
+        issued, _ = await issued_since(engine, ids, datetime.now(UTC))
+        if issued >= len(ids):
+            return time.perf_counter() - began
+        await asyncio.sleep(1.0)
+    return None
+
+
 async def main(args: argparse.Namespace) -> int:
     require_own_stack()
-    if args.rate:
-        rate = args.rate
-        print(f"soak: offered rate {rate:.1f}/s (given)")
-    else:
-        saturation, _, booked = await durable(args.probe_rate, args.probe_seconds)
-        rate = max(0.5, LOAD_SHARE * saturation)
-        print(
-            f"soak: saturation {saturation:.1f} invoices/s (offered {args.probe_rate:.0f}/s for "
-            f"{args.probe_seconds:.0f}s, {booked} booked); load at {LOAD_SHARE:.0%}: {rate:.1f}/s"
-        )
     window = args.window or min(30.0, args.minutes * 60 / 12)
     engine = create_engine(get_settings())
     client = httpx.AsyncClient(base_url=base_url(), timeout=60)
     booker = Booker(client)
     await booker.prepare()
+    if args.rate:
+        rate = args.rate
+        print(f"soak: offered rate {rate:.1f}/s (given)")
+    else:
+        saturation = await probe(booker, engine, args)
+        rate = max(0.5, LOAD_SHARE * saturation)
+        print(
+            f"soak: saturation {saturation:.1f} invoices/s; load at {LOAD_SHARE:.0%}: {rate:.1f}/s",
+            flush=True,
+        )
+    booker.booked = []
     ids = booker.booked
     memory: dict[str, list[tuple[float, float]]] = {}
     all_latencies: list[float] = []
@@ -179,14 +209,8 @@ async def main(args: argparse.Namespace) -> int:
                 flush=True,
             )
         # Drain: no more bookings; every booking that answered 201 must reach ISSUED.
-        drain_began = time.perf_counter()
-        drained_at: float | None = None
-        while time.perf_counter() - drain_began < args.drain_seconds:
-            issued_total, _ = await issued_since(engine, ids, datetime.now(UTC))
-            if issued_total >= len(ids):
-                drained_at = time.perf_counter() - drain_began
-                break
-            await asyncio.sleep(1.0)
+        drained_at = await drain(engine, ids, args.drain_seconds)
+        issued_total, _ = await issued_since(engine, ids, datetime.now(UTC))
     finally:
         await client.aclose()
         await engine.dispose()
@@ -223,8 +247,8 @@ if __name__ == "__main__":
     parser.add_argument(
         "--rate", type=float, help="offered bookings/s (default: 80 %% of the measured saturation)"
     )
-    parser.add_argument("--probe-rate", type=float, default=40)
-    parser.add_argument("--probe-seconds", type=float, default=20)
+    parser.add_argument("--probe-seconds", type=float, default=15, help="seconds per probe window")
+    parser.add_argument("--probe-max", type=float, default=64, help="highest offered rate of the probe")
     parser.add_argument("--window", type=float, help="seconds per sample (default: 30, at least 12 samples)")
     parser.add_argument("--drain-seconds", type=float, default=300)
     raise SystemExit(asyncio.run(main(parser.parse_args())))
