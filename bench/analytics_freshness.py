@@ -22,6 +22,7 @@ from typing import Any
 
 import websockets
 
+from bench import table
 from bench.common import require_own_stack
 from healthcare import clients
 from healthcare.contracts.events import SYNTHETIC_HEADER
@@ -157,7 +158,10 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=50.0, help="events per second in the freshness phase")
     parser.add_argument("--burst", type=int, default=3000, help="events in the throughput phase")
     args = parser.parse_args()
-    print(json.dumps(asyncio.run(run(args)), indent=2))
+    result = asyncio.run(run(args))
+    table.record("analytics.freshness.p99", result["freshness_ms"]["p99"], "ms")
+    table.record("analytics.sustained.rate", result["sustained_events_per_s"], "/s")
+    print(json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":

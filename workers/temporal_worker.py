@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from datetime import timedelta
+from typing import Any
 
 from temporalio.client import Client as TemporalClient
 from temporalio.worker import PollerBehaviorAutoscaling, UnsandboxedWorkflowRunner, Worker, WorkflowRunner
@@ -63,6 +64,19 @@ async def report_runs_needing_attention(
             await asyncio.wait_for(stop.wait(), interval)
 
 
+def worker_options(settings: Settings) -> dict[str, Any]:
+    """The Worker settings the platform runs with (bench.bare runs its no-op pipeline with these too)."""
+    return dict(
+        graceful_shutdown_timeout=timedelta(seconds=10),
+        # New workflows arrive on the shared (non-sticky) queue. With the default five pollers,
+        # only one of which polls that queue, each new run waited a long-poll round trip for a
+        # free poller; autoscaling pollers follow the backlog the server reports instead.
+        workflow_task_poller_behavior=PollerBehaviorAutoscaling(),
+        activity_task_poller_behavior=PollerBehaviorAutoscaling(),
+        workflow_runner=workflow_runner(settings),
+    )
+
+
 async def run_worker(settings: Settings, *, stop: asyncio.Event) -> None:
     client = await clients.temporal_client(settings)
     missing = await probes.missing_search_attributes(client, settings.temporal_namespace)
@@ -106,13 +120,7 @@ async def run_worker(settings: Settings, *, stop: asyncio.Event) -> None:
             billing.issue,
             billing.set_status,
         ],
-        graceful_shutdown_timeout=timedelta(seconds=10),
-        # New workflows arrive on the shared (non-sticky) queue. With the default five pollers,
-        # only one of which polls that queue, each new run waited a long-poll round trip for a
-        # free poller; autoscaling pollers follow the backlog the server reports instead.
-        workflow_task_poller_behavior=PollerBehaviorAutoscaling(),
-        activity_task_poller_behavior=PollerBehaviorAutoscaling(),
-        workflow_runner=workflow_runner(settings),
+        **worker_options(settings),
     )
     # The outbox relay publishes the events that activities queue with their row changes. It stops
     # after the worker (activities finishing during the graceful shutdown queue events too) and
