@@ -13,7 +13,7 @@ export UV_LINK_MODE := copy
 export HC_PROFILE ?= dev
 PROFILES := dev test bench
 
-.PHONY: help install setup run up down status test test-unit test-deploy lint fmt bench lambda-package clean distclean
+.PHONY: help install setup run up down status test test-unit test-deploy lint fmt bench soak lambda-package clean distclean
 
 help: ## List the tasks
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -65,6 +65,10 @@ fmt: install ## Format the code
 
 bench: setup ## Run every benchmark on a bench stack of its own, removed afterwards (QUICK=1: short runs)
 	@HC_PROFILE=bench $(PY) -m devstack bench $(if $(QUICK),--quick)
+
+MINUTES ?= 30
+soak: setup ## Booking → invoice load at 80% of the measured saturation for MINUTES (30); fails on memory growth or a backlog that never drains
+	@HC_PROFILE=bench $(PY) -m devstack soak $(MINUTES)
 
 lambda-package: install ## Build the deployable invoice-PDF Lambda zip (dist/invoice-pdf-lambda.zip)
 	@$(PY) lambda/package.py

@@ -100,9 +100,13 @@ class BillingActivities:
 
     @activity.defn(name="billing.render_pdf")
     async def render_pdf(self, data: PdfRequest) -> PdfResult:
-        """Invoke the invoice-PDF Lambda; the object key depends only on the invoice id: retries overwrite."""
-        invoice = data.invoice
+        """Invoke the invoice-PDF Lambda; the object key depends only on the invoice id: retries overwrite.
+
+        The invoice is read again here: a retry after an operator corrected the row renders the row
+        as it is now, not as the workflow first saw it."""
         async with self._sessions() as session:
+            row = await session.get(Invoice, data.invoice.id)
+            invoice = _state(row) if row is not None else data.invoice
             patient = await self._patient_store(session).get(invoice.patient_id)
             doctor = await session.get(Doctor, invoice.doctor_id)
         payload = {

@@ -15,6 +15,7 @@ import uuid
 
 import httpx
 
+from bench import table
 from bench.common import PASSWORD, admin_headers, base_url, load, median
 from healthcare import security
 from healthcare.settings import get_settings
@@ -75,6 +76,10 @@ async def main(seconds: float, login_concurrency: int, read_concurrency: int) ->
     )
     for run in (idle_reads, logins_alone, logins, busy_reads):
         print(run.line())
+    table.record("auth.login.rate", logins_alone.rate, "/s")
+    table.record("auth.login.limit", limit, "/s")
+    table.record("auth.read.idle.p99", idle_reads.pct(99), "ms")
+    table.record("auth.read.busy.p99", busy_reads.pct(99), "ms")
     print(f"login ratio (alone)     = {logins_alone.rate / limit:.2f} of the bcrypt limit (goal >= 0.8)")
     print(f"login ratio (with reads)= {logins.rate / limit:.2f} of the bcrypt limit")
     print(

@@ -64,14 +64,15 @@ class Run:
 
 async def load(
     name: str,
-    call: Callable[[int], Awaitable[httpx.Response]],
+    call: Callable[[int], Awaitable[object]],
     *,
     concurrency: int,
     seconds: float,
     max_requests: int = 100_000,
     ok_status: tuple[int, ...] = (200, 201),
 ) -> Run:
-    """`concurrency` workers call `call(i)` until `seconds` pass or `max_requests` were sent."""
+    """`concurrency` workers call `call(i)` until `seconds` pass or `max_requests` were sent.
+    An HTTP response counts by its status; any other result (bench.bare's Temporal calls) is ok."""
     run = Run(name, seconds)
     counter = iter(range(max_requests))
     deadline = time.perf_counter() + seconds
@@ -83,7 +84,7 @@ async def load(
             began = time.perf_counter()
             try:
                 resp = await call(i)
-                status = resp.status_code
+                status = resp.status_code if isinstance(resp, httpx.Response) else ok_status[0]
             except httpx.HTTPError:
                 status = -1
             if status in ok_status:
@@ -121,6 +122,7 @@ def median(values: list[float]) -> float:
 
 # -- CPU per component ---------------------------------------------------------------------------
 _TICK = os.sysconf("SC_CLK_TCK")
+_PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
 def _stat(pid: int) -> tuple[int, float] | None:
@@ -133,15 +135,30 @@ def _stat(pid: int) -> tuple[int, float] | None:
     return int(fields[1]), sum(int(f) for f in fields[11:15]) / _TICK
 
 
-def component_cpu_seconds() -> dict[str, float]:
-    """CPU seconds used so far by each running stack component, children included
-    (e.g. the Flink job's JVM), keyed by component name from `.state/run/*.pid`."""
+def _trees() -> tuple[dict[int, tuple[int, float]], dict[int, list[int]]]:
     pids = (int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit())
     stats = {pid: s for pid in pids if (s := _stat(pid))}
     children: dict[int, list[int]] = {}
     for pid, (ppid, _) in stats.items():
         children.setdefault(ppid, []).append(pid)
-    result: dict[str, float] = {}
+    return stats, children
+
+
+def _tree(root: int, stats: dict[int, tuple[int, float]], children: dict[int, list[int]]) -> list[int]:
+    found, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        if pid in stats:
+            found.append(pid)
+            todo.extend(children.get(pid, []))
+    return found
+
+
+def component_pids() -> dict[str, list[int]]:
+    """Every process of each running stack component (its root from `.state/run/*.pid`, and the
+    processes under it, e.g. the Flink job's JVM), keyed by component name."""
+    stats, children = _trees()
+    result: dict[str, list[int]] = {}
     for pidfile in sorted((get_settings().state_dir / "run").glob("*.pid")):
         if pidfile.stem == "stack":
             continue
@@ -149,14 +166,45 @@ def component_cpu_seconds() -> dict[str, float]:
             root = int(pidfile.read_text().strip())
         except ValueError:
             continue
-        total, todo = 0.0, [root]
-        while todo:
-            pid = todo.pop()
-            if pid in stats:
-                total += stats[pid][1]
-                todo.extend(children.get(pid, []))
-        result[pidfile.stem] = total
+        result[pidfile.stem] = _tree(root, stats, children)
     return result
+
+
+def component_cpu_seconds() -> dict[str, float]:
+    """CPU seconds used so far by each running stack component, children included."""
+    stats, _ = _trees()
+    return {name: sum(stats[p][1] for p in pids if p in stats) for name, pids in component_pids().items()}
+
+
+def rss_bytes(pid: int) -> int:
+    """Proportional resident memory (PSS) of one process: pages shared between processes (such as
+    PostgreSQL's shared buffers) are split between them instead of counted in each. 0 once gone."""
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, IndexError, ValueError):
+        pass
+    try:
+        return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * _PAGE
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+def component_rss_bytes() -> dict[str, int]:
+    """Memory (PSS) of each running stack component, its child processes included."""
+    return {name: sum(rss_bytes(p) for p in pids) for name, pids in component_pids().items()}
+
+
+def process_cpu_seconds(root: int) -> float:
+    """CPU seconds used so far by one process and every process under it."""
+    stats, children = _trees()
+    return sum(stats[p][1] for p in _tree(root, stats, children))
+
+
+def cpu_used(before: dict[str, float], after: dict[str, float], items: int) -> dict[str, float]:
+    """Milliseconds of CPU per item for each component, between two `component_cpu_seconds()`."""
+    return {name: (after[name] - before.get(name, 0.0)) * 1000 / max(items, 1) for name in after}
 
 
 def cpu_per_item(before: dict[str, float], after: dict[str, float], items: int) -> str:

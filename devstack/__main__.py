@@ -1,4 +1,4 @@
-"""`python -m devstack setup|run|up|down|status|test|bench`: the local stacks behind the Makefile.
+"""`python -m devstack setup|run|up|down|status|test|bench|soak`: the local stacks behind the Makefile.
 
 Which stack is chosen by `HC_PROFILE` (healthcare/profiles.py): `make up|run|down|status` use `dev`
 unless told otherwise, `make test` uses `test` and `make bench` uses `bench`.
@@ -27,14 +27,19 @@ from healthcare.settings import Settings, get_settings
 
 UP_TIMEOUT = 600.0
 # `make bench` runs these in order; QUICK_BENCH_ARGS (`make bench QUICK=1`) keeps each short.
+# Bookings last, with billing paused (the table compares the booking path alone with the bare
+# booking): the backlog it leaves is billed after every other figure was measured.
 BENCHMARKS = [
+    "bench.bare",
     "bench.auth",
-    "bench.appointments",
     "bench.billing",
     "bench.analytics_freshness",
     "bench.replay",
+    "bench.appointments",
 ]
+BENCH_ARGS = {"bench.appointments": ["--pause-billing"]}
 QUICK_BENCH_ARGS = {
+    "bench.bare": ["--seconds", "4", "--concurrency", "8"],
     "bench.auth": ["--seconds", "4"],
     "bench.appointments": ["--seconds", "4", "--levels", "1", "8"],
     "bench.billing": ["--seconds", "6", "--rate", "10"],
@@ -261,9 +266,10 @@ def cmd_test(paths: Paths, pytest_args: list[str]) -> int:
     return code
 
 
-def cmd_bench(paths: Paths, quick: bool) -> int:
-    """Run every benchmark against the bench profile's stack. A stack started here is stopped and
-    its data deleted afterwards, so benchmarks leave nothing behind and each run starts fresh."""
+def cmd_bench(paths: Paths, quick: bool, soak_minutes: float | None = None) -> int:
+    """Run every benchmark against the bench profile's stack (or, with `soak_minutes`, the soak
+    alone). A stack started here is stopped and its data deleted afterwards, so benchmarks leave
+    nothing behind and each run starts fresh."""
     settings = get_settings()
     if settings.profile == "dev":
         say("bench: refusing to load the dev stack; `make bench` uses HC_PROFILE=bench")
@@ -276,13 +282,22 @@ def cmd_bench(paths: Paths, quick: bool) -> int:
     if code != 0:
         return code
     code = 0
+    # Each benchmark records its figures here; bench.table prints them as one table at the end.
+    results = paths.root / "bench-results.jsonl"  # kept: `python -m bench.table` prints it again
+    results.unlink(missing_ok=True)
+    env = {**os.environ, "HC_BENCH_RESULTS": str(results)}
+    runs = [(m, [*BENCH_ARGS.get(m, []), *(QUICK_BENCH_ARGS[m] if quick else [])]) for m in BENCHMARKS]
+    if soak_minutes is not None:
+        runs = [("bench.soak", ["--minutes", f"{soak_minutes:g}"])]
     try:
-        for module in BENCHMARKS:
-            args = QUICK_BENCH_ARGS[module] if quick else []
+        for module, args in runs:
             say(f"bench: {module} {' '.join(args)}".rstrip())
             began = time.monotonic()
-            code = subprocess.call([sys.executable, "-m", module, *args], cwd=REPO) or code
+            code = subprocess.call([sys.executable, "-m", module, *args], cwd=REPO, env=env) or code
             say(f"bench: {module} done in {time.monotonic() - began:.0f}s")
+        if soak_minutes is None:
+            say("bench: the figures, their goals and their ratios, all measured in this run (bench.table)")
+            code = subprocess.call([sys.executable, "-m", "bench.table", str(results)], cwd=REPO) or code
     finally:
         if started_here:
             cmd_down(paths)
@@ -296,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
     # Readiness polling expects refused connections; the clients' own error logs would only be noise.
     logging.basicConfig(level=logging.CRITICAL)
     parser = argparse.ArgumentParser(prog="python -m devstack", description=__doc__)
-    parser.add_argument("command", choices=["setup", "run", "up", "down", "status", "test", "bench"])
+    parser.add_argument("command", choices=["setup", "run", "up", "down", "status", "test", "bench", "soak"])
     parser.add_argument("pytest_args", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
     paths = Paths.from_settings(get_settings())
@@ -304,6 +319,10 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_test(paths, args.pytest_args)
     if args.command == "bench":
         return cmd_bench(paths, quick=args.pytest_args == ["--quick"])
+    if args.command == "soak":
+        return cmd_bench(
+            paths, quick=False, soak_minutes=float(args.pytest_args[0] if args.pytest_args else 30)
+        )
     handlers = {
         "setup": cmd_setup,
         "run": cmd_run,

@@ -29,6 +29,7 @@ from healthcare.contracts import search_attributes
 from healthcare.contracts.diagnostics import DiagnosticsInput
 from healthcare.profiles import LAMBDA_POOL_MAX
 from healthcare.settings import Settings
+from workflows import search_attributes as typed_search_attributes
 from workflows.diagnostics import DiagnosticsWorkflow
 
 KAFKA_TOPIC_PARTITIONS = 3
@@ -222,10 +223,19 @@ def temporal(settings: Settings, paths: Paths) -> Component:
         client = await clients.temporal_client(settings)
         await probes.probe_temporal(client, settings.temporal_namespace)
 
+    async def register_search_attributes() -> None:
+        # `--search-attribute` registers only when the server creates its database: a stack made
+        # before an attribute was added gets it here.
+        client = await clients.temporal_client(settings)
+        missing = await probes.missing_search_attributes(client, settings.temporal_namespace)
+        if missing:
+            await typed_search_attributes.register(client, settings.temporal_namespace, missing)
+
     return Component(
         name="temporal",
         argv=argv,
         ready=ready,
+        after_ready=register_search_attributes,
         prepare=prepare,
         ports=[port, ui_port, http_port, metrics_port],
         ready_timeout=90,
@@ -302,7 +312,11 @@ def kafka(settings: Settings, paths: Paths) -> Component:
         await admin.start()
         try:
             existing = set(await admin.list_topics())
-            wanted = [settings.topic_appointment_events, settings.topic_analytics_results]
+            wanted = [
+                settings.topic_appointment_events,
+                settings.topic_analytics_results,
+                settings.appointment_events_dlq,
+            ]
             new = [
                 NewTopic(t, num_partitions=KAFKA_TOPIC_PARTITIONS, replication_factor=1)
                 for t in wanted

@@ -35,10 +35,33 @@ log = get_logger(__name__)
 OUTBOX_PUBLISHED = Counter("healthcare_outbox_published", "Outbox events acknowledged by Kafka")
 OUTBOX_SEND_FAILURES = Counter("healthcare_outbox_send_failures", "Outbox events whose send failed (retried)")
 OUTBOX_ROUNDS_FAILED = Counter("healthcare_outbox_rounds_failed", "Relay rounds that failed as a whole")
+OUTBOX_PARKED_TOTAL = Counter(
+    "healthcare_outbox_rows_parked",
+    "Outbox rows parked after too many failed sends (see `healthcare outbox list`)",
+)
+OUTBOX_PARKED = Gauge("healthcare_outbox_parked", "Outbox rows parked now: never sent until requeued")
+OUTBOX_PENDING = Gauge("healthcare_outbox_pending", "Outbox rows waiting to be sent (parked ones apart)")
+OUTBOX_OLDEST_PENDING_SECONDS = Gauge(
+    "healthcare_outbox_oldest_pending_seconds", "Age of the oldest outbox row waiting to be sent"
+)
 BILLING_EVENTS = Counter(
     "healthcare_billing_events",
     "Appointment events the billing consumer handled, by outcome",
-    ["outcome"],  # accepted | malformed | refused
+    # accepted | synthetic (a benchmark's, skipped) | dead_lettered | refused (for now: read again)
+    ["outcome"],
+)
+BILLING_DEAD_LETTERED = Counter(
+    "healthcare_billing_dead_lettered",
+    "Appointment events parked on the dead-letter topic, by reason (a RefusalReason)",
+    ["reason"],
+)
+BILLING_DEAD_LETTERS_WAITING = Gauge(
+    "healthcare_billing_dead_letters_waiting",
+    "Dead letters not yet redriven (`healthcare billing dlq list`)",
+)
+BILLING_RUNS_NEEDING_ATTENTION = Gauge(
+    "healthcare_billing_runs_needing_attention",
+    "Billing runs waiting for an operator: their PDF failed for good (`healthcare billing reconcile`)",
 )
 BILLING_CONSUMER_LAG = Gauge(
     "healthcare_billing_consumer_lag",

@@ -14,6 +14,7 @@ from sqlalchemy import (
     DateTime,
     Identity,
     Index,
+    Integer,
     LargeBinary,
     Numeric,
     SmallInteger,
@@ -181,6 +182,9 @@ class OutboxRecord(SQLModel, table=True):
         # Partial: the relay's queue stays small however long the table grows (see 0004_outbox).
         Index("outbox_unpublished_seq", "seq", postgresql_where=text("published_at IS NULL")),
         Index("outbox_unpublished_key", "key", "seq", postgresql_where=text("published_at IS NULL")),
+        Index(
+            "outbox_parked", "seq", postgresql_where=text("parked_at IS NOT NULL AND published_at IS NULL")
+        ),
     )
 
     seq: int | None = Field(default=None, sa_column=Column(BigInteger, primary_key=True, autoincrement=True))
@@ -191,3 +195,9 @@ class OutboxRecord(SQLModel, table=True):
     correlation_id: str | None = Field(default=None, sa_column=Column(String(64)))  # sent as a Kafka header
     created_at: datetime = _ts()
     published_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+    # Failed sends of this row (see 0007_outbox_attempts): the next one waits until next_attempt_at;
+    # after HC_OUTBOX_MAX_ATTEMPTS the row is parked (kept, reported, never sent until requeued).
+    attempts: int = Field(default=0, sa_column=Column(Integer, nullable=False, server_default="0"))
+    last_error: str | None = Field(default=None, sa_column=Column(Text))
+    next_attempt_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+    parked_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))

@@ -7,6 +7,14 @@ idempotent producer, and marks them published in the same transaction. Delivery 
 a crash between the send and the commit sends those rows again, under the same event id, which is
 what consumers deduplicate on.
 
+Failures are handled per row. A broker that cannot be reached fails the round as a whole and the
+relay backs off; nothing is blamed on a row. A failure that belongs to one row (the broker answers
+but does not know its topic, refuses its size, or takes the other rows of the round) counts an
+attempt on that row, which then waits with its own back-off while the other rows go on. After
+`max_attempts` the row is parked: kept in the table, never sent, reported (`healthcare outbox list`,
+the `healthcare_outbox_parked` gauge) until an operator requeues it. The later rows of its key wait
+behind it, so no appointment's events overtake each other.
+
 The relay wakes on `NOTIFY outbox` (a trigger on the table, fired when the inserting transaction
 commits) and polls every `poll_interval` in case a notification was missed.
 """
@@ -18,10 +26,18 @@ import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import (
+    InvalidTopicError,
+    KafkaError,
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+    TopicAuthorizationFailedError,
+    UnknownTopicOrPartitionError,
+)
 from sqlalchemy import Row, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -36,18 +52,46 @@ log = get_logger(__name__)
 
 CHANNEL = "outbox"
 
+# Rows due for a send: not parked, not waiting out their back-off, and not behind a parked row of
+# their key (those wait for it; leaving them out keeps a pile of them from filling every batch).
 _CLAIM = text(
-    "SELECT seq, event_id, topic, key, value, correlation_id FROM outbox WHERE published_at IS NULL "
-    "ORDER BY seq LIMIT :n FOR UPDATE SKIP LOCKED"
+    "SELECT o.seq, o.event_id, o.topic, o.key, o.value, o.attempts, o.correlation_id FROM outbox o"
+    " WHERE o.published_at IS NULL AND o.parked_at IS NULL"
+    " AND (o.next_attempt_at IS NULL OR o.next_attempt_at <= now())"
+    " AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.parked_at IS NOT NULL AND p.published_at IS NULL"
+    " AND p.key = o.key AND p.seq < o.seq)"
+    " ORDER BY o.seq LIMIT :n FOR UPDATE OF o SKIP LOCKED"
 )
 # Claimed rows whose key has an earlier event still unpublished and not claimed by us (another
-# relay holds it, or it failed): sending them now could overtake it, so they wait for a later round.
+# relay holds it, or it failed and waits): sending them now could overtake it, so they wait.
 _BLOCKED = text(
     "SELECT o.seq FROM outbox o WHERE o.seq = ANY(:seqs) AND o.key IS NOT NULL AND EXISTS ("
     " SELECT 1 FROM outbox p WHERE p.key = o.key AND p.published_at IS NULL AND p.seq < o.seq"
     " AND NOT (p.seq = ANY(:seqs)))"
 )
 _MARK = text("UPDATE outbox SET published_at = now() WHERE seq = ANY(:seqs)")
+# One failed attempt of a row: its own exponential back-off (from the attempts before this one),
+# parked once it reaches the limit.
+_FAILED = text(
+    "UPDATE outbox SET attempts = attempts + 1, last_error = :error,"
+    " next_attempt_at = now() + make_interval(secs => LEAST(:base * power(2, attempts), :cap)),"
+    " parked_at = CASE WHEN attempts + 1 >= :max THEN now() END"
+    " WHERE seq = :seq"
+)
+_GAUGES = text(
+    "SELECT count(*) FILTER (WHERE parked_at IS NOT NULL) AS parked,"
+    " count(*) FILTER (WHERE parked_at IS NULL) AS pending,"
+    " extract(epoch FROM now() - min(created_at) FILTER (WHERE parked_at IS NULL)) AS oldest"
+    " FROM outbox WHERE published_at IS NULL"
+)
+# Errors that say something about the row itself, whatever else the broker is doing.
+_ROW_ERRORS = (
+    UnknownTopicOrPartitionError,
+    InvalidTopicError,
+    TopicAuthorizationFailedError,
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+)
 _CLEANUP = text(
     "DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox"
     " WHERE published_at < now() - CAST(:age AS interval) ORDER BY seq LIMIT :n FOR UPDATE SKIP LOCKED)"
@@ -80,6 +124,24 @@ class OutboxStats:
     send_failures: int = 0
     rounds_failed: int = 0
     deleted: int = 0
+    parked: int = 0
+
+
+class RoundResult(NamedTuple):
+    """One relay round: rows published; rows not published (failed, or held behind a failed row of
+    their key); rows parked by this round; whether the broker failed as a whole (nothing sent)."""
+
+    published: int
+    failed: int
+    parked: int = 0
+    outage: bool = False
+
+
+class _RowFailure(NamedTuple):
+    seq: int
+    attempts: int  # before this one
+    error: str
+    attributed: bool  # certainly the row's fault (else only when other rows of the round got through)
 
 
 class OutboxRelay:
@@ -96,6 +158,11 @@ class OutboxRelay:
         cleanup_interval: float = 300.0,
         cleanup_batch: int = 1000,
         listen: bool = True,
+        max_attempts: int = 10,
+        retry_base: float = 1.0,
+        retry_cap: float = 300.0,
+        metadata_timeout: float = 10.0,
+        gauge_interval: float = 15.0,
     ) -> None:
         self._engine = engine
         self._producer = producer
@@ -107,6 +174,11 @@ class OutboxRelay:
         self._cleanup_interval = cleanup_interval
         self._cleanup_batch = cleanup_batch
         self._listen = listen
+        self._max_attempts = max_attempts
+        self._retry_base = retry_base
+        self._retry_cap = retry_cap
+        self._metadata_timeout = metadata_timeout
+        self._gauge_interval = gauge_interval
         self._wake = asyncio.Event()
         self.stats = OutboxStats()
 
@@ -114,6 +186,7 @@ class OutboxRelay:
         """Publish until `stop` is set; a broker or database outage is retried with back-off."""
         helpers = [
             asyncio.create_task(self._cleanup_loop(stop), name="outbox-cleanup"),
+            asyncio.create_task(self._gauge_loop(stop), name="outbox-gauges"),
             asyncio.create_task(self._wake_on(stop), name="outbox-stop"),
         ]
         if self._listen:
@@ -124,7 +197,8 @@ class OutboxRelay:
             while not stop.is_set():
                 self._wake.clear()  # a commit from now on wakes the next round
                 try:
-                    published, failed = await self.drain_once()
+                    result = await self.drain_once()
+                    outage = result.outage
                 except Exception as exc:  # noqa: BLE001 - the relay outlives broker and database outages
                     self.stats.rounds_failed += 1
                     metrics.OUTBOX_ROUNDS_FAILED.inc()
@@ -132,14 +206,15 @@ class OutboxRelay:
                     log.warning(
                         "outbox round failed; rows stay queued", error=type(exc).__name__, retry_in=backoff
                     )
-                    failed = 1
-                if failed:
+                    outage = True
+                if outage:
                     # New rows must not shorten the back-off: only `stop` ends it early.
                     await _sleep(stop, backoff)
                     backoff = min(backoff * 2, self._max_backoff)
                     continue
                 backoff = 0.5
-                if published < self._batch_size:
+                # A failed row waits out its own back-off; a round that filled its batch goes on at once.
+                if result.published + result.failed < self._batch_size:
                     await self._idle()
         finally:
             for task in helpers:
@@ -147,51 +222,107 @@ class OutboxRelay:
             await asyncio.gather(*helpers, return_exceptions=True)
             log.info("outbox relay stopped", **vars(self.stats))
 
-    async def drain_once(self) -> tuple[int, int]:
-        """One round: claim up to `batch_size` rows, send them, mark the sent ones, commit.
+    async def drain_once(self) -> RoundResult:
+        """One round: claim up to `batch_size` due rows, send them, mark the sent ones, count the
+        failed ones' attempts (parking those at the limit), commit.
 
-        Returns (rows published, rows whose send failed). A failed row, and later rows of its key,
-        stay queued for a later round; so do rows held back behind another relay's earlier row.
+        A failed row, and later rows of its key, stay queued for a later round; so do rows held back
+        behind another relay's earlier row.
         """
         async with self._engine.connect() as conn, conn.begin():
             rows = (await conn.execute(_CLAIM, {"n": self._batch_size})).all()
             if not rows:
-                return 0, 0
+                return RoundResult(0, 0)
             seqs = [row.seq for row in rows]
             blocked = set((await conn.execute(_BLOCKED, {"seqs": seqs})).scalars())
             ready = [row for row in rows if row.seq not in blocked]
-            sent = await self._send(ready)
+            sent, failures = await self._send(ready)
             if sent:
                 await self._mark(conn, sent)
+            # Without a single ack the broker itself may be down: nothing is blamed on a row then.
+            blamed = [f for f in failures if f.attributed or sent]
+            if blamed:
+                await conn.execute(
+                    _FAILED,
+                    [
+                        {
+                            "seq": f.seq,
+                            "error": f.error,
+                            "base": self._retry_base,
+                            "cap": self._retry_cap,
+                            "max": self._max_attempts,
+                        }
+                        for f in blamed
+                    ],
+                )
+        parked = [f for f in blamed if f.attempts + 1 >= self._max_attempts]
         self.stats.published += len(sent)
         metrics.OUTBOX_PUBLISHED.inc(len(sent))
-        return len(sent), len(ready) - len(sent)
+        if parked:
+            self.stats.parked += len(parked)
+            metrics.OUTBOX_PARKED_TOTAL.inc(len(parked))
+            for f in parked:
+                log.error("outbox row parked", seq=f.seq, error=f.error, attempts=f.attempts + 1)
+        return RoundResult(
+            published=len(sent),
+            failed=len(ready) - len(sent),
+            parked=len(parked),
+            outage=bool(failures) and not sent and not blamed,
+        )
 
-    async def _send(self, rows: Sequence[Row[Any]]) -> list[int]:
-        """Send every row (batched by the producer), then wait for all: the seqs that were acked."""
+    async def _send(self, rows: Sequence[Row[Any]]) -> tuple[list[int], list[_RowFailure]]:
+        """Send the rows (batched by the producer), then wait for all: (the seqs that were acked,
+        the rows whose send failed). A row whose key failed earlier in the round is not acked either:
+        it goes again after that one."""
+        unknown = await self._unknown_topics({row.topic for row in rows})
+        first_failed: dict[bytes | None, int] = {}  # per key, the seq of its first failure this round
+        failures: list[_RowFailure] = []
+        pending: list[tuple[Row[Any], asyncio.Future[Any]]] = []
         async with asyncio.timeout(self._send_timeout):
-            futures = [
-                await self._producer.send(
-                    row.topic, row.value, key=row.key, headers=correlation.kafka_headers(row.correlation_id)
-                )
-                for row in rows
-            ]
-            results = await asyncio.gather(*futures, return_exceptions=True)
-        failed_keys: set[bytes | None] = set()
+            for row in rows:  # in seq order
+                if row.key in first_failed:
+                    continue  # behind a failed row of its key: not sent at all
+                error: BaseException | None = UnknownTopicOrPartitionError() if row.topic in unknown else None
+                if error is None:
+                    try:
+                        headers = correlation.kafka_headers(row.correlation_id)
+                        acking = await self._producer.send(row.topic, row.value, key=row.key, headers=headers)
+                        pending.append((row, acking))
+                        continue
+                    except KafkaError as exc:
+                        error = exc
+                first_failed[row.key] = row.seq
+                failures.append(_RowFailure(row.seq, row.attempts, type(error).__name__, _row_fault(error)))
+            results = await asyncio.gather(*(future for _, future in pending), return_exceptions=True)
         acked: list[int] = []
-        for row, result in zip(rows, results, strict=True):
-            if isinstance(result, BaseException) or row.key in failed_keys:
-                # A later event of a key whose earlier event failed is sent again after it.
-                failed_keys.add(row.key)
-                continue
-            acked.append(row.seq)
-        failures = len(rows) - len(acked)
-        if failures:
-            self.stats.send_failures += failures
-            metrics.OUTBOX_SEND_FAILURES.inc(failures)
-            errors = sorted({type(r).__name__ for r in results if isinstance(r, BaseException)})
-            log.warning("outbox sends failed; rows stay queued", failed=failures, errors=errors)
-        return acked
+        for (row, _), result in zip(pending, results, strict=True):
+            if isinstance(result, BaseException):
+                failures.append(_RowFailure(row.seq, row.attempts, type(result).__name__, _row_fault(result)))
+                first_failed[row.key] = min(first_failed.get(row.key, row.seq), row.seq)
+            elif first_failed.get(row.key, row.seq) >= row.seq:
+                acked.append(row.seq)
+            # else: sent after an earlier event of its key failed; it goes again after that one
+        not_sent = len(rows) - len(acked)
+        if not_sent:
+            self.stats.send_failures += not_sent
+            metrics.OUTBOX_SEND_FAILURES.inc(not_sent)
+            errors = sorted({f.error for f in failures})
+            log.warning("outbox sends failed; rows stay queued", failed=not_sent, errors=errors)
+        return acked, failures
+
+    async def _unknown_topics(self, topics: set[str]) -> set[str]:
+        """Topics the broker says it does not have. Asked only about topics the producer has no
+        metadata for yet (a send to such a topic would otherwise wait out its whole timeout); an
+        unreachable broker raises, which fails the round as a whole."""
+        client = getattr(self._producer, "client", None)
+        if client is None:
+            return set()
+        missing = {t for t in topics if client.cluster.partitions_for_topic(t) is None}
+        if not missing:
+            return set()
+        async with asyncio.timeout(self._metadata_timeout):
+            cluster = await client.fetch_all_metadata()
+        return {t for t in missing if cluster.partitions_for_topic(t) is None}
 
     async def _mark(self, conn: AsyncConnection, seqs: list[int]) -> None:
         await conn.execute(_MARK, {"seqs": seqs})
@@ -203,6 +334,22 @@ class OutboxRelay:
         deleted = max(result.rowcount, 0)
         self.stats.deleted += deleted
         return deleted
+
+    async def refresh_gauges(self) -> None:
+        """Rows parked, rows waiting to be sent and the age of the oldest one, for Prometheus."""
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(_GAUGES)).one()
+        metrics.OUTBOX_PARKED.set(row.parked)
+        metrics.OUTBOX_PENDING.set(row.pending)
+        metrics.OUTBOX_OLDEST_PENDING_SECONDS.set(float(row.oldest or 0))
+
+    async def _gauge_loop(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                await self.refresh_gauges()
+            except Exception as exc:  # noqa: BLE001 - gauges are best effort; the next round retries
+                log.warning("outbox gauges failed", error=type(exc).__name__)
+            await _sleep(stop, self._gauge_interval)
 
     async def _cleanup_loop(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -253,6 +400,10 @@ class OutboxRelay:
         """Wait for a notification (or `stop`), at most `poll_interval`."""
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), self._poll_interval)
+
+
+def _row_fault(error: BaseException) -> bool:
+    return isinstance(error, _ROW_ERRORS)
 
 
 async def _sleep(stop: asyncio.Event, seconds: float) -> None:

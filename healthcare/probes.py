@@ -10,10 +10,13 @@ from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
+from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
 from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
 from temporalio.client import Client as TemporalClient
+from temporalio.service import RPCError, RPCStatusCode
 
 from healthcare.clients import kafka_admin
+from healthcare.contracts import search_attributes
 from healthcare.settings import Settings
 
 
@@ -31,6 +34,21 @@ async def probe_postgres(engine: AsyncEngine) -> None:
 
 async def probe_temporal(client: TemporalClient, namespace: str) -> None:
     await client.workflow_service.describe_namespace(DescribeNamespaceRequest(namespace=namespace))
+
+
+async def missing_search_attributes(client: TemporalClient, namespace: str) -> list[str] | None:
+    """Our search attributes the namespace does not have (a workflow that sets one fails its task
+    over and over: a stall); None when the server does not let us look (e.g. no operator permission)."""
+    try:
+        response = await client.operator_service.list_search_attributes(
+            ListSearchAttributesRequest(namespace=namespace)
+        )
+    except RPCError as exc:
+        if exc.status in (RPCStatusCode.PERMISSION_DENIED, RPCStatusCode.UNIMPLEMENTED):
+            return None
+        raise
+    known = set(response.custom_attributes) | set(response.system_attributes)
+    return sorted(a.value for a in search_attributes.TYPES if a.value not in known)
 
 
 async def probe_kafka(settings: Settings) -> None:

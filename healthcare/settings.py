@@ -99,6 +99,10 @@ class Settings(BaseSettings):
     kafka_sasl_password: SecretStr | None = None
     topic_appointment_events: str = "appointment-events"
     topic_analytics_results: str = "analytics-results"
+    # Where the billing consumer parks the events it refuses for good; empty: "<events topic>-dlq".
+    topic_appointment_events_dlq: str = ""
+    # Failed sends of one outbox row before it is parked (kept and reported, no longer sent).
+    outbox_max_attempts: int = Field(default=10, ge=1, le=1000)
 
     # AWS-compatible services (S3 storage, the invoice-PDF Lambda). An empty HC_AWS_ACCESS_KEY_ID
     # means the SDK's own credential chain (a workload role: IRSA, EKS Pod Identity, instance role).
@@ -213,6 +217,11 @@ class Settings(BaseSettings):
     @property
     def codec_cookie_is_secure(self) -> bool:
         return self.env == "production" if self.codec_cookie_secure is None else self.codec_cookie_secure
+
+    @property
+    def appointment_events_dlq(self) -> str:
+        """The dead-letter topic of `appointment-events` (HC_TOPIC_APPOINTMENT_EVENTS_DLQ)."""
+        return self.topic_appointment_events_dlq or f"{self.topic_appointment_events}-dlq"
 
     @property
     def database_url_sync(self) -> str:

@@ -1,4 +1,5 @@
-"""Operator tasks for billing runs: replay, reset, restart failed runs, reconcile invoices with appointments.
+"""Operator tasks for billing runs: replay, reset, restart failed runs, reconcile invoices with
+appointments, and find the runs that wait for an operator.
 
 The CLI (`healthcare billing ...`) calls these; each takes its clients so it can be tested alone.
 """
@@ -9,6 +10,7 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator, Callable, Collection
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import col, select
@@ -21,13 +23,20 @@ from temporalio.client import WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
 from healthcare.contracts.appointments import AppointmentStatus
-from healthcare.contracts.billing import OPEN_STATUSES, CancelSignal, billing_workflow_id
+from healthcare.contracts.billing import (
+    OPEN_STATUSES,
+    CancelSignal,
+    InvoiceState,
+    PdfAttention,
+    billing_workflow_id,
+)
 from healthcare.db import session_factory
 from healthcare.models import Appointment, Invoice
 from healthcare.settings import Settings
 from ops.replay import Replayable, ReplayOutcome, replay, replay_stream
 from ops.runs import RunFilter, failure_type, listed
-from services.billing import start_billing_run
+from services.billing import NEEDS_ATTENTION_QUERY, start_billing_run
+from workflows.billing import BillingWorkflow
 
 
 async def replay_one(
@@ -203,12 +212,66 @@ async def restart_runs(
         await asyncio.gather(producer, return_exceptions=True)
 
 
+@dataclass(frozen=True)
+class NeedsAttention:
+    """A running billing run whose PDF failed for good: it waits for `retry-pdf`."""
+
+    workflow_id: str
+    invoice_id: uuid.UUID | None
+    invoice_status: str | None
+    failure_type: str | None  # None when the run could not be asked (no worker answering)
+    message: str | None
+    since: datetime | None
+    retries: int
+
+
+def needs_attention_line(run: NeedsAttention) -> str:
+    """One run waiting for an operator: its invoice, since when, its failure, and the command to run."""
+    why = f"{run.failure_type}: {run.message}" if run.failure_type else "(no worker answered the query)"
+    since = run.since.isoformat(timespec="seconds") if run.since else "?"
+    return (
+        f"needs attention: {run.workflow_id} (invoice {run.invoice_id}, {run.invoice_status}) since "
+        f"{since}, {run.retries} retries: {why}; once fixed: healthcare billing retry-pdf {run.workflow_id}"
+    )
+
+
 @dataclass
 class Reconciliation:
     missing: list[uuid.UUID] = field(default_factory=list)  # booked appointments with no billing at all
     not_voided: list[uuid.UUID] = field(default_factory=list)  # open invoices of cancelled appointments
     stuck: list[uuid.UUID] = field(default_factory=list)  # open invoices whose workflow is not running
+    needs_attention: list[NeedsAttention] = field(default_factory=list)  # runs waiting for an operator
     fixed: list[str] = field(default_factory=list)  # what --fix did (or, dry run, would do)
+
+
+async def runs_needing_attention(
+    client: TemporalClient, *, workflow_ids: Collection[str] | None = None
+) -> list[NeedsAttention]:
+    """Every billing run waiting for an operator (BillingStatus), with the failure it waits on."""
+    found: list[NeedsAttention] = []
+    async for wf in client.list_workflows(NEEDS_ATTENTION_QUERY):
+        if workflow_ids is not None and wf.id not in workflow_ids:
+            continue
+        handle = client.get_workflow_handle_for(BillingWorkflow.run, wf.id, run_id=wf.run_id)
+        attention: PdfAttention | None
+        invoice: InvoiceState | None
+        try:
+            attention = await handle.query(BillingWorkflow.attention)
+            invoice = await handle.query(BillingWorkflow.invoice)
+        except RPCError:  # no worker answering: still worth listing
+            attention, invoice = None, None
+        found.append(
+            NeedsAttention(
+                workflow_id=wf.id,
+                invoice_id=invoice.id if invoice else None,
+                invoice_status=invoice.status.value if invoice else None,
+                failure_type=attention.failure_type if attention else None,
+                message=attention.message if attention else None,
+                since=attention.since if attention else None,
+                retries=attention.retries if attention else 0,
+            )
+        )
+    return found
 
 
 async def _status(client: TemporalClient, workflow_id: str) -> WorkflowExecutionStatus | None:
@@ -260,6 +323,12 @@ async def reconcile(
         on_finding(f"appointment {appt.id} has no billing run")
         if fix:
             await _repair(client, settings, appt, report, on_finding, dry_run=dry_run)
+    report.needs_attention = await runs_needing_attention(
+        client,
+        workflow_ids=None if appointment_ids is None else {billing_workflow_id(a) for a in appointment_ids},
+    )
+    for run in report.needs_attention:
+        on_finding(needs_attention_line(run))
     for invoice, appt in open_rows:
         running = await _status(client, invoice.workflow_id) == WorkflowExecutionStatus.RUNNING
         if not running:

@@ -37,7 +37,10 @@ EXIT_FOUND = 1
 EXIT_USAGE = 2
 EXIT_UNJUDGED = 3
 
-billing_app = typer.Typer(help="Billing workflows: replay, reset, restart, reconcile.", no_args_is_help=True)
+billing_app = typer.Typer(
+    help="Billing workflows: replay, reset, restart, reconcile, retry a PDF; the dead-letter topic.",
+    no_args_is_help=True,
+)
 
 SINCE = typer.Option(None, "--since", help="Only runs started at or after this ISO time (UTC if no offset).")
 UNTIL = typer.Option(None, "--until", help="Only runs started before this ISO time.")
@@ -302,9 +305,10 @@ def billing_reconcile(
     failure_types: list[str] | None = FAILURE_TYPE,
     limit: int | None = LIMIT,
 ) -> None:
-    """Find booked appointments with no billing run, cancellations whose invoice is still open, and
-    open invoices whose run is not running; --fix starts or signals the runs as the billing consumer
-    would. Then list failed billing runs (the filters apply) with their failure type, so runs failed
+    """Find booked appointments with no billing run, cancellations whose invoice is still open, open
+    invoices whose run is not running, and runs that wait for an operator (their PDF failed for
+    good: `retry-pdf`); --fix starts or signals the runs as the billing consumer would. Then list
+    failed billing runs (the filters apply) with their failure type, so runs failed
     by bad input are told apart from runs failed by a bug (`restart-failed` repairs those).
     Without --fix (or with --dry-run), exit 1 when anything is found."""
     from healthcare.contracts.billing import billing_workflow_id
@@ -343,11 +347,121 @@ def billing_reconcile(
         typer.echo(
             f"appointments without billing: {len(report.missing)}; cancellations not voided: "
             f"{len(report.not_voided)}; open invoices whose run is not running: {len(report.stuck)}; "
+            f"runs needing attention: {len(report.needs_attention)}; "
             f"fixed: {report.fixed}; failed runs: {sum(causes.values())} "
             f"(bad input: {causes['bad input']}, bug or outage: {causes['bug or outage']})"
         )
         return report, causes
 
     report, _ = _with_temporal(work)
-    if (report.missing or report.not_voided or report.stuck) and (not fix or dry_run):
+    found = report.missing or report.not_voided or report.stuck or report.needs_attention
+    if found and (not fix or dry_run):
+        raise typer.Exit(EXIT_FOUND)
+
+
+@billing_app.command("retry-pdf")
+@exits_without_teardown
+def billing_retry_pdf(
+    workflow_id: str = typer.Argument(..., help="A run that needs attention, e.g. billing-<appointmentId>"),
+    reason: str | None = typer.Option(None, help="Why it should work now (kept in the workflow history)."),
+) -> None:
+    """Render the PDF of a billing run that needs attention again, once what made it fail is fixed
+    (`billing reconcile` lists those runs and their failures). A retry that fails for good puts the
+    run back in NEEDS_ATTENTION."""
+    from healthcare import errors
+    from services.billing import retry_pdf
+
+    try:
+        accepted = _with_temporal(lambda c: retry_pdf(c, workflow_id, reason=reason))
+    except (errors.NotFound, errors.Conflict) as exc:
+        typer.echo(exc.message, err=True)
+        raise typer.Exit(EXIT_FOUND) from exc
+    failed = accepted.attention
+    typer.echo(
+        f"retrying the PDF of {workflow_id} (invoice {accepted.invoice_id}); it had failed with "
+        f"{failed.failure_type} since {failed.since.isoformat(timespec='seconds')}"
+    )
+
+
+dlq_app = typer.Typer(
+    help="The billing dead-letter topic: events the billing consumer refused for good.", no_args_is_help=True
+)
+billing_app.add_typer(dlq_app, name="dlq")
+
+
+@dlq_app.command("list")
+def dlq_list(
+    all_: bool = typer.Option(False, "--all", help="Also the dead letters already redriven."),
+) -> None:
+    """List the dead letters waiting for a redrive (oldest first per partition), with why each was
+    refused and where it came from. Exit 1 when some are waiting."""
+    from ops.dead_letters import list_dead_letters
+
+    listed = asyncio.run(list_dead_letters(get_settings(), waiting_only=not all_))
+    for item in listed:
+        letter, event = item.letter, item.event
+        what = f"{event.event} {event.appointment_id}" if event else "(not an appointment event)"
+        state = "waiting" if item.waiting else "redriven"
+        typer.echo(
+            f"{letter.dlq_partition}:{letter.dlq_offset} {state} "
+            f"{letter.parked_at.isoformat(timespec='seconds')} "
+            f"{letter.reason.value}: {letter.detail} | {what} from {letter.topic}/{letter.partition}:"
+            f"{letter.offset}, redriven {letter.redrives}x"
+        )
+    waiting = [i for i in listed if i.waiting]
+    by_reason = Counter(i.letter.reason.value for i in waiting)
+    typer.echo(f"{len(waiting)} dead letter(s) waiting" + (f": {dict(by_reason)}" if by_reason else ""))
+    if waiting:
+        raise typer.Exit(EXIT_FOUND)
+
+
+@dlq_app.command("redrive")
+@exits_without_teardown
+def dlq_redrive(
+    limit: int | None = typer.Option(None, min=1, help="Redrive at most this many."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Only say what would be redriven."),
+) -> None:
+    """Hand the waiting dead letters to billing again, judged as the consumer judges fresh events:
+    accepted ones are done, ones refused for good again are parked again, and a partition stops at
+    one refused for now (Temporal or the database down). Safe to repeat. Exit 1 unless every one
+    was accepted (or skipped)."""
+    from healthcare import clients
+    from healthcare.db import create_engine
+    from ops.dead_letters import RedriveSummary, list_dead_letters, redrive
+
+    settings = get_settings()
+    if dry_run:
+        waiting = asyncio.run(list_dead_letters(settings))[:limit]
+        for item in waiting:
+            what = f"{item.event.event} {item.event.appointment_id}" if item.event else "(not an event)"
+            typer.echo(f"would redrive {item.letter.dlq_partition}:{item.letter.dlq_offset} {what}")
+        typer.echo(f"{len(waiting)} dead letter(s) would be redriven")
+        return
+
+    summary = RedriveSummary()
+
+    async def work(client: TemporalClient) -> None:
+        engine = create_engine(settings)
+        producer = clients.kafka_producer(settings)
+        await producer.start()
+        try:
+            count = 0
+            async for result in redrive(settings, client, engine, producer, limit=limit, summary=summary):
+                count += 1
+                letter, decision = result.letter, result.decision
+                why = f" ({decision.reason.value if decision.reason else ''} {decision.detail})".rstrip()
+                typer.echo(
+                    f"[{count}] {letter.dlq_partition}:{letter.dlq_offset} {decision.verdict.value}{why}"
+                )
+        finally:
+            await producer.stop()
+            await engine.dispose()
+
+    _with_temporal(work)
+    outcomes = ", ".join(f"{verdict}: {n}" for verdict, n in sorted(summary.outcomes.items()))
+    typer.echo(
+        f"redriven: {sum(summary.outcomes.values())} ({outcomes or 'none'}); "
+        f"left waiting: {summary.left_waiting}"
+    )
+    if not summary.clean:
         raise typer.Exit(EXIT_FOUND)

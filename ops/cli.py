@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Awaitable, Callable
 from enum import StrEnum
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import typer
 
@@ -214,6 +215,65 @@ def payload_key(key_id: str = typer.Argument(..., help="Its id, e.g. prod-2027-0
         typer.echo(str(exc), err=True)
         raise typer.Exit(2) from exc
     typer.echo(line)
+
+
+outbox_app = typer.Typer(
+    help="The transactional outbox: events waiting to reach Kafka.", no_args_is_help=True
+)
+app.add_typer(outbox_app, name="outbox")
+
+
+def _with_engine(work: Callable[[Any], Awaitable[T]]) -> T:
+    from healthcare.db import create_engine
+
+    async def _run() -> T:
+        engine = create_engine(get_settings())
+        try:
+            return await work(engine)
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(_run())
+
+
+@outbox_app.command("list")
+def outbox_list(limit: int = typer.Option(100, min=1, help="Parked rows to show at most.")) -> None:
+    """What waits to be sent, and every parked row (sent too often without success) with the rows
+    held behind it. Exit 1 when rows are parked."""
+    from ops import outbox
+
+    async def work(engine: Any) -> tuple[outbox.OutboxSummary, list[outbox.ParkedRow]]:
+        return await outbox.summary(engine), await outbox.parked_rows(engine, limit=limit)
+
+    totals, parked = _with_engine(work)
+    for row in parked:
+        typer.echo(
+            f"parked seq {row.seq} (event {row.event_id}, key {row.key}) for topic {row.topic}: "
+            f"{row.attempts} attempts, last {row.last_error}, "
+            f"parked {row.parked_at.isoformat(timespec='seconds')}, "
+            f"{row.held} later row(s) of its key held"
+        )
+    typer.echo(
+        f"pending: {totals.pending} ({totals.failing} failing, {totals.held} held behind parked rows, oldest "
+        f"{totals.oldest_pending_seconds:.0f}s); parked: {totals.parked}"
+    )
+    if totals.parked:
+        raise typer.Exit(1)
+
+
+@outbox_app.command("requeue")
+def outbox_requeue(
+    seq: list[int] | None = typer.Argument(None, help="Parked rows to requeue (by seq)."),
+    all_: bool = typer.Option(False, "--all", help="Requeue every parked row."),
+) -> None:
+    """Give parked rows a fresh set of attempts once their cause is fixed (e.g. the topic exists)."""
+    from ops import outbox
+
+    if not seq and not all_:
+        typer.echo("give row seqs or --all", err=True)
+        raise typer.Exit(2)
+    requeued = _with_engine(lambda engine: outbox.requeue(engine, None if all_ else seq))
+    typer.echo(f"requeued {len(requeued)} row(s): {requeued}")
 
 
 if __name__ == "__main__":

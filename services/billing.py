@@ -1,8 +1,9 @@
-"""Starting billing runs: the one place that says how (id, policies, search attributes, terms).
+"""Starting billing runs: the one place that says how (id, policies, search attributes, terms);
+and asking a run that needs attention to render its PDF again.
 
-The billing consumer calls it for every appointment event and `healthcare billing reconcile --fix`
-for every appointment it finds unbilled, so a repaired run is indistinguishable from one the
-consumer started.
+The billing consumer calls `start_billing_run` for every appointment event and
+`healthcare billing reconcile --fix` for every appointment it finds unbilled, so a repaired run is
+indistinguishable from one the consumer started.
 """
 
 from __future__ import annotations
@@ -11,10 +12,23 @@ import uuid
 from datetime import datetime, timedelta
 
 from temporalio.client import Client as TemporalClient
+from temporalio.client import WorkflowUpdateFailedError
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
-from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
 
-from healthcare.contracts.billing import BillingRequest, CancelSignal, billing_workflow_id
+from healthcare import errors
+from healthcare.contracts.billing import (
+    NOT_NEEDING_ATTENTION,
+    WORKFLOW_TYPE,
+    BillingRequest,
+    BillingRunStatus,
+    CancelSignal,
+    RetryPdfAccepted,
+    RetryPdfRequest,
+    billing_workflow_id,
+)
+from healthcare.contracts.search_attributes import SearchAttribute
 from healthcare.settings import Settings
 from workflows import search_attributes
 from workflows.billing import BillingWorkflow
@@ -56,3 +70,33 @@ async def start_billing_run(
     except WorkflowAlreadyStartedError:
         return False
     return True
+
+
+# The runs an operator must look at: their PDF failed for good (workflows/billing.py).
+NEEDS_ATTENTION_QUERY = (
+    f'WorkflowType="{WORKFLOW_TYPE}" AND ExecutionStatus="Running" AND '
+    f'{SearchAttribute.billing_status.value}="{BillingRunStatus.needs_attention.value}"'
+)
+
+
+async def retry_pdf(
+    temporal: TemporalClient, workflow_id: str, *, reason: str | None = None
+) -> RetryPdfAccepted:
+    """Ask a billing run that needs attention to render its PDF again (once its cause is fixed).
+
+    NotFound: no such run; Conflict: the run is not waiting for an operator."""
+    handle = temporal.get_workflow_handle(workflow_id)
+    try:
+        accepted: RetryPdfAccepted = await handle.execute_update(
+            BillingWorkflow.retry_pdf, RetryPdfRequest(reason=reason), result_type=RetryPdfAccepted
+        )
+        return accepted
+    except WorkflowUpdateFailedError as exc:
+        cause = exc.cause
+        if isinstance(cause, ApplicationError) and cause.type == NOT_NEEDING_ATTENTION:
+            raise errors.Conflict(f"{workflow_id} is not waiting for an operator") from exc
+        raise
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            raise errors.NotFound(f"no running billing run {workflow_id}") from exc
+        raise

@@ -3,21 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from datetime import timedelta
+from typing import Any
 
+from temporalio.client import Client as TemporalClient
 from temporalio.worker import PollerBehaviorAutoscaling, UnsandboxedWorkflowRunner, Worker, WorkflowRunner
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities.appointments import AppointmentActivities
 from activities.billing import BillingActivities
 from activities.diagnostics import DiagnosticsActivities
-from healthcare import clients, metrics
+from healthcare import clients, metrics, probes
 from healthcare.db import create_engine
 from healthcare.logging import get_logger
 from healthcare.outbox import OutboxRelay
 from healthcare.process import run_until_stopped
 from healthcare.settings import Settings
 from healthcare.stores.factory import patient_store_factory
+from services.billing import NEEDS_ATTENTION_QUERY
 from workflows.appointments import AppointmentWorkflow
 from workflows.billing import BillingWorkflow
 from workflows.diagnostics import DiagnosticsWorkflow
@@ -33,6 +37,7 @@ PASSTHROUGH_MODULES = (
     "healthcare.contracts",
 )
 WORKFLOWS = [DiagnosticsWorkflow, AppointmentWorkflow, BillingWorkflow]
+ATTENTION_GAUGE_INTERVAL = 30.0
 
 
 def workflow_runner(settings: Settings) -> WorkflowRunner:
@@ -45,13 +50,49 @@ def workflow_runner(settings: Settings) -> WorkflowRunner:
     )
 
 
+async def report_runs_needing_attention(
+    client: TemporalClient, stop: asyncio.Event, interval: float = ATTENTION_GAUGE_INTERVAL
+) -> None:
+    """Keep the gauge of billing runs waiting for an operator up to date (best effort)."""
+    while not stop.is_set():
+        try:
+            count = await client.count_workflows(NEEDS_ATTENTION_QUERY)
+            metrics.BILLING_RUNS_NEEDING_ATTENTION.set(count.count)
+        except Exception as exc:  # noqa: BLE001 - a gauge must not stop the worker
+            log.warning("needs-attention gauge failed", error=type(exc).__name__)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), interval)
+
+
+def worker_options(settings: Settings) -> dict[str, Any]:
+    """The Worker settings the platform runs with (bench.bare runs its no-op pipeline with these too)."""
+    return dict(
+        graceful_shutdown_timeout=timedelta(seconds=10),
+        # New workflows arrive on the shared (non-sticky) queue. With the default five pollers,
+        # only one of which polls that queue, each new run waited a long-poll round trip for a
+        # free poller; autoscaling pollers follow the backlog the server reports instead.
+        workflow_task_poller_behavior=PollerBehaviorAutoscaling(),
+        activity_task_poller_behavior=PollerBehaviorAutoscaling(),
+        workflow_runner=workflow_runner(settings),
+    )
+
+
 async def run_worker(settings: Settings, *, stop: asyncio.Event) -> None:
+    client = await clients.temporal_client(settings, runtime=metrics.temporal_runtime(settings))
+    missing = await probes.missing_search_attributes(client, settings.temporal_namespace)
+    if missing:
+        # Refuse to start: runs that set them would retry their workflow tasks for ever, unseen.
+        raise SystemExit(
+            f"worker: namespace {settings.temporal_namespace} lacks search attributes {missing} "
+            "(register each: temporal operator search-attribute create --name NAME --type Keyword)"
+        )
+    if missing is None:
+        log.warning("could not list the namespace's search attributes; not checked")
     # No pre-ping: an activity that meets a connection broken by a database restart fails one
     # attempt, SQLAlchemy refreshes the pool and Temporal retries; pinging cost a round trip per step.
     engine = create_engine(settings, pre_ping=False)
     producer = clients.kafka_producer(settings)
     await producer.start()
-    client = await clients.temporal_client(settings, runtime=metrics.temporal_runtime(settings))
     diagnostics = DiagnosticsActivities(engine=engine)
     appointments = AppointmentActivities(
         engine=engine,
@@ -79,21 +120,20 @@ async def run_worker(settings: Settings, *, stop: asyncio.Event) -> None:
             billing.issue,
             billing.set_status,
         ],
-        graceful_shutdown_timeout=timedelta(seconds=10),
-        # New workflows arrive on the shared (non-sticky) queue. With the default five pollers,
-        # only one of which polls that queue, each new run waited a long-poll round trip for a
-        # free poller; autoscaling pollers follow the backlog the server reports instead.
-        workflow_task_poller_behavior=PollerBehaviorAutoscaling(),
-        activity_task_poller_behavior=PollerBehaviorAutoscaling(),
-        workflow_runner=workflow_runner(settings),
+        **worker_options(settings),
     )
     # The outbox relay publishes the events that activities queue with their row changes. It stops
     # after the worker (activities finishing during the graceful shutdown queue events too) and
     # before the producer; should it ever end on its own, the process stops and is restarted.
     relay_stop = asyncio.Event()
-    relay = asyncio.create_task(OutboxRelay(engine=engine, producer=producer).run(relay_stop))
+    relay = asyncio.create_task(
+        OutboxRelay(engine=engine, producer=producer, max_attempts=settings.outbox_max_attempts).run(
+            relay_stop
+        )
+    )
     relay.add_done_callback(lambda _task: stop.set())
     sdk_metrics = asyncio.create_task(metrics.drain_temporal_metrics_until(stop))
+    gauge = asyncio.create_task(report_runs_needing_attention(client, stop))
     log.info("worker started", task_queue=settings.temporal_task_queue)
     try:
         async with worker:
@@ -101,7 +141,8 @@ async def run_worker(settings: Settings, *, stop: asyncio.Event) -> None:
     finally:
         sdk_metrics.cancel()
         relay_stop.set()
-        await asyncio.gather(relay, return_exceptions=True)
+        gauge.cancel()
+        await asyncio.gather(relay, gauge, return_exceptions=True)
         await producer.stop()
         await engine.dispose()
         log.info("worker stopped")

@@ -7,6 +7,11 @@ PDF is kept) or becomes OVERDUE at its due date (a durable timer) and may still 
 A cancellation that arrives before the invoice is recorded ends the run with no invoice at all
 (final status UNBILLED): a visit that never happened is not billed. Once the row exists (even if the
 cancellation raced the insert) the invoice ends VOID.
+
+A PDF step that fails for good (the Lambda refused the request, or every retry failed) does not fail
+the run: the invoice becomes NEEDS_ATTENTION, the run sets the BillingStatus search attribute and
+waits for an operator's `retry_pdf` update (`healthcare billing retry-pdf`), while it still takes
+payment (PAID, the PDF follows once a retry succeeds) and cancellation (VOID, no PDF needed).
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from typing import TypeVar, cast
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from healthcare.contracts.billing import (
@@ -25,11 +30,13 @@ with workflow.unsafe.imports_passed_through():
         INVOICE_NOT_FOUND,
         INVOICE_NOT_ISSUED,
         INVOICE_VOID,
+        NOT_NEEDING_ATTENTION,
         PDF_REJECTED,
         UNBILLED,
         WORKFLOW_TYPE,
         BillingOutcome,
         BillingRequest,
+        BillingRunStatus,
         CancelSignal,
         InvoiceDraft,
         InvoiceState,
@@ -37,12 +44,16 @@ with workflow.unsafe.imports_passed_through():
         InvoiceStatusChange,
         IssueRequest,
         PayRequest,
+        PdfAttention,
         PdfRequest,
         PdfResult,
         Price,
         PriceRequest,
+        RetryPdfAccepted,
+        RetryPdfRequest,
         invoice_id_for,
     )
+    from workflows.search_attributes import BILLING_STATUS
 
 T = TypeVar("T")
 
@@ -54,7 +65,7 @@ DB_RETRY = RetryPolicy(
     non_retryable_error_types=[DOCTOR_NOT_FOUND, INVOICE_NOT_FOUND, INVALID_INVOICE_TRANSITION],
 )
 # The Lambda: exponential back-off for function errors and unreadable answers, for about 30 minutes;
-# a 400 (the request can never succeed) is final and fails the run so an operator sees it.
+# a 400 (the request can never succeed) is final and leaves the run waiting for an operator.
 PDF_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
     backoff_coefficient=2.0,
@@ -68,6 +79,10 @@ DB_TIMEOUT = timedelta(seconds=15)
 # per invoice became two and one). Deprecated: no run of the old path can be open, but stored and
 # running histories carry the marker. Remove the call once none of those needs replaying (README).
 LOCAL_DB_STEPS = "billing-local-db-steps-v1"
+# Introduced: a PDF step that fails for good leaves the run waiting for an operator (NEEDS_ATTENTION)
+# instead of failing it with the invoice PENDING. Decided where the paths part, after the failure, so
+# runs whose PDF never fails carry no marker. Old failed histories (pdf_rejected) replay the old path.
+PDF_ATTENTION = "billing-pdf-attention-v1"
 
 
 @workflow.defn(name=WORKFLOW_TYPE)
@@ -78,6 +93,9 @@ class BillingWorkflow:
         self._invoice: InvoiceState | None = None
         self._cancelled = False
         self._pay_requested = False
+        self._attention: PdfAttention | None = None
+        self._retry_pdf = False
+        self._pdf_retries = 0
 
     @workflow.run
     async def run(self, request: BillingRequest) -> BillingOutcome:
@@ -105,14 +123,14 @@ class BillingWorkflow:
             InvoiceState,
         )
         # The PDF is rendered even when a cancellation raced the insert: a VOID invoice keeps its PDF.
-        pdf = await workflow.execute_activity(
-            "billing.render_pdf",
-            PdfRequest(invoice=self._invoice, appointment_time=request.appointment_time),
-            result_type=PdfResult,
-            start_to_close_timeout=timedelta(seconds=90),
-            heartbeat_timeout=timedelta(seconds=30),
-            retry_policy=PDF_RETRY,
-        )
+        pdf = await self._render_pdf(request)
+        if pdf is None:  # voided while the PDF waited for an operator: nothing left to render
+            await workflow.wait_condition(workflow.all_handlers_finished)
+            return BillingOutcome(
+                appointment_id=request.appointment_id,
+                invoice_id=self._invoice.id,
+                final_status=self._invoice.status.value,
+            )
         self._invoice = await self._db_step(
             "billing.issue",
             IssueRequest(invoice_id=self._invoice.id, pdf=pdf, at=workflow.now()),
@@ -135,6 +153,64 @@ class BillingWorkflow:
             appointment_id=request.appointment_id,
             invoice_id=self._invoice.id,
             final_status=self._invoice.status.value,
+        )
+
+    async def _render_pdf(self, request: BillingRequest) -> PdfResult | None:
+        """The PDF, retried by PDF_RETRY; after a failure for good, by an operator. None: the
+        invoice was voided while it waited."""
+        while True:
+            assert self._invoice is not None
+            try:
+                result = await workflow.execute_activity(
+                    "billing.render_pdf",
+                    PdfRequest(invoice=self._invoice, appointment_time=request.appointment_time),
+                    result_type=PdfResult,
+                    start_to_close_timeout=timedelta(seconds=90),
+                    heartbeat_timeout=timedelta(seconds=30),
+                    retry_policy=PDF_RETRY,
+                )
+                return cast(PdfResult, result)
+            except ActivityError as failure:
+                if not workflow.patched(PDF_ATTENTION):
+                    raise
+                if not await self._wait_for_operator(failure):
+                    return None
+
+    async def _wait_for_operator(self, failure: ActivityError) -> bool:
+        """NEEDS_ATTENTION until an operator retries (True) or the invoice is voided (False); a
+        payment meanwhile makes it PAID and the wait goes on for the PDF."""
+        assert self._invoice is not None
+        cause = failure.cause
+        self._attention = PdfAttention(
+            failure_type=(cause.type if isinstance(cause, ApplicationError) else None)
+            or type(cause or failure).__name__,
+            # Our activity's messages name rules and fields, never values (activities/billing.py).
+            message=str(cause.message if isinstance(cause, ApplicationError) else cause or failure)[:500],
+            since=workflow.now(),
+            retries=self._pdf_retries,
+        )
+        if self._invoice.status == InvoiceStatus.pending:
+            await self._set_status(InvoiceStatus.needs_attention)
+        workflow.upsert_search_attributes([BILLING_STATUS.value_set(BillingRunStatus.needs_attention.value)])
+        while True:
+            await workflow.wait_condition(lambda: self._retry_pdf or self._cancelled or self._payment_due())
+            if not self._payment_due():
+                break
+            await self._set_status(InvoiceStatus.paid)  # the money was taken: record it now
+        workflow.upsert_search_attributes([BILLING_STATUS.value_unset()])
+        self._attention = None
+        if self._cancelled:
+            await self._set_status(InvoiceStatus.void)
+            return False
+        self._retry_pdf = False
+        self._pdf_retries += 1
+        if self._invoice.status == InvoiceStatus.needs_attention:
+            await self._set_status(InvoiceStatus.pending)
+        return True
+
+    def _payment_due(self) -> bool:
+        return (
+            self._pay_requested and self._invoice is not None and self._invoice.status != InvoiceStatus.paid
         )
 
     async def _set_status(self, target: InvoiceStatus) -> None:
@@ -176,6 +252,25 @@ class BillingWorkflow:
         if self._invoice is None:
             raise ApplicationError("the invoice is not issued yet", type=INVOICE_NOT_ISSUED)
 
+    @workflow.update
+    async def retry_pdf(self, _: RetryPdfRequest) -> RetryPdfAccepted:
+        """Render the PDF again (after its cause was fixed); answers once the retry is under way."""
+        assert self._invoice is not None and self._attention is not None
+        self._retry_pdf = True
+        return RetryPdfAccepted(invoice_id=self._invoice.id, attention=self._attention)
+
+    @retry_pdf.validator
+    def _validate_retry_pdf(self, _: RetryPdfRequest) -> None:
+        if self._attention is None or self._retry_pdf or self._cancelled:
+            raise ApplicationError(
+                "this billing run is not waiting for an operator", type=NOT_NEEDING_ATTENTION
+            )
+
     @workflow.query
     def invoice(self) -> InvoiceState | None:
         return self._invoice
+
+    @workflow.query
+    def attention(self) -> PdfAttention | None:
+        """Why the run waits for an operator; None when it does not."""
+        return self._attention

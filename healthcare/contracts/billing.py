@@ -21,6 +21,8 @@ INVOICE_NOT_FOUND = "InvoiceNotFound"
 PDF_REJECTED = "InvoicePdfRejected"
 # A function error or an answer we cannot read: worth retrying.
 PDF_FAILED = "InvoicePdfFailed"
+# `retry_pdf` was sent to a run whose PDF step is not waiting for an operator.
+NOT_NEEDING_ATTENTION = "BillingNotNeedingAttention"
 
 WORKFLOW_TYPE = "Billing"
 # Invoice ids are derived from the appointment, so every retry (and the Lambda's object key) agrees.
@@ -35,12 +37,19 @@ class InvoiceStatus(StrEnum):
     paid = "PAID"
     void = "VOID"
     overdue = "OVERDUE"
+    # The PDF step failed for good: the run waits for an operator (`healthcare billing retry-pdf`)
+    # and still accepts payment and cancellation.
+    needs_attention = "NEEDS_ATTENTION"
 
 
 # Allowed status changes (anything else is refused by the activity and the workflow); a status with
 # nothing after it is final, the others are open (the run still waits on the invoice).
 TRANSITIONS: Mapping[InvoiceStatus, frozenset[InvoiceStatus]] = {
-    InvoiceStatus.pending: frozenset({InvoiceStatus.issued, InvoiceStatus.void}),
+    InvoiceStatus.pending: frozenset(
+        {InvoiceStatus.issued, InvoiceStatus.void, InvoiceStatus.needs_attention}
+    ),
+    # Back to PENDING when an operator retries the PDF; paid or voided while it waits.
+    InvoiceStatus.needs_attention: frozenset({InvoiceStatus.pending, InvoiceStatus.paid, InvoiceStatus.void}),
     InvoiceStatus.issued: frozenset({InvoiceStatus.paid, InvoiceStatus.void, InvoiceStatus.overdue}),
     InvoiceStatus.overdue: frozenset({InvoiceStatus.paid, InvoiceStatus.void}),
     InvoiceStatus.paid: frozenset(),
@@ -49,6 +58,13 @@ TRANSITIONS: Mapping[InvoiceStatus, frozenset[InvoiceStatus]] = {
 OPEN_STATUSES = frozenset(status for status, after in TRANSITIONS.items() if after)
 # A run's outcome when the cancellation came before the invoice was recorded: nothing was billed.
 UNBILLED = "UNBILLED"
+
+
+class BillingRunStatus(StrEnum):
+    """Values of the BillingStatus search attribute: set while a run waits for an operator, unset
+    otherwise (`BillingStatus="NEEDS_ATTENTION"` in the Temporal UI lists the runs to look at)."""
+
+    needs_attention = "NEEDS_ATTENTION"
 
 
 def can_become(current: str, target: str) -> bool:
@@ -147,6 +163,29 @@ class InvoiceStatusChange(BaseModel):
     invoice_id: uuid.UUID
     target: InvoiceStatus
     at: datetime
+
+
+class PdfAttention(BaseModel):
+    """Why a run waits for an operator: the PDF step's last failure (its type and the message the
+    activity wrote, which names rules and fields, never values), since when, and how many operator
+    retries it has had."""
+
+    failure_type: str
+    message: str
+    since: datetime
+    retries: int = 0
+
+
+class RetryPdfRequest(BaseModel):
+    """`retry_pdf` update: an operator asks a run that needs attention to render its PDF again."""
+
+    reason: str | None = None
+
+
+class RetryPdfAccepted(BaseModel):
+    invoice_id: uuid.UUID
+    # The failure the retry answers.
+    attention: PdfAttention
 
 
 class BillingOutcome(BaseModel):

@@ -17,6 +17,23 @@ class EventType(StrEnum):
     cancelled = "APPOINTMENT_CANCELLED"
 
 
+# A header on events that benchmarks make up (bench/analytics_freshness.py): the analytics job counts
+# them like any other, the billing consumer skips one whose appointment is not stored (a marked event
+# of a stored appointment is billed as usual, so the mark can never keep a real visit from its bill).
+SYNTHETIC_HEADER = "hc-synthetic"
+
+
+class RefusalReason(StrEnum):
+    """Why the billing consumer parked an event on the dead-letter topic (its `dlq-reason` header)."""
+
+    malformed = "MALFORMED"  # not an appointment event at all
+    appointment_not_found = "APPOINTMENT_NOT_FOUND"  # no stored appointment has its id
+    patient_mismatch = "PATIENT_MISMATCH"  # the stored appointment is another patient's
+    doctor_mismatch = "DOCTOR_MISMATCH"  # the stored appointment is with another doctor
+    temporal_refused = "TEMPORAL_REFUSED"  # Temporal refused the start for good (status in the detail)
+    run_closed = "RUN_CLOSED"  # a cancellation for a billing run that failed or was terminated
+
+
 class AppointmentEvent(BaseModel):
     """One value on `appointment-events`, keyed by appointmentId."""
 

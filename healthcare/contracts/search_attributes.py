@@ -15,6 +15,8 @@ class SearchAttribute(StrEnum):
     doctor_id = "DoctorId"
     # An AppointmentStatus, or the run states RUN_PENDING / RUN_REJECTED (healthcare.contracts.appointments).
     appointment_status = "AppointmentStatus"
+    # A BillingRunStatus while a billing run waits for an operator; unset otherwise.
+    billing_status = "BillingStatus"
 
 
 # Each attribute's indexed value type, as Temporal names it (`--search-attribute NAME=TYPE`).

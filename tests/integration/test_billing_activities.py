@@ -66,6 +66,11 @@ ALLOWED = {
     ("ISSUED", "OVERDUE"),
     ("OVERDUE", "PAID"),
     ("OVERDUE", "VOID"),
+    # The PDF failed for good: an operator retries it (back to PENDING), or it is paid or voided.
+    ("PENDING", "NEEDS_ATTENTION"),
+    ("NEEDS_ATTENTION", "PENDING"),
+    ("NEEDS_ATTENTION", "PAID"),
+    ("NEEDS_ATTENTION", "VOID"),
 }
 
 

@@ -2,29 +2,39 @@
 
 Each test gets an outbox of its own (a private copy of the table, with its NOTIFY trigger) and a
 topic of its own, so the worker's relay, which serves the public table, never races these relays,
-and no test event reaches billing or analytics. The path to the real `appointment-events` topic is
+and no test event reaches billing or analytics (but the last, which puts a row no broker takes in
+the worker's own outbox). The path to the real `appointment-events` topic is
 covered end to end by test_appointments.py and test_billing.py.
 """
 
 import asyncio
 import json
+import re
+import sys
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import NewTopic
+from aiokafka.errors import KafkaTimeoutError
+from prometheus_client import REGISTRY
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from healthcare import clients
+from healthcare.contracts.billing import invoice_id_for
 from healthcare.contracts.events import AppointmentEvent
 from healthcare.db import session_factory
 from healthcare.outbox import OutboxRelay, enqueue
 from healthcare.settings import Settings
+from ops import outbox as ops_outbox
+from tests.integration.factories import Account, create_doctor, create_patient
 from tests.integration.kafka_probe import TopicProbe
 from tests.integration.private_schema import private_tables
 
@@ -181,7 +191,7 @@ async def test_a_crash_between_send_and_commit_redelivers_with_the_same_event_id
         with pytest.raises(RuntimeError):
             await _CrashAfterSend(engine=outbox_engine, producer=producer).drain_once()
         assert await _unpublished(outbox_engine) == 1  # rolled back: still queued
-        assert await OutboxRelay(engine=outbox_engine, producer=producer).drain_once() == (1, 0)
+        assert await OutboxRelay(engine=outbox_engine, producer=producer).drain_once() == (1, 0, 0, False)
         values = await probe.collect(until=lambda vs: _ids(vs)[str(event.event_id)] >= 2, settle=1)
     # At-least-once: the event went out twice, under one id, which is what consumers drop on.
     assert _ids(values) == Counter({str(event.event_id): 2})
@@ -193,6 +203,7 @@ class _FlakyProducer:
 
     def __init__(self, real: AIOKafkaProducer, failures: int) -> None:
         self.real = real
+        self.client = real.client  # the relay asks the broker about topics it has no metadata for
         self.failures = failures
         self.calls = 0
 
@@ -238,13 +249,20 @@ async def test_a_failed_event_holds_back_later_events_of_its_key(
         topic,
         [_event("APPOINTMENT_CREATED", appointment), other, _event("APPOINTMENT_CANCELLED", appointment)],
     )
-    relay = OutboxRelay(engine=outbox_engine, producer=_FlakyProducer(producer, failures=1))
+    # No back-off between a row's attempts here: the second round may send it again at once.
+    relay = OutboxRelay(engine=outbox_engine, producer=_FlakyProducer(producer, failures=1), retry_base=0)
     # The creation fails; its cancellation, although sent, stays queued to go out again after it.
-    assert await relay.drain_once() == (1, 2)
+    assert await relay.drain_once() == (1, 2, 0, False)
     async with outbox_engine.connect() as conn:
-        left = (await conn.execute(text("SELECT key FROM outbox WHERE published_at IS NULL"))).scalars().all()
-    assert left == [str(appointment).encode()] * 2
-    assert await relay.drain_once() == (2, 0)
+        left = (
+            await conn.execute(
+                text("SELECT key, attempts FROM outbox WHERE published_at IS NULL ORDER BY seq")
+            )
+        ).all()
+    # The other row got through, so the failure was the creation's own: one attempt on it, none on
+    # the cancellation that merely waited behind it.
+    assert [tuple(r) for r in left] == [(str(appointment).encode(), 1), (str(appointment).encode(), 0)]
+    assert await relay.drain_once() == (2, 0, 0, False)
 
 
 async def test_cleanup_deletes_old_published_rows_in_bounded_batches(
@@ -270,3 +288,164 @@ async def test_cleanup_deletes_old_published_rows_in_bounded_batches(
     assert await relay.cleanup_once() == 0
     async with outbox_engine.connect() as conn:
         assert await conn.scalar(text("SELECT count(*) FROM outbox")) == 3  # recent and unpublished stay
+
+
+async def _rows(eng: AsyncEngine) -> list[Any]:
+    async with eng.connect() as conn:
+        return list(
+            (
+                await conn.execute(
+                    text(
+                        "SELECT seq, key, topic, attempts, last_error, parked_at, published_at"
+                        " FROM outbox ORDER BY seq"
+                    )
+                )
+            ).all()
+        )
+
+
+async def test_a_row_for_an_unknown_topic_is_parked_while_the_others_are_published(
+    settings: Settings, outbox_engine: AsyncEngine, topic: str, producer: AIOKafkaProducer
+) -> None:
+    """The stall this replaces: one row whose topic does not exist failed every round, and nothing
+    after it was ever published. Now it is tried on its own back-off, parked, reported, requeued."""
+    missing = f"outbox-missing-{uuid.uuid4().hex[:10]}"
+    stuck = uuid.uuid4()
+    poison = _event("APPOINTMENT_CREATED", stuck)
+    behind = _event("APPOINTMENT_CANCELLED", stuck)  # must not overtake the poison row
+    others = [_event() for _ in range(5)]
+    await _queue(outbox_engine, missing, [poison])
+    await _queue(outbox_engine, topic, [behind, *others])
+    relay = OutboxRelay(
+        engine=outbox_engine, producer=producer, max_attempts=3, retry_base=0.05, poll_interval=0.1
+    )
+    stop = asyncio.Event()
+
+    async def parked() -> bool:
+        return any(r.parked_at is not None for r in await _rows(outbox_engine))
+
+    async with TopicProbe(settings, topic) as probe:
+        running = asyncio.create_task(relay.run(stop))
+        try:
+            await _until(parked)
+            values = await probe.collect(until=lambda vs: len(vs) >= 5, settle=0.5)
+        finally:
+            stop.set()
+            await running
+    assert _ids(values) == Counter(str(e.event_id) for e in others)  # all others, once; not `behind`
+    rows = {r.seq: r for r in await _rows(outbox_engine)}
+    poison_row, behind_row = (r for r in rows.values() if r.key == str(stuck).encode())
+    assert poison_row.attempts == 3 and poison_row.last_error == "UnknownTopicOrPartitionError"
+    assert poison_row.parked_at is not None and poison_row.published_at is None
+    assert behind_row.published_at is None and behind_row.attempts == 0 and behind_row.parked_at is None
+    assert relay.stats.parked == 1 and relay.stats.rounds_failed == 0  # never an outage
+
+    # Reported: the command's numbers and the gauge.
+    totals = await ops_outbox.summary(outbox_engine)
+    assert (totals.parked, totals.held, totals.pending) == (1, 1, 1)
+    [listed] = await ops_outbox.parked_rows(outbox_engine)
+    assert (listed.seq, listed.topic, listed.key, listed.held) == (poison_row.seq, missing, str(stuck), 1)
+    await relay.refresh_gauges()
+    assert REGISTRY.get_sample_value("healthcare_outbox_parked") == 1
+
+    # Fixed (the topic now exists) and requeued: the poison row goes out, then the one behind it.
+    admin = clients.kafka_admin(settings)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(missing, num_partitions=1, replication_factor=1)])
+        assert await ops_outbox.requeue(outbox_engine, [poison_row.seq]) == [poison_row.seq]
+        relay = OutboxRelay(engine=outbox_engine, producer=producer, poll_interval=0.1)
+        async with TopicProbe(settings, missing) as fixed:
+            stop = asyncio.Event()
+            running = asyncio.create_task(relay.run(stop))
+            try:
+                await _until(lambda: _zero(outbox_engine))
+                sent = await fixed.collect(until=lambda vs: len(vs) >= 1, settle=0.5)
+            finally:
+                stop.set()
+                await running
+    finally:
+        await admin.delete_topics([missing])
+        await admin.close()
+    assert _ids(sent) == Counter({str(poison.event_id): 1})
+    published = {r.key + r.topic.encode(): r.published_at for r in await _rows(outbox_engine)}
+    assert (
+        published[str(stuck).encode() + missing.encode()] <= published[str(stuck).encode() + topic.encode()]
+    )
+
+
+class _DownProducer:
+    """A broker that takes no send at all (every delivery fails)."""
+
+    def __init__(self, real: AIOKafkaProducer) -> None:
+        self.client = real.client
+
+    async def send(self, topic: str, value: bytes, key: bytes | None = None) -> asyncio.Future[Any]:
+        failed: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        failed.set_exception(KafkaTimeoutError())
+        return failed
+
+
+async def test_a_broker_that_takes_nothing_blames_no_row(
+    outbox_engine: AsyncEngine, topic: str, producer: AIOKafkaProducer
+) -> None:
+    await _queue(outbox_engine, topic, [_event() for _ in range(3)])
+    relay = OutboxRelay(engine=outbox_engine, producer=_DownProducer(producer), max_attempts=2, retry_base=0)
+    for _ in range(4):  # twice the limit: an outage must not park anything
+        result = await relay.drain_once()
+        assert result == (0, 3, 0, True)
+    assert {(r.attempts, r.parked_at) for r in await _rows(outbox_engine)} == {(0, None)}
+
+
+async def test_a_poison_row_in_the_stacks_outbox_does_not_hold_back_the_next_booking(
+    api: httpx.AsyncClient, admin: Account, staff: Account, engine: AsyncEngine
+) -> None:
+    """The worker's own relay: before, this row failed every round and no booking was billed again."""
+    poison = _event()
+    await _queue(engine, f"outbox-missing-{uuid.uuid4().hex[:10]}", [poison])
+    try:
+        doctor = await create_doctor(api, admin)
+        patient = await create_patient(api, staff)
+        slot = datetime.now(UTC) + timedelta(days=80, minutes=31 * (uuid.uuid4().int % 5000))
+        resp = await api.post(
+            "/api/v1/appointments",
+            json={
+                "patientId": patient["id"],
+                "doctorId": doctor["id"],
+                "time": slot.replace(microsecond=0).isoformat(),
+            },
+            headers=staff.headers,
+        )
+        assert resp.status_code == 201, resp.text
+        invoice_id = invoice_id_for(uuid.UUID(resp.json()["id"]))
+        async with asyncio.timeout(120):
+            while True:
+                got = await api.get(f"/api/v1/invoices/{invoice_id}", headers=staff.headers)
+                if got.status_code == 200 and got.json()["status"] == "ISSUED":
+                    break
+                await asyncio.sleep(0.5)
+        async with engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    text("SELECT attempts, last_error, published_at FROM outbox WHERE event_id = :id"),
+                    {"id": poison.event_id},
+                )
+            ).one()
+        assert (
+            row.published_at is None
+            and row.attempts >= 1
+            and row.last_error == "UnknownTopicOrPartitionError"
+        )
+        # The operator's report names it (failing, not yet parked: its attempts have a back-off).
+        proc = await asyncio.create_subprocess_exec(
+            str(Path(sys.executable).parent / "healthcare"),
+            "outbox",
+            "list",
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        out, _ = await asyncio.wait_for(proc.communicate(), 120)
+        assert proc.returncode in (0, 1) and re.search(r"pending: \d+ \([1-9]\d* failing", out.decode()), out
+    finally:
+        async with engine.begin() as conn:
+            await conn.execute(text("DELETE FROM outbox WHERE event_id = :id"), {"id": poison.event_id})

@@ -1,4 +1,5 @@
-"""The billing consumer without Kafka or Temporal: what it asks Temporal, and which offsets it commits."""
+"""The billing consumer without Kafka, Temporal or PostgreSQL: what it asks Temporal, what it parks on
+the dead-letter topic, and which offsets it commits."""
 
 from __future__ import annotations
 
@@ -13,14 +14,17 @@ import pytest
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from structlog.testing import capture_logs
 from temporalio.client import Client as TemporalClient
+from temporalio.client import WorkflowExecutionStatus
 from temporalio.common import TypedSearchAttributes, WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from healthcare import metrics
 from healthcare.contracts.billing import BillingRequest, CancelSignal, billing_workflow_id
-from healthcare.contracts.events import AppointmentEvent
+from healthcare.contracts.events import SYNTHETIC_HEADER, AppointmentEvent, RefusalReason
+from healthcare.dead_letters import DeadLetter
 from healthcare.settings import Settings
+from services.billing_events import StoredAppointment
 from workers.billing_consumer import BillingConsumer
 from workflows.billing import BillingWorkflow
 from workflows.search_attributes import DOCTOR_ID, PATIENT_ID
@@ -32,16 +36,19 @@ TERMS = timedelta(days=7)
 MAX_READS = 20
 
 Message = tuple[bytes | None, bytes | None]  # (key, value) as the producer wrote them
+Headers = tuple[tuple[str, bytes], ...]
 Timeline = list[tuple[Any, ...]]
 
 
 def event(kind: str = "APPOINTMENT_CREATED", appointment_id: uuid.UUID | None = None) -> AppointmentEvent:
+    """An event; one appointment's events name the same patient and doctor, as the API's do."""
+    appointment_id = appointment_id or uuid.uuid4()
     return AppointmentEvent(
         event=kind,
         event_id=uuid.uuid4(),
-        appointment_id=appointment_id or uuid.uuid4(),
-        patient_id=uuid.uuid4(),
-        doctor_id=uuid.uuid4(),
+        appointment_id=appointment_id,
+        patient_id=uuid.uuid5(appointment_id, "patient"),
+        doctor_id=uuid.uuid5(appointment_id, "doctor"),
         time=datetime(2030, 5, 1, 9, 30, tzinfo=UTC),
         occurred_at=datetime(2030, 4, 1, 8, 0, tzinfo=UTC),
     )
@@ -52,7 +59,9 @@ def message(e: AppointmentEvent) -> Message:
     return (e.key(), e.value())
 
 
-def record(offset: int, key: bytes | None, value: bytes | None) -> ConsumerRecord[bytes, bytes]:
+def record(
+    offset: int, key: bytes | None, value: bytes | None, headers: Headers = ()
+) -> ConsumerRecord[bytes, bytes]:
     return ConsumerRecord(
         topic=TP.topic,
         partition=TP.partition,
@@ -64,12 +73,12 @@ def record(offset: int, key: bytes | None, value: bytes | None) -> ConsumerRecor
         checksum=None,
         serialized_key_size=len(key or b""),
         serialized_value_size=len(value or b""),
-        headers=(),
+        headers=headers,
     )
 
 
-def refused() -> RPCError:
-    return RPCError("temporal unavailable", RPCStatusCode.UNAVAILABLE, b"")
+def refused(status: RPCStatusCode = RPCStatusCode.UNAVAILABLE) -> RPCError:
+    return RPCError(f"temporal says {status.name}", status, b"")
 
 
 def already_started(appointment_id: uuid.UUID) -> WorkflowAlreadyStartedError:
@@ -84,8 +93,13 @@ class FakeKafka:
     log is read to its end, `stop` is set and the consumer's loop ends.
     """
 
-    def __init__(self, messages: list[Message], stop: asyncio.Event, timeline: Timeline) -> None:
-        self.log = [record(offset, key, value) for offset, (key, value) in enumerate(messages)]
+    def __init__(
+        self, messages: list[Message], stop: asyncio.Event, timeline: Timeline, headers: dict[int, Headers]
+    ) -> None:
+        self.log = [
+            record(offset, key, value, headers.get(offset, ()))
+            for offset, (key, value) in enumerate(messages)
+        ]
         self.position = 0
         self.stop = stop
         self.timeline = timeline
@@ -136,6 +150,7 @@ class FakeTemporal:
         self.script = script
         self.on_refusal = on_refusal
         self.calls: list[dict[str, Any]] = []
+        self.closed: dict[str, WorkflowExecutionStatus] = {}  # finished runs, for describe()
 
     async def start_workflow(self, workflow: Any, arg: BillingRequest, **options: Any) -> object:
         self.calls.append({"workflow": workflow, "arg": arg, **options})
@@ -149,25 +164,95 @@ class FakeTemporal:
             raise outcome
         return object()
 
+    def get_workflow_handle(self, workflow_id: str) -> FakeHandle:
+        return FakeHandle(self, workflow_id)
+
+
+class FakeHandle:
+    def __init__(self, temporal: FakeTemporal, workflow_id: str) -> None:
+        self.temporal = temporal
+        self.workflow_id = workflow_id
+
+    async def describe(self) -> Any:
+        status = self.temporal.closed[self.workflow_id]
+        self.temporal.timeline.append(("describe", self.workflow_id, status.name))
+        return type("Description", (), {"status": status})()
+
+
+class FakeAppointments:
+    """The stored appointments the consumer checks events against; `failures` scripts the lookups
+    that fail (a database outage) before the next one succeeds."""
+
+    def __init__(self, stored: dict[uuid.UUID, StoredAppointment], timeline: Timeline) -> None:
+        self.stored = stored
+        self.timeline = timeline
+        self.failures: list[BaseException] = []
+
+    async def __call__(self, ids: Any) -> dict[uuid.UUID, StoredAppointment]:
+        if self.failures:
+            error = self.failures.pop(0)
+            self.timeline.append(("lookup", type(error).__name__))
+            raise error
+        return {i: self.stored[i] for i in ids if i in self.stored}
+
+
+class FakeDeadLetters:
+    """The dead-letter topic: what was parked; `failures` scripts sends that fail first."""
+
+    def __init__(self, timeline: Timeline) -> None:
+        self.timeline = timeline
+        self.letters: list[DeadLetter] = []
+        self.failures: list[BaseException] = []
+
+    async def __call__(self, letter: DeadLetter) -> None:
+        if self.failures:
+            error = self.failures.pop(0)
+            self.timeline.append(("park", letter.offset, type(error).__name__))
+            raise error
+        self.letters.append(letter)
+        self.timeline.append(("park", letter.offset, letter.reason.value))
+
 
 class Harness:
+    """Every well-formed event's appointment is stored with the event's parties, unless listed in
+    `not_stored` or overridden by `stored`."""
+
     def __init__(
         self,
         messages: list[Message],
         script: dict[uuid.UUID, list[BaseException | None]] | None = None,
         *,
         stop_on_refusal: bool = False,
+        not_stored: Sequence[uuid.UUID] = (),
+        stored: dict[uuid.UUID, StoredAppointment] | None = None,
+        headers: dict[int, Headers] | None = None,
+        closed: dict[str, WorkflowExecutionStatus] | None = None,
     ) -> None:
         self.stop = asyncio.Event()
         self.timeline: Timeline = []
-        self.kafka = FakeKafka(messages, self.stop, self.timeline)
+        self.kafka = FakeKafka(messages, self.stop, self.timeline, headers or {})
         self.temporal = FakeTemporal(
             self.timeline, script or {}, on_refusal=self.stop.set if stop_on_refusal else lambda: None
         )
+        self.temporal.closed = closed or {}
+        known: dict[uuid.UUID, StoredAppointment] = {}
+        for _, value in messages:
+            try:
+                e = AppointmentEvent.model_validate_json(value or b"")
+            except ValueError:
+                continue
+            known[e.appointment_id] = StoredAppointment(patient_id=e.patient_id, doctor_id=e.doctor_id)
+        known.update(stored or {})
+        for appointment_id in not_stored:
+            known.pop(appointment_id, None)
+        self.appointments = FakeAppointments(known, self.timeline)
+        self.dead_letters = FakeDeadLetters(self.timeline)
         self.consumer = BillingConsumer(
             consumer=cast(AIOKafkaConsumer, self.kafka),
             temporal=cast(TemporalClient, self.temporal),
             settings=Settings(temporal_task_queue=TASK_QUEUE, billing_payment_terms_days=TERMS.days),
+            appointments=self.appointments,
+            dead_letters=self.dead_letters,
         )
 
     async def run(self) -> None:
@@ -179,22 +264,29 @@ class Harness:
     def starts(self) -> list[tuple[Any, ...]]:
         return [entry for entry in self.timeline if entry[0] == "start"]
 
-    def assert_commits_follow_acceptance(self, events: Sequence[AppointmentEvent | None]) -> None:
-        """At-least-once: committing offset c needs Temporal to have accepted every event below c.
+    def parks(self) -> list[tuple[Any, ...]]:
+        return [entry for entry in self.timeline if entry[0] == "park"]
 
-        `events[offset]` is the event at that offset, None for a malformed one (nothing to accept).
+    def assert_commits_follow_acceptance(self, events: Sequence[AppointmentEvent | None]) -> None:
+        """At-least-once: committing offset c needs every event below c accepted by Temporal or
+        parked on the dead-letter topic.
+
+        `events[offset]` is the event at that offset, None for one that must be parked.
         Accepted: the start succeeded, or found the run already there.
         """
         accepted: set[tuple[uuid.UUID, str]] = set()
+        parked: set[int] = set()
         for entry in self.timeline:
             if entry[0] == "start" and entry[3] in ("ok", "WorkflowAlreadyStartedError"):
                 accepted.add((entry[1], entry[2]))
+            elif entry[0] == "park" and entry[2] in set(RefusalReason):
+                parked.add(entry[1])
             elif entry[0] == "commit":
                 for offset, e in enumerate(events[: entry[1]]):
-                    if e is not None:
-                        assert (e.appointment_id, kind(e)) in accepted, (
-                            f"offset {offset} committed before Temporal accepted it: {self.timeline}"
-                        )
+                    done = offset in parked if e is None else (e.appointment_id, kind(e)) in accepted
+                    assert done, (
+                        f"offset {offset} committed before it was accepted or parked: {self.timeline}"
+                    )
 
 
 def kind(e: AppointmentEvent) -> str:
@@ -367,33 +459,42 @@ MALFORMED: dict[str, Message] = {
 
 
 @pytest.mark.parametrize("malformed", MALFORMED.values(), ids=MALFORMED.keys())
-async def test_a_malformed_event_is_logged_skipped_and_committed(malformed: Message) -> None:
+async def test_a_malformed_event_is_parked_as_it_was_read_and_committed_past(malformed: Message) -> None:
     before, after = event(), event()
-    h = Harness([message(before), malformed, message(after)])
+    h = Harness([message(before), malformed, message(after)], headers={1: (("traceparent", b"00-ab"),)})
     with capture_logs() as logs:
         await h.run()
 
     assert h.timeline[0] == ("read", [0, 1, 2])
     assert sorted(map(str, h.starts())) == sorted(str(ok(e)) for e in (before, after))
+    assert h.parks() == [("park", 1, "MALFORMED")]
     assert h.commits() == [3]
     h.assert_commits_follow_acceptance([before, None, after])
+    # The dead letter is the record as it came (key, value, headers) and where it came from.
+    [letter] = h.dead_letters.letters
+    assert (letter.key, letter.value, letter.headers) == (*malformed, (("traceparent", b"00-ab"),))
+    assert (letter.topic, letter.partition, letter.offset) == (TP.topic, TP.partition, 1)
+    assert letter.reason is RefusalReason.malformed and letter.detail == "not an appointment event"
     # Where it is, never what it says (an event names a patient).
-    skipped = [entry for entry in logs if entry["event"] == "skipping malformed appointment event"]
-    assert skipped == [
+    parked = [entry for entry in logs if entry["event"] == "billing event parked on the dead-letter topic"]
+    assert parked == [
         {
-            "event": "skipping malformed appointment event",
+            "event": "billing event parked on the dead-letter topic",
             "log_level": "warning",
+            "reason": "MALFORMED",
+            "detail": "not an appointment event",
+            "appointment_id": None,
             "partition": TP.partition,
             "offset": 1,
         }
     ]
 
 
-async def test_a_batch_of_only_malformed_events_is_committed_past() -> None:
+async def test_a_batch_of_only_malformed_events_is_parked_and_committed_past() -> None:
     h = Harness([(None, b""), (None, b"[]")])
     await h.run()
 
-    assert h.timeline == [("read", [0, 1]), ("commit", 2)]
+    assert h.timeline == [("read", [0, 1]), ("park", 0, "MALFORMED"), ("park", 1, "MALFORMED"), ("commit", 2)]
     assert h.temporal.calls == []
 
 
@@ -471,3 +572,156 @@ async def test_an_unexpected_error_leaves_the_batch_uncommitted_for_redelivery()
 
     assert h.commits() == []
     assert ("start", second.appointment_id, "create", "RuntimeError") in h.timeline
+
+
+# -- Refused for good: parked on the dead-letter topic, and consumption goes on ---------------------
+
+
+@pytest.mark.parametrize(
+    "status", [RPCStatusCode.INVALID_ARGUMENT, RPCStatusCode.PERMISSION_DENIED, RPCStatusCode.NOT_FOUND]
+)
+async def test_a_permanent_temporal_refusal_is_parked_once_and_the_partition_goes_on(
+    status: RPCStatusCode,
+) -> None:
+    first, second, third = events = [event() for _ in range(3)]
+    h = Harness([message(e) for e in events], script={second.appointment_id: [refused(status)]})
+    await h.run()
+
+    # Not retried: one start for it, parked with the status, and the events after it go through.
+    assert h.starts().count(refusal(second)) == 1 and ok(second) not in h.starts()
+    assert h.parks() == [("park", 1, "TEMPORAL_REFUSED")]
+    assert ok(first) in h.starts() and ok(third) in h.starts()
+    assert h.commits() == [3] and ("seek", 1) not in h.timeline
+    [letter] = h.dead_letters.letters
+    assert letter.detail == f"{status.name}: temporal says {status.name}"
+    assert letter.value == second.value() and letter.key == second.key()
+    h.assert_commits_follow_acceptance([first, None, third])
+
+
+@pytest.mark.parametrize(
+    "status",
+    [
+        RPCStatusCode.UNAVAILABLE,
+        RPCStatusCode.DEADLINE_EXCEEDED,
+        RPCStatusCode.RESOURCE_EXHAUSTED,
+        RPCStatusCode.UNAUTHENTICATED,
+        RPCStatusCode.INTERNAL,
+    ],
+)
+async def test_a_transient_temporal_refusal_is_read_again_and_never_parked(status: RPCStatusCode) -> None:
+    only = event()
+    h = Harness([message(only)], script={only.appointment_id: [refused(status)]})
+    await h.run()
+
+    assert h.timeline == [("read", [0]), refusal(only), ("seek", 0), ("read", [0]), ok(only), ("commit", 1)]
+    assert h.parks() == []
+
+
+async def test_an_event_whose_appointment_is_not_stored_is_parked_without_asking_temporal() -> None:
+    ghost, real = event(), event()
+    h = Harness([message(ghost), message(real)], not_stored=[ghost.appointment_id])
+    await h.run()
+
+    assert h.parks() == [("park", 0, "APPOINTMENT_NOT_FOUND")]
+    assert h.starts() == [ok(real)]
+    assert h.commits() == [2]
+    assert h.dead_letters.letters[0].detail == f"no appointment {ghost.appointment_id}"
+
+
+@pytest.mark.parametrize("party", ["patient", "doctor"])
+async def test_an_event_naming_other_parties_than_the_stored_appointment_is_parked(party: str) -> None:
+    forged = event()
+    stored = StoredAppointment(
+        patient_id=uuid.uuid4() if party == "patient" else forged.patient_id,
+        doctor_id=uuid.uuid4() if party == "doctor" else forged.doctor_id,
+    )
+    h = Harness([message(forged)], stored={forged.appointment_id: stored})
+    await h.run()
+
+    assert h.timeline == [("read", [0]), ("park", 0, f"{party.upper()}_MISMATCH"), ("commit", 1)]
+    assert h.temporal.calls == []
+
+
+SYNTHETIC: Headers = ((SYNTHETIC_HEADER, b"bench.analytics_freshness"),)
+
+
+async def test_a_synthetic_event_of_no_stored_appointment_is_skipped_not_parked() -> None:
+    synthetic, real = event(), event()
+    h = Harness(
+        [message(synthetic), message(real)], not_stored=[synthetic.appointment_id], headers={0: SYNTHETIC}
+    )
+    await h.run()
+
+    assert h.parks() == [] and h.starts() == [ok(real)]
+    assert h.commits() == [2]
+
+
+async def test_the_synthetic_mark_never_keeps_a_stored_appointment_from_its_bill() -> None:
+    marked = event()
+    h = Harness([message(marked)], headers={0: SYNTHETIC})
+    await h.run()
+
+    assert h.timeline == [("read", [0]), ok(marked), ("commit", 1)]
+
+
+async def test_a_database_outage_reads_the_batch_again_and_commits_nothing_meanwhile() -> None:
+    first, second = event(), event()
+    h = Harness([message(first), message(second)])
+    h.appointments.failures = [ConnectionRefusedError(), ConnectionRefusedError()]
+    await h.run()
+
+    assert h.timeline[:5] == [
+        ("read", [0, 1]),
+        ("lookup", "ConnectionRefusedError"),
+        ("seek", 0),
+        ("read", [0, 1]),
+        ("lookup", "ConnectionRefusedError"),
+    ]
+    assert h.commits() == [2] and h.parks() == []
+    assert sorted(map(str, h.starts())) == sorted(str(ok(e)) for e in (first, second))
+
+
+async def test_an_event_that_cannot_be_parked_yet_stays_on_the_topic_until_it_is() -> None:
+    ghost, after = event(), event()
+    h = Harness([message(ghost), message(after)], not_stored=[ghost.appointment_id])
+    h.dead_letters.failures = [ConnectionError("dead-letter topic down")]
+    await h.run()
+
+    # The first park failed: offset 0 is not committed, the batch is read again and it is parked then.
+    assert h.parks() == [("park", 0, "ConnectionError"), ("park", 0, "APPOINTMENT_NOT_FOUND")]
+    assert h.timeline.index(("seek", 0)) < h.timeline.index(("park", 0, "APPOINTMENT_NOT_FOUND"))
+    assert h.commits() == [2]
+    assert [d.offset for d in h.dead_letters.letters] == [0]
+
+
+async def test_a_cancellation_for_a_failed_run_is_parked_so_it_does_not_vanish() -> None:
+    cancelled = event("APPOINTMENT_CANCELLED")
+    workflow_id = billing_workflow_id(cancelled.appointment_id)
+    h = Harness(
+        [message(cancelled)],
+        script={cancelled.appointment_id: [already_started(cancelled.appointment_id)]},
+        closed={workflow_id: WorkflowExecutionStatus.FAILED},
+    )
+    await h.run()
+
+    assert h.timeline == [
+        ("read", [0]),
+        found_running(cancelled),
+        ("describe", workflow_id, "FAILED"),
+        ("park", 0, "RUN_CLOSED"),
+        ("commit", 1),
+    ]
+    assert "FAILED" in h.dead_letters.letters[0].detail
+
+
+async def test_a_cancellation_for_a_completed_run_is_accepted() -> None:
+    cancelled = event("APPOINTMENT_CANCELLED")
+    workflow_id = billing_workflow_id(cancelled.appointment_id)
+    h = Harness(
+        [message(cancelled)],
+        script={cancelled.appointment_id: [already_started(cancelled.appointment_id)]},
+        closed={workflow_id: WorkflowExecutionStatus.COMPLETED},
+    )
+    await h.run()
+
+    assert h.parks() == [] and h.commits() == [1]

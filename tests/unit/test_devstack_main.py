@@ -25,13 +25,14 @@ def test_unknown_pid_is_gone() -> None:
     assert not _alive(2**22 + 12345)
 
 
-def test_the_suite_and_the_benchmarks_refuse_the_dev_stack(
+def test_the_suite_the_benchmarks_and_the_soak_refuse_the_dev_stack(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.setattr(main, "get_settings", lambda: Settings(profile="dev"))
     paths = Paths(tmp_path, tmp_path / "tools")
     assert main.cmd_test(paths, []) == 2
     assert main.cmd_bench(paths, quick=True) == 2
+    assert main.cmd_bench(paths, quick=False, soak_minutes=3) == 2
     assert not paths.run.exists()  # nothing was started
 
 

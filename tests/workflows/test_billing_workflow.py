@@ -15,14 +15,16 @@ from pathlib import Path
 
 import pytest
 from temporalio import activity
-from temporalio.client import Client, WorkflowFailureError, WorkflowHandle, WorkflowUpdateFailedError
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from activities.billing import _pdf_result
 from healthcare.contracts.billing import (
     INVOICE_VOID,
+    NOT_NEEDING_ATTENTION,
+    PDF_FAILED,
     PDF_REJECTED,
     TRANSITIONS,
     BillingOutcome,
@@ -33,13 +35,16 @@ from healthcare.contracts.billing import (
     InvoiceStatusChange,
     IssueRequest,
     PayRequest,
+    PdfAttention,
     PdfRequest,
     PdfResult,
     Price,
     PriceRequest,
+    RetryPdfRequest,
     billing_workflow_id,
 )
-from workflows.billing import BillingWorkflow
+from workflows.billing import PDF_RETRY, BillingWorkflow
+from workflows.search_attributes import BILLING_STATUS
 
 HISTORIES = Path(__file__).parent / "histories"
 GOOD_PDF = {
@@ -58,6 +63,7 @@ class FakeBilling:
     lambda_answers: list[tuple[str | None, bytes]] = field(default_factory=list)
     invoices: dict[uuid.UUID, InvoiceState] = field(default_factory=dict)
     pdf_attempts: int = 0
+    status_changes: list[tuple[str, uuid.UUID]] = field(default_factory=list)
 
     @activity.defn(name="billing.price_visit")
     async def price_visit(self, data: PriceRequest) -> Price:
@@ -89,17 +95,19 @@ class FakeBilling:
     @activity.defn(name="billing.issue")
     async def issue(self, data: IssueRequest) -> InvoiceState:
         inv = self.invoices[data.invoice_id]
+        # As the real step: the PDF is stored once whatever the status; only PENDING becomes ISSUED.
+        if inv.pdf_key is None:
+            inv = inv.model_copy(update={"pdf_key": data.pdf.key, "pdf_sha256": data.pdf.sha256})
         if inv.status == "PENDING":
-            inv = inv.model_copy(
-                update={"status": "ISSUED", "pdf_key": data.pdf.key, "pdf_sha256": data.pdf.sha256}
-            )
-            self.invoices[inv.id] = inv
+            inv = inv.model_copy(update={"status": "ISSUED"})
+        self.invoices[inv.id] = inv
         return inv
 
     @activity.defn(name="billing.set_status")
     async def set_status(self, data: InvoiceStatusChange) -> InvoiceState:
         inv = self.invoices[data.invoice_id]
         if inv.status != data.target:
+            self.status_changes.append((data.target.value, data.invoice_id))
             if data.target not in TRANSITIONS[inv.status]:
                 raise ApplicationError("bad transition", non_retryable=True)
             paid_at = data.at if data.target == "PAID" else None
@@ -242,16 +250,141 @@ async def test_lambda_failures_are_retried(env: WorkflowEnvironment, client: Cli
         await keep_history(handle, "lambda_retried")
 
 
-async def test_a_400_fails_the_run_without_retrying(client: Client, task_queue: str) -> None:
-    bad = {"statusCode": 400, "error": "invalid request: amount must be ...", "errorType": "BadRequest"}
-    fake = FakeBilling(lambda_answers=[(None, json.dumps(bad).encode())])
+BAD_REQUEST = {"statusCode": 400, "error": "invalid request: amount must be ...", "errorType": "BadRequest"}
+
+
+def rejected_then_ok() -> list[tuple[str | None, bytes]]:
+    return [(None, json.dumps(BAD_REQUEST).encode()), (None, json.dumps(GOOD_PDF).encode())]
+
+
+async def until_attention(
+    handle: WorkflowHandle[BillingWorkflow, BillingOutcome], *, retries: int = 0
+) -> PdfAttention:
+    """The failure the run waits on, once it waits after `retries` operator retries."""
+    for _ in range(200):
+        attention = await handle.query(BillingWorkflow.attention)
+        if attention is not None and attention.retries == retries:
+            return attention
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"the run never waited for an operator after {retries} retries")
+
+
+async def billing_status(
+    client: Client, handle: WorkflowHandle[BillingWorkflow, BillingOutcome]
+) -> str | None:
+    desc = await handle.describe()
+    return desc.typed_search_attributes.get(BILLING_STATUS)
+
+
+async def test_a_400_is_not_retried_and_leaves_the_run_waiting_for_an_operator(
+    client: Client, task_queue: str
+) -> None:
+    fake = FakeBilling(lambda_answers=rejected_then_ok())
     async with billing_worker(client, task_queue, fake):
         handle = await start(client, task_queue, request())
-        with pytest.raises(WorkflowFailureError) as failed:
-            await handle.result()
-        cause = failed.value.cause
-        assert isinstance(cause, ActivityError)
-        assert isinstance(cause.cause, ApplicationError) and cause.cause.type == PDF_REJECTED
-        assert fake.pdf_attempts == 1
-        assert [i.status for i in fake.invoices.values()] == ["PENDING"]
-        await keep_history(handle, "pdf_rejected")
+        attention = await until_attention(handle)
+        assert attention.failure_type == PDF_REJECTED and "amount must be" in attention.message
+        assert attention.retries == 0 and fake.pdf_attempts == 1  # a 400 is final: no automatic retry
+        invoice = await until_status(handle, "NEEDS_ATTENTION")
+        assert invoice.pdf_key is None
+        assert (await handle.describe()).status == WorkflowExecutionStatus.RUNNING
+        assert await billing_status(client, handle) == "NEEDS_ATTENTION"
+
+        # The operator fixed the cause and retries: the PDF is rendered, the invoice ISSUED.
+        accepted = await handle.execute_update(BillingWorkflow.retry_pdf, RetryPdfRequest(reason="fixed"))
+        assert accepted.invoice_id == invoice.id and accepted.attention.failure_type == PDF_REJECTED
+        issued = await until_status(handle, "ISSUED")
+        assert issued.pdf_key == "k.pdf" and fake.pdf_attempts == 2
+        assert await handle.query(BillingWorkflow.attention) is None
+        assert await billing_status(client, handle) is None
+        statuses = [s for s, _ in fake.status_changes]
+        assert statuses == ["NEEDS_ATTENTION", "PENDING"]
+
+        paid = await handle.execute_update(BillingWorkflow.pay, PayRequest())
+        assert paid.status == "PAID"
+        assert (await handle.result()).final_status == "PAID"
+        await keep_history(handle, "pdf_attention_retried")
+
+
+async def test_a_cancellation_while_the_pdf_needs_attention_voids_the_invoice(
+    client: Client, task_queue: str
+) -> None:
+    fake = FakeBilling(lambda_answers=rejected_then_ok())
+    async with billing_worker(client, task_queue, fake):
+        handle = await start(client, task_queue, request())
+        await until_status(handle, "NEEDS_ATTENTION")
+        await handle.signal(BillingWorkflow.cancel, CancelSignal())
+        outcome = await handle.result()
+        assert outcome.final_status == "VOID" and outcome.invoice_id is not None
+        assert fake.invoices[outcome.invoice_id].pdf_key is None and fake.pdf_attempts == 1
+        await keep_history(handle, "pdf_attention_cancelled")
+
+
+async def test_a_payment_while_the_pdf_needs_attention_is_recorded_and_the_pdf_follows(
+    client: Client, task_queue: str
+) -> None:
+    fake = FakeBilling(lambda_answers=rejected_then_ok())
+    async with billing_worker(client, task_queue, fake):
+        handle = await start(client, task_queue, request())
+        await until_status(handle, "NEEDS_ATTENTION")
+        paid = await handle.execute_update(BillingWorkflow.pay, PayRequest())
+        assert paid.status == "PAID" and paid.pdf_key is None
+        # Still waiting, for the PDF only; a cancellation after the payment changes nothing.
+        await handle.signal(BillingWorkflow.cancel, CancelSignal())
+        assert await billing_status(client, handle) == "NEEDS_ATTENTION"
+        await handle.execute_update(BillingWorkflow.retry_pdf, RetryPdfRequest())
+        outcome = await handle.result()
+        assert outcome.final_status == "PAID"
+        assert outcome.invoice_id is not None and fake.invoices[outcome.invoice_id].pdf_key == "k.pdf"
+        await keep_history(handle, "pdf_attention_paid")
+
+
+async def test_a_retry_that_fails_again_waits_again(client: Client, task_queue: str) -> None:
+    bad = (None, json.dumps(BAD_REQUEST).encode())
+    fake = FakeBilling(lambda_answers=[bad, bad, (None, json.dumps(GOOD_PDF).encode())])
+    async with billing_worker(client, task_queue, fake):
+        handle = await start(client, task_queue, request())
+        await until_attention(handle)
+        await handle.execute_update(BillingWorkflow.retry_pdf, RetryPdfRequest())
+        await until_attention(handle, retries=1)  # the second failure: waiting again
+        await until_status(handle, "NEEDS_ATTENTION")
+        await handle.execute_update(BillingWorkflow.retry_pdf, RetryPdfRequest())
+        await until_status(handle, "ISSUED")
+        assert fake.pdf_attempts == 3
+        await handle.signal(BillingWorkflow.cancel, CancelSignal())
+        assert (await handle.result()).final_status == "VOID"
+
+
+async def test_lambda_failures_for_good_after_every_retry_wait_for_an_operator(
+    env: WorkflowEnvironment, client: Client, task_queue: str
+) -> None:
+    fake = FakeBilling(lambda_answers=[("Unhandled", b'{"errorType": "ClientError"}')])
+    async with billing_worker(client, task_queue, fake):
+        handle = await start(client, task_queue, request())
+        for _ in range(400):  # the retry policy's back-off is durable time: skip it
+            attention = await handle.query(BillingWorkflow.attention)
+            if attention is not None:
+                break
+            await env.sleep(timedelta(minutes=1))
+        else:
+            raise AssertionError("the run never waited for an operator")
+        assert attention.failure_type == PDF_FAILED
+        assert fake.pdf_attempts == PDF_RETRY.maximum_attempts
+        assert (await handle.query(BillingWorkflow.invoice)).status == "NEEDS_ATTENTION"  # type: ignore[union-attr]
+        await handle.signal(BillingWorkflow.cancel, CancelSignal())
+        assert (await handle.result()).final_status == "VOID"
+
+
+async def test_retry_pdf_is_refused_when_the_run_is_not_waiting_for_an_operator(
+    client: Client, task_queue: str
+) -> None:
+    fake = FakeBilling(lambda_answers=ok_answers())
+    async with billing_worker(client, task_queue, fake):
+        handle = await start(client, task_queue, request())
+        await until_status(handle, "ISSUED")
+        with pytest.raises(WorkflowUpdateFailedError) as refused:
+            await handle.execute_update(BillingWorkflow.retry_pdf, RetryPdfRequest())
+        assert isinstance(refused.value.cause, ApplicationError)
+        assert refused.value.cause.type == NOT_NEEDING_ATTENTION
+        await handle.signal(BillingWorkflow.cancel, CancelSignal())
+        assert (await handle.result()).final_status == "VOID"

@@ -15,15 +15,15 @@ from collections.abc import AsyncIterator
 import pytest
 from temporalio.api.enums.v1 import EventType
 from temporalio.api.history.v1 import History
-from temporalio.client import Client, WorkflowFailureError, WorkflowHistory
+from temporalio.client import Client, WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from healthcare import codec
 from healthcare.contracts.appointments import AppointmentState, BookingRequest, TransitionRequest
-from healthcare.contracts.billing import PDF_REJECTED, BillingRequest, PayRequest
+from healthcare.contracts.billing import PDF_REJECTED, BillingRequest, CancelSignal, PayRequest
 from healthcare.settings import get_settings
 from ops.replay import replay
 from tests.workflows.test_appointment_workflow import TEMPORAL, StandIns, _book, _request
@@ -108,13 +108,13 @@ async def test_a_failure_message_with_sql_and_a_name_is_stored_encrypted(
     fake = FakeBilling(lambda_answers=[(None, json.dumps(refused).encode())])
     async with billing_worker(env.client, task_queue, fake):
         handle = await start(env.client, task_queue, request())
-        with pytest.raises(WorkflowFailureError) as failed:
-            await handle.result()
-    # The client decodes with the keys: the operator's tools see the real message.
-    cause = failed.value.cause
-    assert isinstance(cause, ActivityError) and isinstance(cause.cause, ApplicationError)
-    assert detail in cause.cause.message and cause.cause.type == PDF_REJECTED
-    history = await handle.fetch_history()
+        # Refused for good: the run waits for an operator (patch billing-pdf-attention-v1).
+        await until_status(handle, "NEEDS_ATTENTION")
+        attention = await handle.query(BillingWorkflow.attention)
+        history = await handle.fetch_history()
+        await handle.signal(BillingWorkflow.cancel, CancelSignal())
+        await handle.result()
+    assert attention is not None and attention.failure_type == PDF_REJECTED
     assert _plaintext_in(History(events=history.events), SQL, PATIENT_NAME, "INSERT INTO") == []
     failures = [
         e.activity_task_failed_event_attributes.failure
@@ -123,8 +123,10 @@ async def test_a_failure_message_with_sql_and_a_name_is_stored_encrypted(
     ]
     assert failures and failures[0].message == "Encoded failure"
     assert failures[0].application_failure_info.type == PDF_REJECTED  # the type stays readable
+    # Decoded with the keys: the operator's tools see the real message.
     decoded = await codec.data_converter(get_settings()).decode_failure(failures[0])
     assert isinstance(decoded, ApplicationError) and detail in decoded.message
+    assert decoded.type == PDF_REJECTED
 
 
 async def test_an_encrypted_history_replays_with_the_keys_and_not_without(
@@ -183,12 +185,16 @@ async def test_runs_written_under_a_retired_key_replay_after_rotation(dev_env: W
         await paid.result()
     runs["encrypted_paid"] = await paid.fetch_history()
 
+    # A PDF refused for good waits for an operator, then the appointment is cancelled. (The stored
+    # encrypted_pdf_rejected.json was recorded before patch billing-pdf-attention-v1: a run failed
+    # by its PDF step, the path runs without the marker still take.)
     refused = {"statusCode": 400, "error": f"{SQL} for {PATIENT_NAME}", "errorType": "BadRequest"}
     async with billing_worker(old, queue, FakeBilling(lambda_answers=[(None, json.dumps(refused).encode())])):
         rejected = await start(old, queue, request())
-        with pytest.raises(WorkflowFailureError):
-            await rejected.result()
-    runs["encrypted_pdf_rejected"] = await rejected.fetch_history()
+        await until_status(rejected, "NEEDS_ATTENTION")
+        await rejected.signal(BillingWorkflow.cancel, CancelSignal())
+        assert (await rejected.result()).final_status == "VOID"
+    runs["encrypted_pdf_attention_cancelled"] = await rejected.fetch_history()
 
     rotated = codec.data_converter(rotated_keyring())
     without = codec.data_converter(get_settings())

@@ -43,9 +43,18 @@ def test_the_required_histories_are_stored() -> None:
     appointments = {"appointment_outbox_cancelled", "appointment_outbox_completed"}
     # Recorded since both patches are deprecated: what the code without the calls must replay.
     deprecated = {"paid_deprecated_marker", "appointment_deprecated_marker_cancelled"}
-    # Written by the current code with encrypted payloads and failure messages.
-    encrypted = {"encrypted_paid", "encrypted_pdf_rejected", "encrypted_appointment_cancelled"}
-    assert billing | appointments | deprecated | encrypted <= names
+    # Written with encrypted payloads and failure messages (encrypted_pdf_rejected before
+    # `billing-pdf-attention-v1`: a run failed by its PDF step; the attention one after it).
+    encrypted = {
+        "encrypted_paid",
+        "encrypted_pdf_rejected",
+        "encrypted_pdf_attention_cancelled",
+        "encrypted_appointment_cancelled",
+    }
+    # `billing-pdf-attention-v1` (introduced): the old path, a run failed by its PDF step (no marker),
+    # and each way out of the new path's wait for an operator (retried, cancelled, paid meanwhile).
+    pdf_attention = {"pdf_rejected", "pdf_attention_retried", "pdf_attention_cancelled", "pdf_attention_paid"}
+    assert billing | appointments | deprecated | encrypted | pdf_attention <= names
 
 
 TEXTS = {p.stem: p.read_text() for p in PATHS}

@@ -178,6 +178,7 @@ HC_KAFKA_SASL_MECHANISM: {{ . | quote }}
 {{- end }}
 HC_TOPIC_APPOINTMENT_EVENTS: {{ $v.kafka.topics.appointmentEvents | quote }}
 HC_TOPIC_ANALYTICS_RESULTS: {{ $v.kafka.topics.analyticsResults | quote }}
+HC_TOPIC_APPOINTMENT_EVENTS_DLQ: {{ $v.kafka.topics.appointmentEventsDlq | quote }}
 HC_AWS_REGION: {{ required "aws.region is required" $v.aws.region | quote }}
 # Empty: the SDK's credential chain (the workload role of serviceAccount.annotations). Static keys,
 # if any, come from the Secret, which is listed after this ConfigMap and so wins.
