@@ -41,7 +41,8 @@ class PatientStore(Protocol):
     async def list(
         self, *, limit: int, offset: int, q: str | None, only_ids: Iterable[uuid.UUID] | None
     ) -> tuple[list[PatientRecord], int]:
-        """Ordered by name then id; `q` matches names case-insensitively; `only_ids` restricts the set."""
+        """Ordered by name then id; `q` matches names ignoring case and accents; `only_ids` restricts
+        the set."""
         ...
 
     async def exists(self, patient_id: uuid.UUID) -> bool: ...
