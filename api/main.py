@@ -6,11 +6,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.routing import APIRoute
 from prometheus_fastapi_instrumentator import Instrumentator
 
 from api.errors import install_error_handlers
 from api.middleware import RequestContextMiddleware
-from api.routes import appointments, audit, auth, doctors, health, invoices, patients, users
+from api.portal import mount_portal
+from api.routes import appointments, audit, auth, clinic, doctors, health, invoices, patients, users
 from healthcare import clients
 from healthcare.db import create_engine, session_factory
 from healthcare.logging import configure_logging
@@ -47,12 +49,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         openapi_url=f"{API_PREFIX}/openapi.json",
         docs_url=f"{API_PREFIX}/docs",
         redoc_url=None,
+        generate_unique_id_function=_operation_id,
     )
     install_error_handlers(app)
     app.add_middleware(RequestContextMiddleware)
     app.include_router(health.router)
     for router in (
         auth.router,
+        clinic.router,
         users.router,
         doctors.router,
         patients.router,
@@ -64,7 +68,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     Instrumentator(excluded_handlers=["/metrics", "/healthz"]).instrument(app).expose(
         app, include_in_schema=False
     )
+    mount_portal(app, settings.portal_dir, s3_endpoint_url=settings.s3_endpoint_url)
     return app
+
+
+def _operation_id(route: APIRoute) -> str:
+    """`patients-list_patients`: short, stable names for the generated portal client's functions."""
+    return f"{route.tags[0]}-{route.name}" if route.tags else route.name
 
 
 def app_factory() -> FastAPI:

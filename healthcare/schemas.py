@@ -237,6 +237,14 @@ class AppointmentPublic(ApiOut):
     updated_at: datetime
 
 
+# -- clinic ----------------------------------------------------------------------------------
+class ClinicPublic(ApiOut):
+    name: str
+    currency: str = Field(description="ISO 4217 code of every amount the clinic bills")
+    time_zone: str = Field(description="IANA zone in which the clinic's times are shown")
+    analytics_ws_url: str = Field(description="Websocket of live analytics results (token as `?token=`)")
+
+
 # -- audit -------------------------------------------------------------------------------------
 class AuditPublic(ApiOut):
     seq: int

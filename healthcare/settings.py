@@ -5,6 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -115,6 +116,15 @@ class Settings(BaseSettings):
     ws_host: str = "127.0.0.1"
     ws_port: int = 8001
 
+    # The clinic as the portal shows it: money in this ISO 4217 currency, times in this IANA zone.
+    clinic_name: str = "Clinic"
+    clinic_currency: str = Field(default="USD", pattern=r"^[A-Z]{3}$")
+    clinic_time_zone: str = "UTC"
+    # The built portal the API serves at `/`, and the analytics websocket address browsers are
+    # given (unset: the API's own host name with `ws_port`, right for the local stack).
+    portal_dir: Path = REPO_ROOT / "portal" / "dist"
+    public_ws_url: str | None = None
+
     # How long a readiness probe waits on one dependency.
     ready_timeout_seconds: float = 2.0
 
@@ -157,6 +167,15 @@ class Settings(BaseSettings):
     def _empty_endpoint_means_aws(cls, value: object) -> object:
         """`HC_S3_ENDPOINT_URL=` (empty) selects AWS's endpoint: an environment cannot unset a default."""
         return None if value == "" else value
+
+    @field_validator("clinic_time_zone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown IANA time zone {value!r}") from exc
+        return value
 
     @property
     def appointment_events_dlq(self) -> str:
