@@ -1,0 +1,80 @@
+// Small shared pieces: page header (focused on navigation), loading/empty/error states, status
+// badges, and the status message after actions.
+import { Alert, Badge, Center, Group, Loader, Text, Title } from "@mantine/core";
+import { notifications } from "@mantine/notifications";
+import { useEffect, useRef, type ReactNode } from "react";
+import { errorMessage } from "../lib/api";
+
+export function PageHeader({ title, actions }: { title: string; actions?: ReactNode }) {
+  const ref = useRef<HTMLHeadingElement>(null);
+  useEffect(() => {
+    document.title = `${title} · Clinic portal`;
+    // A screen reader hears the new page's name; keyboard focus starts at the page, not the old link.
+    ref.current?.focus({ preventScroll: true });
+  }, [title]);
+  return (
+    <Group justify="space-between" align="center" mb="md" wrap="wrap">
+      <Title order={1} ref={ref} tabIndex={-1} className="page-title">
+        {title}
+      </Title>
+      {actions ? <Group gap="sm">{actions}</Group> : null}
+    </Group>
+  );
+}
+
+export function Loading({ label = "Loading…" }: { label?: string }) {
+  return (
+    <Center py="xl" role="status" aria-live="polite">
+      <Group gap="sm">
+        <Loader size="sm" aria-hidden />
+        <Text>{label}</Text>
+      </Group>
+    </Center>
+  );
+}
+
+export function ErrorState({ error, title = "Could not load this" }: { error: unknown; title?: string }) {
+  return (
+    <Alert color="red" title={title} role="alert" variant="light">
+      {errorMessage(error)}
+    </Alert>
+  );
+}
+
+export function Empty({ children }: { children: ReactNode }) {
+  return (
+    <Text py="lg" ta="center" c="dimmed" role="status">
+      {children}
+    </Text>
+  );
+}
+
+const STATUS_COLOR: Record<string, string> = {
+  BOOKED: "blue",
+  COMPLETED: "green",
+  CANCELLED: "gray",
+  NO_SHOW: "orange",
+  PENDING: "gray",
+  ISSUED: "blue",
+  PAID: "green",
+  VOID: "gray",
+  OVERDUE: "red",
+};
+
+const STATUS_LABEL: Record<string, string> = { NO_SHOW: "NO-SHOW" };
+
+export function StatusBadge({ status }: { status: string }) {
+  return (
+    <Badge color={STATUS_COLOR[status] ?? "gray"} variant="light" className="status-badge">
+      {STATUS_LABEL[status] ?? status}
+    </Badge>
+  );
+}
+
+export function notifyDone(message: string): void {
+  notifications.show({ color: "green", title: "Done", message, withBorder: true });
+}
+
+export function notifyFailed(error: unknown, title = "That did not work"): void {
+  notifications.show({ color: "red", title, message: errorMessage(error), withBorder: true, autoClose: 8000 });
+}
