@@ -13,7 +13,7 @@ export UV_LINK_MODE := copy
 export HC_PROFILE ?= dev
 PROFILES := dev test bench
 
-.PHONY: help install setup run up down status test test-unit test-deploy lint fmt bench soak lambda-package clean distclean
+.PHONY: help install setup run up down status test test-unit test-deploy lint fmt bench soak lambda-package portal-client portal-dev clean distclean
 
 help: ## List the tasks
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -69,6 +69,13 @@ bench: setup ## Run every benchmark on a bench stack of its own, removed afterwa
 MINUTES ?= 30
 soak: setup ## Booking → invoice load at 80% of the measured saturation for MINUTES (30); fails on memory growth or a backlog that never drains
 	@HC_PROFILE=bench $(PY) -m devstack soak $(MINUTES)
+
+portal-client: install ## Regenerate portal/openapi.json from the app and the portal's typed client from it
+	@$(PY) -m api.schema --out portal/openapi.json
+	@cd portal && npm run --silent generate-client
+
+portal-dev: setup ## The portal on Vite's dev server (http://127.0.0.1:5173), the API (make up) proxied
+	@cd portal && npm run dev
 
 lambda-package: install ## Build the deployable invoice-PDF Lambda zip (dist/invoice-pdf-lambda.zip)
 	@$(PY) lambda/package.py

@@ -12,6 +12,7 @@ import subprocess
 import uuid
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import httpx
@@ -401,6 +402,9 @@ def s3(settings: Settings, paths: Paths) -> Component:
                 s3c.head_bucket(Bucket=settings.s3_bucket)
             except s3c.exceptions.ClientError:
                 s3c.create_bucket(Bucket=settings.s3_bucket)  # private: no ACL, no policy
+            # The portal fetches a PDF by following the API's presigned redirect: the browser may read
+            # the answer only if the bucket allows the portal's origin (reads still need a signature).
+            s3c.put_bucket_cors(Bucket=settings.s3_bucket, CORSConfiguration=portal_cors(settings))
 
         await asyncio.to_thread(ensure)
 
@@ -416,6 +420,22 @@ def s3(settings: Settings, paths: Paths) -> Component:
         stop_timeout=15,
         describe=f"{settings.s3_endpoint_url}, bucket {settings.s3_bucket}",
     )
+
+
+def portal_cors(settings: Settings) -> dict[str, Any]:
+    origins = [
+        f"http://{host}:{port}" for host in ("127.0.0.1", "localhost") for port in (settings.api_port, 5173)
+    ]
+    return {
+        "CORSRules": [
+            {
+                "AllowedOrigins": origins,
+                "AllowedMethods": ["GET"],
+                "AllowedHeaders": ["*"],
+                "MaxAgeSeconds": 3600,
+            }
+        ]
+    }
 
 
 # -- Lambda: a pool of runtime emulators behind one Invoke API --------------------------------
