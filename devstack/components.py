@@ -366,6 +366,7 @@ def s3(settings: Settings, paths: Paths) -> Component:
 
     def argv() -> list[str]:
         return [
+            *_private_tmp(data / "tmp"),
             str(paths.bin / "weed"),
             "mini",
             f"-dir={data}",
@@ -420,6 +421,17 @@ def s3(settings: Settings, paths: Paths) -> Component:
         stop_timeout=15,
         describe=f"{settings.s3_endpoint_url}, bucket {settings.s3_bucket}",
     )
+
+
+def _private_tmp(folder: Path) -> list[str]:
+    """`weed mini` puts its gRPC sockets at fixed /tmp paths named after the port only, so two stacks
+    on one machine (other network namespaces, or the test stack) would dial each other's master. As
+    root, give it a /tmp of its own: a private mount namespace with `folder` bound onto /tmp."""
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        return []
+    folder.mkdir(parents=True, exist_ok=True)
+    script = 'mount --bind "$0" /tmp && exec "$@"'
+    return ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", script, str(folder)]
 
 
 def portal_cors(settings: Settings) -> dict[str, Any]:
