@@ -12,7 +12,7 @@ import "./lib/api";
 import { ApiError } from "./lib/api";
 import { onSessionChange, restoreSession } from "./lib/session";
 import { makeRouter } from "./router";
-import { theme } from "./theme";
+import { cssVariables, theme } from "./theme";
 
 const queryClient = new QueryClient({
   defaultOptions: {
@@ -37,8 +37,8 @@ onSessionChange((session) => {
 
 createRoot(document.getElementById("root")!).render(
   <StrictMode>
-    <MantineProvider theme={theme} defaultColorScheme="light">
-      <Notifications position="top-right" limit={4} />
+    <MantineProvider theme={theme} cssVariablesResolver={cssVariables} defaultColorScheme="light">
+      <Notifications position="bottom-right" limit={4} />
       <QueryClientProvider client={queryClient}>
         <RouterProvider router={router} />
       </QueryClientProvider>

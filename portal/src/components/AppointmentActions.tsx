@@ -41,7 +41,6 @@ export function AppointmentActions({ appointment, when }: { appointment: Appoint
             label="No-show"
             question={`Mark the appointment on ${when} as a no-show? This cannot be undone.`}
             confirmLabel="Mark no-show"
-            color="orange"
             onConfirm={() => change.mutate("no-show")}
           />
         </>

@@ -71,10 +71,19 @@ export function StatusBadge({ status }: { status: string }) {
   );
 }
 
+const CLOSE = { "aria-label": "Dismiss message" };
+
 export function notifyDone(message: string): void {
-  notifications.show({ color: "green", title: "Done", message, withBorder: true });
+  notifications.show({ color: "green", title: "Done", message, withBorder: true, closeButtonProps: CLOSE });
 }
 
 export function notifyFailed(error: unknown, title = "That did not work"): void {
-  notifications.show({ color: "red", title, message: errorMessage(error), withBorder: true, autoClose: 8000 });
+  notifications.show({
+    color: "red",
+    title,
+    message: errorMessage(error),
+    withBorder: true,
+    autoClose: 8000,
+    closeButtonProps: CLOSE,
+  });
 }

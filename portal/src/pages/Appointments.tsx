@@ -313,7 +313,15 @@ export function BookPage() {
           )}
           <Group grow align="flex-start">
             <TextInput label="Date" type="date" required {...form.getInputProps("date")} />
-            <TextInput label="Time" type="time" required step={300} {...form.getInputProps("time")} description={`Clinic time (${clinic.timeZone})`} />
+            <TextInput
+              label="Time"
+              type="time"
+              required
+              step={300}
+              {...form.getInputProps("time")}
+              description={`Clinic time (${clinic.timeZone})`}
+              inputWrapperOrder={["label", "input", "description", "error"]}
+            />
           </Group>
           <NativeSelect
             label="Duration"

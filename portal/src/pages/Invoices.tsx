@@ -98,8 +98,6 @@ export function InvoicesPage() {
   );
 }
 
-const STEPS = ["PENDING", "ISSUED", "PAID"];
-
 export function InvoicePage() {
   const { invoiceId } = useParams({ strict: false }) as { invoiceId: string };
   const me = useMe().data;
@@ -140,7 +138,8 @@ export function InvoicePage() {
   const payable = i.status === "ISSUED" || i.status === "OVERDUE";
   const payLabel = me?.role === "patient" ? "Pay" : "Record payment";
   const mayPay = me?.role === "patient" || me?.role === "staff" || me?.role === "admin";
-  const step = i.status === "PAID" ? 3 : Math.max(0, STEPS.indexOf(i.status === "OVERDUE" ? "ISSUED" : i.status));
+  // Stepper's `active` is the step in progress: the ones before it show as done.
+  const step = { PENDING: 1, ISSUED: 2, OVERDUE: 2, PAID: 3 }[i.status] ?? 0;
 
   const download = async () => {
     setDownloading(true);
