@@ -24,6 +24,7 @@ export function Paging({
         <nav aria-label={label}>
           <Pagination
             total={pages}
+            withEdges
             value={page}
             onChange={(p) => onChange((p - 1) * limit)}
             getItemProps={(p) => ({ "aria-label": `Page ${p}`, "aria-current": p === page ? "page" : undefined })}

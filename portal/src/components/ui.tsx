@@ -5,12 +5,17 @@ import { notifications } from "@mantine/notifications";
 import { useEffect, useRef, type ReactNode } from "react";
 import { errorMessage } from "../lib/api";
 
+let navigated = false;
+
 export function PageHeader({ title, actions }: { title: string; actions?: ReactNode }) {
   const ref = useRef<HTMLHeadingElement>(null);
   useEffect(() => {
     document.title = `${title} · Clinic portal`;
-    // A screen reader hears the new page's name; keyboard focus starts at the page, not the old link.
-    ref.current?.focus({ preventScroll: true });
+    // After a navigation inside the app, a screen reader hears the new page's name and keyboard
+    // focus starts at the page, not at the old link. A fresh load leaves focus at the top of the
+    // document, where the first Tab reaches "Skip to main content".
+    if (navigated) ref.current?.focus({ preventScroll: true });
+    navigated = true;
   }, [title]);
   return (
     <Group justify="space-between" align="center" mb="md" wrap="wrap">
