@@ -29,7 +29,14 @@ UP_TIMEOUT = 600.0
 # `make bench` runs these in order; QUICK_BENCH_ARGS (`make bench QUICK=1`) keeps each short.
 # Bookings last, with billing paused (the table compares the booking path alone with the bare
 # booking): the backlog it leaves is billed after every other figure was measured.
-BENCHMARKS = ["bench.bare", "bench.auth", "bench.billing", "bench.analytics_freshness", "bench.appointments"]
+BENCHMARKS = [
+    "bench.bare",
+    "bench.auth",
+    "bench.billing",
+    "bench.analytics_freshness",
+    "bench.portal",
+    "bench.appointments",
+]
 BENCH_ARGS = {"bench.appointments": ["--pause-billing"]}
 QUICK_BENCH_ARGS = {
     "bench.bare": ["--seconds", "4", "--concurrency", "8"],
@@ -37,6 +44,7 @@ QUICK_BENCH_ARGS = {
     "bench.appointments": ["--seconds", "4", "--levels", "1", "8"],
     "bench.billing": ["--seconds", "6", "--rate", "10"],
     "bench.analytics_freshness": ["--events", "60", "--burst", "300"],
+    "bench.portal": ["--bookings", "20", "--renders", "5"],
 }
 
 

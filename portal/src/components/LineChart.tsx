@@ -4,8 +4,9 @@ import { useElementSize } from "@mantine/hooks";
 import { useEffect, useRef } from "react";
 import uPlot from "uplot";
 import "uplot/dist/uPlot.min.css";
+import { formatTime } from "../lib/format";
 
-export type Series = { label: string; color: string; values: number[]; scale: "left" | "right" };
+export type Series = { label: string; color: string; values: number[]; scale: "left" };
 
 export function LineChart({
   x,
@@ -29,14 +30,32 @@ export function LineChart({
       width,
       height: 260,
       tzDate: (ts) => uPlot.tzDate(new Date(ts * 1000), timeZone),
-      scales: { x: { time: true }, left: { auto: true }, right: { auto: true } },
+      scales: {
+        x: { time: true },
+        left: { auto: true, range: (_u, min, max) => [Math.max(0, Math.floor(min) - 1), Math.ceil(max) + 1] },
+      },
       axes: [
-        { stroke: "#343a40", grid: { stroke: "#e9ecef" } },
+        {
+          stroke: "#343a40",
+          grid: { stroke: "#e9ecef" },
+          space: 90,
+          values: (_u, splits) => splits.map((ts) => formatTime(ts * 1000, timeZone)),
+        },
         { scale: "left", stroke: "#343a40", grid: { stroke: "#e9ecef" } },
-        { scale: "right", side: 1, stroke: "#343a40", grid: { show: false } },
       ],
-      series: [{}, ...series.map((s) => ({ label: s.label, stroke: s.color, width: 2, scale: s.scale }))],
-      legend: { show: true },
+      series: [
+        {},
+        ...series.map((s) => ({
+          label: s.label,
+          stroke: s.color,
+          fill: `${s.color}1a`,
+          width: 2,
+          scale: s.scale,
+          paths: uPlot.paths.stepped!({ align: 1 }), // a cumulative count moves in steps
+          points: { show: true, size: 6 },
+        })),
+      ],
+      legend: { show: false },
     };
     plot.current = new uPlot(opts, [x, ...series.map((s) => s.values)], holder.current);
     return () => {

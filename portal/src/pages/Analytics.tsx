@@ -17,7 +17,6 @@ export default function AnalyticsPage() {
   const series = useMemo(
     () => [
       { label: "Appointments created", color: "#1864ab", values: feed.history.map((r) => r.totalEventsCreated), scale: "left" as const },
-      { label: "Average per hour", color: "#c2255c", values: feed.history.map((r) => r.avgAppointmentsPerHour), scale: "right" as const },
     ],
     [feed.history],
   );
