@@ -80,6 +80,8 @@ export type AppointmentPublic = {
 
 /**
  * AppointmentStatus
+ *
+ * The status of an appointment: its row, the API's `status`, the workflow's transitions.
  */
 export type AppointmentStatus = 'BOOKED' | 'CANCELLED' | 'COMPLETED' | 'NO_SHOW';
 
@@ -273,6 +275,8 @@ export type InvoicePublic = {
 
 /**
  * InvoiceStatus
+ *
+ * The status of an invoice: its row, the API's `status`, the billing workflow's transitions.
  */
 export type InvoiceStatus = 'PENDING' | 'ISSUED' | 'PAID' | 'VOID' | 'OVERDUE';
 
