@@ -12,7 +12,6 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Callable, Generator, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,7 @@ from playwright.sync_api import Browser, BrowserContext, Locator, Page, Playwrig
 
 from devstack.paths import Paths
 from healthcare.settings import Settings
+from tests.integration.factories import PASSWORD, Account, unique_email
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 
@@ -40,25 +40,8 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--disable-dev-shm-usage",
 ]
-PASSWORD = "correct-horse-battery"
 BLOCKING_IMPACTS = {"serious", "critical"}
 expect.set_options(timeout=15_000)
-
-
-@dataclass
-class Account:
-    id: str
-    email: str
-    role: str
-    token: str
-
-    @property
-    def headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token}"}
-
-
-def unique_email(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:10]}@clinic.example.com"
 
 
 class Api:
@@ -178,13 +161,15 @@ def doctor(api: Api, admin: Account, doctor_user: Account) -> dict[str, Any]:
     return api.doctor(admin, name=f"Dr Grey {uuid.uuid4().hex[:4]}", user=doctor_user)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def playwright() -> Iterator[Playwright]:
+    # Package scope: the sync API runs an event loop in this thread while it is open, and the
+    # asyncio tests of the other suites need the thread's loop back once the browser tests end.
     with sync_playwright() as p:
         yield p
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser(playwright: Playwright) -> Iterator[Browser]:
     b = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
     yield b
@@ -204,7 +189,7 @@ def sign_in(page: Page, base_url: str, email: str, password: str = PASSWORD) -> 
     expect(page.get_by_role("button", name="Sign out")).to_be_visible()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def stored_state(
     browser: Browser,
     base_url: str,

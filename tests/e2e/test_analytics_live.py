@@ -14,7 +14,8 @@ from playwright.sync_api import Page, expect
 
 from devstack.paths import Paths
 from healthcare.settings import Settings
-from tests.e2e.conftest import Account, Api, Portal
+from tests.e2e.conftest import Api, Portal
+from tests.integration.factories import Account
 
 UPDATE_WITHIN_MS = 20_000  # bound of the wait, not a target: the benchmark measures the latency
 

@@ -10,7 +10,8 @@ from typing import Any
 
 from playwright.sync_api import expect
 
-from tests.e2e.conftest import PASSWORD, Account, Api, Portal, field, unique_email
+from tests.e2e.conftest import Api, Portal, field
+from tests.integration.factories import PASSWORD, Account, unique_email
 
 
 def test_doctor_sees_only_their_own_patients(

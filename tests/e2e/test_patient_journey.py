@@ -9,7 +9,8 @@ from typing import Any
 
 from playwright.sync_api import expect
 
-from tests.e2e.conftest import PASSWORD, Account, Api, Portal, field, sign_in, unique_email
+from tests.e2e.conftest import Api, Portal, field, sign_in
+from tests.integration.factories import PASSWORD, Account, unique_email
 
 
 def test_patient_registers_books_and_pays(portal_for: Any, api: Api, admin: Account, staff: Account) -> None:

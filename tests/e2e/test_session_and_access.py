@@ -13,7 +13,8 @@ from playwright.sync_api import expect
 
 from healthcare.security import issue_token
 from healthcare.settings import Settings
-from tests.e2e.conftest import PASSWORD, Account, Api, Portal, field
+from tests.e2e.conftest import Api, Portal, field
+from tests.integration.factories import PASSWORD, Account
 
 EXPIRED = "Your session has expired. Please sign in again."
 

@@ -11,7 +11,8 @@ from typing import Any
 
 from playwright.sync_api import expect
 
-from tests.e2e.conftest import Account, Api, Portal, field
+from tests.e2e.conftest import Api, Portal, field
+from tests.integration.factories import Account
 
 
 def test_staff_search_edit_conflict_and_payment(

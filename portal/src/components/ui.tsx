@@ -3,7 +3,7 @@
 import { Alert, Badge, Center, Group, Loader, Text, Title } from "@mantine/core";
 import { notifications } from "@mantine/notifications";
 import { useEffect, useRef, type ReactNode } from "react";
-import { errorMessage } from "../lib/api";
+import { ApiError, errorMessage } from "../lib/api";
 
 let navigated = false;
 
@@ -43,6 +43,21 @@ export function ErrorState({ error, title = "Could not load this" }: { error: un
     <Alert color="red" title={title} role="alert" variant="light">
       {errorMessage(error)}
     </Alert>
+  );
+}
+
+/** A record that failed to load: "not found" for a 404 (missing and not-yours look the same). */
+export function MissingRecord({ what, error }: { what: string; error: unknown }) {
+  const missing = error instanceof ApiError && error.status === 404;
+  return (
+    <>
+      <PageHeader title={missing ? `${what} not found` : `Could not load this ${what.toLowerCase()}`} />
+      {missing ? (
+        <Text>There is no {what.toLowerCase()} here that you may see.</Text>
+      ) : (
+        <ErrorState error={error} />
+      )}
+    </>
   );
 }
 

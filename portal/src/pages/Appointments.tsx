@@ -23,7 +23,7 @@ import {
 } from "../client/sdk.gen";
 import { AppointmentActions } from "../components/AppointmentActions";
 import { DoctorPicker, PatientPicker } from "../components/Pickers";
-import { Empty, ErrorState, Loading, PageHeader, StatusBadge, notifyDone } from "../components/ui";
+import { Empty, ErrorState, Loading, PageHeader, StatusBadge, notifyDone, MissingRecord } from "../components/ui";
 import { Paging } from "../components/Paging";
 import { ApiError, errorMessage, unwrap } from "../lib/api";
 import { clashMessage, endOf, findClash, useOwnDoctorId } from "../lib/appointments";
@@ -156,18 +156,7 @@ export function AppointmentPage() {
     retry: false,
   });
   if (a.isPending) return <Loading label="Loading appointment…" />;
-  if (a.isError) {
-    return (
-      <>
-        <PageHeader title="Appointment not found" />
-        {a.error instanceof ApiError && a.error.status === 404 ? (
-          <Text>There is no appointment here that you may see.</Text>
-        ) : (
-          <ErrorState error={a.error} />
-        )}
-      </>
-    );
-  }
+  if (a.isError) return <MissingRecord what="Appointment" error={a.error} />;
   const when = formatDateTime(a.data.time, clinic.timeZone);
   return (
     <>

@@ -5,9 +5,9 @@ import { useState } from "react";
 import { invoicesGetInvoice, invoicesListInvoices, invoicesPay, invoicesPdf } from "../client/sdk.gen";
 import type { InvoicePublic, InvoiceStatus } from "../client/types.gen";
 import { PatientPicker } from "../components/Pickers";
-import { Empty, ErrorState, Loading, PageHeader, StatusBadge, notifyDone, notifyFailed } from "../components/ui";
+import { Empty, ErrorState, Loading, PageHeader, StatusBadge, notifyDone, notifyFailed, MissingRecord } from "../components/ui";
 import { Paging } from "../components/Paging";
-import { ApiError, unwrap } from "../lib/api";
+import { unwrap } from "../lib/api";
 import { formatDateTime, formatMoney, shortId } from "../lib/format";
 import { useClinic, useMe } from "../lib/hooks";
 import { PatientName } from "../components/PatientName";
@@ -122,18 +122,7 @@ export function InvoicePage() {
   });
 
   if (inv.isPending) return <Loading label="Loading invoice…" />;
-  if (inv.isError) {
-    return (
-      <>
-        <PageHeader title="Invoice not found" />
-        {inv.error instanceof ApiError && inv.error.status === 404 ? (
-          <Text>There is no invoice here that you may see.</Text>
-        ) : (
-          <ErrorState error={inv.error} />
-        )}
-      </>
-    );
-  }
+  if (inv.isError) return <MissingRecord what="Invoice" error={inv.error} />;
   const i = inv.data;
   const payable = i.status === "ISSUED" || i.status === "OVERDUE";
   const payLabel = me?.role === "patient" ? "Pay" : "Record payment";

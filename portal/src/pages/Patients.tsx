@@ -11,9 +11,9 @@ import {
 } from "../client/sdk.gen";
 import type { PatientCreate, PatientPublic, PatientUpdate } from "../client/types.gen";
 import { PatientForm, valueText } from "../components/PatientForm";
-import { Empty, ErrorState, Loading, PageHeader, StatusBadge, notifyDone } from "../components/ui";
+import { Empty, ErrorState, Loading, PageHeader, StatusBadge, notifyDone, MissingRecord } from "../components/ui";
 import { Paging } from "../components/Paging";
-import { ApiError, unwrap } from "../lib/api";
+import { unwrap } from "../lib/api";
 import { formatDate, formatDateTime, formatMoney } from "../lib/format";
 import { useClinic, useDoctorName, useMe, usePatient } from "../lib/hooks";
 import { AnchorLink, ButtonLink } from "../components/links";
@@ -158,21 +158,7 @@ export function PatientPage() {
   const { patientId } = useParams({ strict: false }) as { patientId: string };
   const patient = usePatient(patientId);
   if (patient.isPending) return <Loading label="Loading patient…" />;
-  if (patient.isError) {
-    return (
-      <>
-        <PageHeader title="Patient not found" />
-        {patient.error instanceof ApiError && patient.error.status === 404 ? (
-          <Text>There is no patient here that you may see.</Text>
-        ) : (
-          <ErrorState error={patient.error} />
-        )}
-        <AnchorLink to="/patients" mt="md" display="inline-block">
-          Back to patients
-        </AnchorLink>
-      </>
-    );
-  }
+  if (patient.isError) return <MissingRecord what="Patient" error={patient.error} />;
   return <PatientDetail patient={patient.data} />;
 }
 
