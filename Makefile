@@ -72,9 +72,11 @@ soak: setup ## Booking → invoice load at 80% of the measured saturation for MI
 
 portal-client: install ## Regenerate portal/openapi.json from the app and the portal's typed client from it
 	@$(PY) -m api.schema --out portal/openapi.json
+	@$(PY) -m devstack.portal
 	@cd portal && npm run --silent generate-client
 
 portal-dev: setup ## The portal on Vite's dev server (http://127.0.0.1:5173), the API (make up) proxied
+	@$(PY) -m devstack.portal
 	@cd portal && npm run dev
 
 lambda-package: install ## Build the deployable invoice-PDF Lambda zip (dist/invoice-pdf-lambda.zip)
