@@ -1,5 +1,6 @@
 """A staff member searches (ignoring accents), edits a patient, books a conflicting slot and sees
-the clash explained, cancels with a confirmation, and records a payment."""
+the clash explained, cancels with a confirmation, and records a payment; completes a visit and
+marks a no-show."""
 
 from __future__ import annotations
 
@@ -144,3 +145,34 @@ def _wait_for_invoice(api: Api, who: Account, patient_id: str) -> dict[str, Any]
             return dict(items[0])
         time.sleep(0.5)
     raise AssertionError("no invoice within 60 s")
+
+
+def test_staff_complete_a_visit_and_mark_a_no_show_after_confirming(
+    portal_for: Any, api: Api, admin: Account, staff: Account
+) -> None:
+    tag = uuid.uuid4().hex[:5]
+    doctor = api.doctor(admin, name=f"Dr Noor Saleh {tag}")
+    patient = api.patient(staff, name=f"Lea Brandt {tag}")
+    day = (datetime.now(UTC) + timedelta(days=5)).replace(hour=8, minute=0, second=0, microsecond=0)
+    visit = api.book(staff, patient["id"], doctor["id"], day.isoformat())
+    missed = api.book(staff, patient["id"], doctor["id"], (day + timedelta(hours=2)).isoformat())
+
+    portal: Portal = portal_for(staff)
+    page = portal.page
+    portal.open(f"/appointments?patientId={patient['id']}&status=BOOKED")
+    rows = page.get_by_role("row").filter(has_text=f"Lea Brandt {tag}")
+    expect(rows).to_have_count(2)
+
+    rows.first.get_by_role("button", name="Complete").click()
+    portal.status("The appointment is marked completed.")
+    expect(rows).to_have_count(1)  # the list shows BOOKED ones only
+    assert api.get(staff, f"/appointments/{visit['id']}")["status"] == "COMPLETED"
+
+    rows.first.get_by_role("button", name="No-show").click()
+    dialog = page.get_by_role("dialog")
+    expect(dialog).to_contain_text("as a no-show? This cannot be undone.")
+    portal.check("no-show-confirm")
+    dialog.get_by_role("button", name="Mark no-show").click()
+    portal.status("The appointment is marked as a no-show.")
+    expect(rows).to_have_count(0)
+    assert api.get(staff, f"/appointments/{missed['id']}")["status"] == "NO_SHOW"

@@ -23,7 +23,13 @@ export function ConfirmButton({
       <Button variant="outline" color={color} onClick={() => setOpen(true)} loading={loading}>
         {label}
       </Button>
-      <Modal opened={open} onClose={() => setOpen(false)} title={label} centered>
+      <Modal
+        opened={open}
+        onClose={() => setOpen(false)}
+        title={label}
+        centered
+        closeButtonProps={{ "aria-label": "Close" }}
+      >
         <Stack>
           <Text>{question}</Text>
           <Group justify="flex-end">
