@@ -1,5 +1,6 @@
 """Sessions: a deep link survives a reload; an expired session returns to sign-in with a message;
-sign-in and the frame work by keyboard and at phone width."""
+sign-in and the frame work by keyboard and at phone width; formats follow the browser's locale
+and times the clinic's zone."""
 
 from __future__ import annotations
 
@@ -115,3 +116,30 @@ def test_phone_width(portal_for: Any, staff: Account) -> None:
     portal.heading("Appointments")
     expect(nav.get_by_role("link", name="Patients")).not_to_be_in_viewport()
     portal.check("phone-appointments")
+
+
+def test_dates_and_money_follow_the_locale_and_times_the_clinic_zone(
+    portal_for: Any, api: Api, admin: Account, staff: Account, settings: Settings
+) -> None:
+    """A browser in German, in Tokyo (UTC+9): formats are German, times are the clinic's (UTC here)."""
+    assert settings.clinic_time_zone == "UTC", "the expectations below are written for a UTC clinic"
+    tag = uuid.uuid4().hex[:5]
+    doctor = api.doctor(admin, name=f"Dr Kenji Mori {tag}", fee="1234.50")
+    patient = api.patient(staff, name=f"Hana Sato {tag}", dateOfBirth="1990-07-04")
+    portal: Portal = portal_for(staff, locale="de-DE", timezone_id="Asia/Tokyo")
+    page = portal.page
+
+    portal.open(f"/appointments/new?patientId={patient['id']}&doctorId={doctor['id']}")
+    portal.heading("Book appointment")
+    field(page, "Date").fill("2027-03-11")
+    field(page, "Time").fill("11:00")
+    page.get_by_role("button", name="Book appointment").click()
+    portal.heading(re.compile(r"^Appointment on 11\.03\.2027, 11:00$"))  # not 20:00 (Tokyo's wall clock)
+    booked = api.get(staff, "/appointments", patientId=patient["id"])["items"][0]
+    assert datetime.fromisoformat(booked["time"]) == datetime(2027, 3, 11, 11, 0, tzinfo=UTC)
+
+    portal.open(f"/patients/{patient['id']}")
+    expect(page.get_by_text("04.07.1990")).to_be_visible()
+    invoices = page.get_by_role("region", name="Invoices")
+    expect(invoices.get_by_text(re.compile(r"1\.234,50\s\$"))).to_be_visible(timeout=60_000)
+    portal.check("locale-de-tokyo")
