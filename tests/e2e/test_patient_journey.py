@@ -9,7 +9,7 @@ from typing import Any
 
 from playwright.sync_api import expect
 
-from tests.e2e.conftest import Api, Portal, field, sign_in
+from tests.e2e.conftest import SIGN_IN_WAIT_MS, Api, Portal, field, sign_in
 from tests.integration.factories import PASSWORD, Account, unique_email
 
 
@@ -30,7 +30,7 @@ def test_patient_registers_books_and_pays(portal_for: Any, api: Api, admin: Acco
     expect(page.get_by_text("Use at least 10 characters")).to_be_visible()
     field(page, "Password").fill(PASSWORD)
     page.get_by_role("button", name="Register").click()
-    portal.heading("Create your record")
+    portal.heading("Create your record", timeout=SIGN_IN_WAIT_MS)
     page.get_by_role("button", name="Sign out").click()
     portal.heading("Sign in")
     expect(page.get_by_text("You have signed out.")).to_be_visible()

@@ -14,7 +14,7 @@ from playwright.sync_api import expect
 
 from healthcare.security import issue_token
 from healthcare.settings import Settings
-from tests.e2e.conftest import Api, Portal, field
+from tests.e2e.conftest import SIGN_IN_WAIT_MS, Api, Portal, field
 from tests.integration.factories import PASSWORD, Account
 
 EXPIRED = "Your session has expired. Please sign in again."
@@ -52,7 +52,7 @@ def test_a_session_that_ran_out_returns_to_sign_in_with_a_message(portal_for: An
     field(page, "Email").fill(staff.email)
     field(page, "Password").fill(PASSWORD)
     page.get_by_role("button", name="Sign in").click()
-    portal.heading("Invoices")
+    portal.heading("Invoices", timeout=SIGN_IN_WAIT_MS)
 
 
 def test_a_token_the_api_refuses_returns_to_sign_in_with_a_message(
@@ -86,7 +86,7 @@ def test_sign_in_and_the_frame_by_keyboard(portal_for: Any, staff: Account) -> N
     page.keyboard.press("Tab")
     page.keyboard.type(PASSWORD)
     page.keyboard.press("Enter")
-    expect(page.get_by_role("button", name="Sign out")).to_be_visible()
+    expect(page.get_by_role("button", name="Sign out")).to_be_visible(timeout=SIGN_IN_WAIT_MS)
     # On a fresh load the first Tab reaches the skip link, which moves focus to the page.
     page.reload()
     expect(page.get_by_role("button", name="Sign out")).to_be_visible()
