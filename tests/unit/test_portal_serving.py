@@ -32,13 +32,15 @@ def _client(app: FastAPI) -> httpx.AsyncClient:
     "path", ["/", "/patients", "/patients/4b1e6a0c-1f7e-4d0e-9c51-0d1f1b2a3c4d", "/admin/audit"]
 )
 async def test_app_routes_answer_index_html(portal_dir: Path, path: str) -> None:
-    async with _client(create_app(Settings(portal_dir=portal_dir))) as client:
+    settings = Settings(portal_dir=portal_dir, s3_endpoint_url="http://127.0.0.1:18333/")
+    async with _client(create_app(settings)) as client:
         resp = await client.get(path)
     assert resp.status_code == 200
     assert resp.text == INDEX
     assert resp.headers["cache-control"] == "no-cache"
     csp = resp.headers["content-security-policy"]
-    assert "frame-ancestors 'none'" in csp and "http://127.0.0.1:8333" in csp  # the PDF redirect target
+    assert "frame-ancestors 'none'" in csp
+    assert "connect-src 'self'" in csp and " http://127.0.0.1:18333" in csp  # the PDF redirect target
     assert resp.headers["x-content-type-options"] == "nosniff"
 
 
