@@ -247,9 +247,9 @@ class Portal:
         )
         assert not self.errors, f"{name}: page errors {self.errors}"
 
-    def status(self, text: str | re.Pattern[str]) -> None:
+    def status(self, text: str | re.Pattern[str], timeout: float | None = None) -> None:
         """The status message after an action (a notification, announced as an alert)."""
-        expect(self.page.get_by_role("alert").filter(has_text=text).first).to_be_visible()
+        expect(self.page.get_by_role("alert").filter(has_text=text).first).to_be_visible(timeout=timeout)
 
 
 @pytest.hookimpl(wrapper=True)

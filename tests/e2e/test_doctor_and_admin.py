@@ -10,7 +10,7 @@ from typing import Any
 
 from playwright.sync_api import expect
 
-from tests.e2e.conftest import Api, Portal, field
+from tests.e2e.conftest import SIGN_IN_WAIT_MS, Api, Portal, field
 from tests.integration.factories import PASSWORD, Account, unique_email
 
 
@@ -91,7 +91,7 @@ def test_admin_creates_a_doctor_and_a_user_and_reads_the_audit_trail(
     field(page, "Password").fill(PASSWORD)
     page.get_by_role("main").get_by_label("Role", exact=True).last.select_option("staff")
     page.get_by_role("button", name="Add user").click()
-    portal.status(f"{email} can now sign in as staff.")
+    portal.status(f"{email} can now sign in as staff.", timeout=SIGN_IN_WAIT_MS)  # a bcrypt hash
     page.get_by_label("Role", exact=True).first.select_option("staff")  # the list's filter
     last = page.get_by_role("button", name="Last page")
     if last.count():  # oldest first: the new account is on the last page
