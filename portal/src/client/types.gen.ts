@@ -278,7 +278,7 @@ export type InvoicePublic = {
  *
  * The status of an invoice: its row, the API's `status`, the billing workflow's transitions.
  */
-export type InvoiceStatus = 'PENDING' | 'ISSUED' | 'PAID' | 'VOID' | 'OVERDUE';
+export type InvoiceStatus = 'PENDING' | 'ISSUED' | 'PAID' | 'VOID' | 'OVERDUE' | 'NEEDS_ATTENTION';
 
 /**
  * Page[AppointmentPublic]

@@ -79,9 +79,10 @@ const STATUS_COLOR: Record<string, string> = {
   PAID: "green",
   VOID: "gray",
   OVERDUE: "red",
+  NEEDS_ATTENTION: "orange",
 };
 
-const STATUS_LABEL: Record<string, string> = { NO_SHOW: "NO-SHOW" };
+const STATUS_LABEL: Record<string, string> = { NO_SHOW: "NO-SHOW", NEEDS_ATTENTION: "NEEDS ATTENTION" };
 
 export function StatusBadge({ status }: { status: string }) {
   return (

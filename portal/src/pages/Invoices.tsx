@@ -14,7 +14,7 @@ import { PatientName } from "../components/PatientName";
 import { AnchorLink } from "../components/links";
 
 const PAGE = 20;
-const STATUSES: InvoiceStatus[] = ["PENDING", "ISSUED", "PAID", "OVERDUE", "VOID"];
+const STATUSES: InvoiceStatus[] = ["PENDING", "ISSUED", "PAID", "OVERDUE", "VOID", "NEEDS_ATTENTION"];
 
 export function InvoicesPage() {
   const me = useMe().data;
@@ -124,7 +124,8 @@ export function InvoicePage() {
   if (inv.isPending) return <Loading label="Loading invoice…" />;
   if (inv.isError) return <MissingRecord what="Invoice" error={inv.error} />;
   const i = inv.data;
-  const payable = i.status === "ISSUED" || i.status === "OVERDUE";
+  // NEEDS_ATTENTION: the PDF failed for good and waits for an operator; payment is still accepted.
+  const payable = i.status === "ISSUED" || i.status === "OVERDUE" || i.status === "NEEDS_ATTENTION";
   const payLabel = me?.role === "patient" ? "Pay" : "Record payment";
   const mayPay = me?.role === "patient" || me?.role === "staff" || me?.role === "admin";
   // Stepper's `active` is the step in progress: the ones before it show as done.
@@ -207,7 +208,11 @@ export function InvoicePage() {
             </Button>
           ) : null}
         </Group>
-        {!i.pdfAvailable ? (
+        {i.status === "NEEDS_ATTENTION" && !i.pdfAvailable ? (
+          <Text size="sm" mt="xs" c="dimmed">
+            The PDF could not be made; the clinic has been asked to look at it. Payment is still possible.
+          </Text>
+        ) : !i.pdfAvailable ? (
           <Text size="sm" mt="xs" c="dimmed">
             The PDF is being made; this page updates by itself.
           </Text>
