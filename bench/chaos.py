@@ -441,6 +441,7 @@ class Context:
     load: Load
     s3_outage: float
     result: Result
+    lambda_timeout: float = 10.0
     load_task: asyncio.Task[None] | None = None
     extra_tasks: list[asyncio.Task[Any]] = field(default_factory=list)
 
@@ -555,6 +556,7 @@ async def run_scenario(
     count: int,
     seconds: float,
     s3_outage: float,
+    lambda_timeout: float = 10.0,
 ) -> Result:
     result = Result(name)
     stack = Stack(settings)
@@ -583,7 +585,7 @@ async def run_scenario(
         ]
         before = await observer.totals()
         load = Load(api, headers, doctors, patients, rate=rate, count=count, seconds=seconds)
-        ctx = Context(stack, observer, load, s3_outage, result)
+        ctx = Context(stack, observer, load, s3_outage, result, lambda_timeout)
         log(f"{name}: booking {rate:g}/s, at most {count} in {seconds:.0f}s")
         load_task = ctx.load_task = asyncio.create_task(load.run(), name="load")
         try:
@@ -741,6 +743,23 @@ async def s3_down(ctx: Context) -> int:
     return 1
 
 
+async def lambda_failing(ctx: Context) -> int:
+    """The Lambda answering 500s, then timing out (the local gateway's fault switch): every PDF
+    activity retries until the function answers again."""
+    errors, timeouts = 6, 2
+    gateway = ctx.stack.settings.lambda_endpoint_url or ""
+    async with httpx.AsyncClient(base_url=gateway, timeout=10) as http:
+        faults = {"errors": errors, "timeouts": timeouts, "timeout_seconds": ctx.lambda_timeout}
+        (await http.post("/_faults", json=faults)).raise_for_status()
+
+        async def consumed() -> bool:
+            left = (await http.get("/healthz")).json()["faults"]
+            return bool(left["errors"] == 0 and left["timeouts"] == 0)
+
+        await until(consumed, RECOVERY_TIMEOUT, "every injected Lambda fault met by an invocation")
+    return errors + timeouts
+
+
 async def worker_frozen_past_heartbeat(ctx: Context) -> int:
     """The worker frozen (SIGSTOP) past the PDF activity's heartbeat timeout, then resumed."""
     await _pdf_in_flight(ctx)
@@ -814,6 +833,7 @@ SCENARIOS: dict[str, Fault] = {
     "kafka-restart": kafka_restarted,
     "postgres-restart": postgres_restarted,
     "s3-down": s3_down,
+    "lambda-500s-and-timeouts": lambda_failing,
     "worker-sigstop-heartbeat": worker_frozen_past_heartbeat,
     "flink-kill-restore": flink_killed,
     "relay-restart-browsers": relay_restarted,
@@ -838,7 +858,9 @@ def table(results: list[Result]) -> str:
     return "\n".join(lines)
 
 
-async def run(names: list[str], *, rate: float, count: int, seconds: float, s3_outage: float) -> list[Result]:
+async def run(
+    names: list[str], *, rate: float, count: int, seconds: float, s3_outage: float, lambda_timeout: float
+) -> list[Result]:
     settings = get_settings()
     if settings.profile == "dev":
         raise SystemExit("chaos kills and restarts components: run it on its own stack (`make chaos`)")
@@ -853,6 +875,7 @@ async def run(names: list[str], *, rate: float, count: int, seconds: float, s3_o
                 count=count,
                 seconds=seconds,
                 s3_outage=s3_outage,
+                lambda_timeout=lambda_timeout,
             )
         )
         r = results[-1]
@@ -863,13 +886,23 @@ async def run(names: list[str], *, rate: float, count: int, seconds: float, s3_o
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.chaos", description=__doc__.split("\n")[0])
     parser.add_argument("--only", nargs="+", choices=sorted(SCENARIOS), default=list(SCENARIOS))
-    parser.add_argument("--rate", type=float, default=3.0, help="bookings per second")
-    parser.add_argument("--count", type=int, default=150, help="at most this many bookings per scenario")
-    parser.add_argument("--seconds", type=float, default=40.0, help="at most this long a load per scenario")
+    parser.add_argument("--rate", type=float, default=2.0, help="bookings per second")
+    parser.add_argument("--count", type=int, default=60, help="at most this many bookings per scenario")
+    parser.add_argument("--seconds", type=float, default=30.0, help="at most this long a load per scenario")
+    parser.add_argument(
+        "--lambda-timeout", type=float, default=10.0, help="seconds a timed-out Lambda call hangs"
+    )
     parser.add_argument("--s3-outage", type=float, default=60.0, help="seconds the S3 server stays down")
     args = parser.parse_args(argv)
     results = asyncio.run(
-        run(args.only, rate=args.rate, count=args.count, seconds=args.seconds, s3_outage=args.s3_outage)
+        run(
+            args.only,
+            rate=args.rate,
+            count=args.count,
+            seconds=args.seconds,
+            s3_outage=args.s3_outage,
+            lambda_timeout=args.lambda_timeout,
+        )
     )
     print(table(results), flush=True)
     return 0 if all(r.ok for r in results) else 1
