@@ -897,8 +897,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.chaos", description=__doc__.split("\n")[0])
     parser.add_argument("--only", nargs="+", choices=sorted(SCENARIOS), default=list(SCENARIOS))
     parser.add_argument("--rate", type=float, default=2.0, help="bookings per second")
-    parser.add_argument("--count", type=int, default=60, help="at most this many bookings per scenario")
-    parser.add_argument("--seconds", type=float, default=30.0, help="at most this long a load per scenario")
+    parser.add_argument("--count", type=int, default=40, help="at most this many bookings per scenario")
+    parser.add_argument("--seconds", type=float, default=20.0, help="at most this long a load per scenario")
     parser.add_argument(
         "--lambda-timeout", type=float, default=10.0, help="seconds a timed-out Lambda call hangs"
     )
