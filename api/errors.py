@@ -41,13 +41,35 @@ def _clean_validation_errors(errs: Any) -> list[dict[str, Any]]:
     return [{k: v for k, v in e.items() if k in ("loc", "msg", "type")} for e in errs]
 
 
+# SQLSTATEs of a server that cannot take the request now: connection exceptions (class 08), a
+# shutdown or a start-up in progress (57P01-57P03: a restart), too many connections (53300).
+_UNAVAILABLE_SQLSTATES = ("08", "57P01", "57P02", "57P03", "53300")
+
+
+def _causes(exc: BaseException) -> list[BaseException]:
+    chain: list[BaseException] = []
+    seen: BaseException | None = exc
+    while seen is not None and seen not in chain and len(chain) < 10:
+        chain.append(seen)
+        seen = getattr(seen, "orig", None) or seen.__cause__ or seen.__context__
+    return chain
+
+
 def _database_unavailable(exc: SQLAlchemyError) -> bool:
     """The pool timed out, or the connection failed: not a bug in the request or in our code."""
     if isinstance(exc, (PoolTimeoutError, InterfaceError)):
         return True
     if isinstance(exc, DBAPIError) and exc.connection_invalidated:
         return True
-    return isinstance(exc, OperationalError) and isinstance(exc.orig, OSError | ConnectionError)
+    if isinstance(exc, OperationalError) and isinstance(exc.orig, OSError | ConnectionError):
+        return True
+    # asyncpg's own errors reach us as a plain DBAPIError: "the database system is starting up"
+    # (a restart of PostgreSQL) is one, found by its SQLSTATE.
+    for cause in _causes(exc):
+        state = getattr(cause, "sqlstate", None) or getattr(cause, "pgcode", None)
+        if isinstance(state, str) and state.startswith(_UNAVAILABLE_SQLSTATES):
+            return True
+    return False
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -77,6 +99,17 @@ def install_error_handlers(app: FastAPI) -> None:
         log.warning("database unavailable", path=request.url.path, error=type(exc).__name__)
         return JSONResponse(
             {"detail": "the database is busy or unavailable; try again"},
+            status_code=503,
+            headers={"Retry-After": "1"},
+        )
+
+    @app.exception_handler(ConnectionError)
+    async def _connection(request: Request, exc: ConnectionError) -> JSONResponse:
+        # A new connection refused or reset (SQLAlchemy lets asyncpg's OSError through when the
+        # database is restarting): a dependency is away for now, and the request can be retried.
+        log.warning("dependency unreachable", path=request.url.path, error=type(exc).__name__)
+        return JSONResponse(
+            {"detail": "a service this request needs is unavailable; try again"},
             status_code=503,
             headers={"Retry-After": "1"},
         )

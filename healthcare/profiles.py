@@ -1,4 +1,5 @@
-"""Named local stacks (`HC_PROFILE`): `dev` for a developer, `test` for `make test`, `bench` for `make bench`.
+"""Named local stacks (`HC_PROFILE`): `dev` for a developer, `test` for `make test`, `bench` for
+`make bench`, `chaos` for `make chaos` (it restarts and kills components, so it never shares a stack).
 
 Each profile is a whole stack of its own, so they run side by side on one machine and a test or a
 benchmark never writes into the stack a developer works with:
@@ -19,7 +20,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-Profile = Literal["dev", "test", "bench"]
+Profile = Literal["dev", "test", "bench", "chaos"]
 
 # Ports of the dev profile; every other profile adds its offset. `tests/unit/test_profiles.py`
 # checks that no port of one profile is a port of another and that all stay below the kernel's
@@ -58,7 +59,7 @@ DEV_PORTS: dict[str, int] = {
     "it_flink_rest": 8091,
 }
 LAMBDA_POOL_MAX = 8  # ports reserved for emulators 1..8 (DEVSTACK_LAMBDA_POOL)
-PORT_OFFSETS: dict[str, int] = {"dev": 0, "test": 3000, "bench": 6000}
+PORT_OFFSETS: dict[str, int] = {"dev": 0, "test": 3000, "bench": 6000, "chaos": 7500}
 
 
 def all_ports(offset: int) -> dict[str, int]:
