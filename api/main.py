@@ -10,6 +10,7 @@ from prometheus_fastapi_instrumentator import Instrumentator
 
 from api.errors import install_error_handlers
 from api.middleware import RequestContextMiddleware
+from api.proxies import ClientAddressMiddleware
 from api.routes import appointments, audit, auth, doctors, health, invoices, patients, users
 from healthcare import clients
 from healthcare.db import create_engine, session_factory
@@ -49,7 +50,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url=None,
     )
     install_error_handlers(app)
+    # Outermost last: the client's address is settled before anything else reads it.
     app.add_middleware(RequestContextMiddleware)
+    app.add_middleware(ClientAddressMiddleware, trusted_proxies=settings.trusted_proxies)
     app.include_router(health.router)
     for router in (
         auth.router,

@@ -14,6 +14,7 @@ from tests.integration.factories import (
     Account,
     create_user,
     fresh_ip,
+    post_from,
     register_patient_user,
     unique_email,
 )
@@ -23,7 +24,9 @@ V1 = "/api/v1"
 
 async def test_register_gives_patient_role_and_hides_the_hash(api: httpx.AsyncClient) -> None:
     email = unique_email()
-    resp = await api.post(f"{V1}/auth/register", json={"email": email.upper(), "password": PASSWORD})
+    resp = await post_from(
+        api, fresh_ip(), f"{V1}/auth/register", json={"email": email.upper(), "password": PASSWORD}
+    )
     assert resp.status_code == 201
     body = resp.json()
     assert body["email"] == email and body["role"] == "patient"
@@ -65,15 +68,11 @@ async def test_login_token_shape_and_claims(api: httpx.AsyncClient, settings: Se
 
 async def test_unknown_email_and_wrong_password_answer_alike(api: httpx.AsyncClient) -> None:
     user = await register_patient_user(api)
-    wrong = await api.post(
-        f"{V1}/auth/login",
-        json={"email": user.email, "password": "nope-nope-nope"},
-        headers={"X-Forwarded-For": fresh_ip()},
+    wrong = await post_from(
+        api, fresh_ip(), f"{V1}/auth/login", json={"email": user.email, "password": "nope-nope-nope"}
     )
-    unknown = await api.post(
-        f"{V1}/auth/login",
-        json={"email": unique_email(), "password": "nope-nope-nope"},
-        headers={"X-Forwarded-For": fresh_ip()},
+    unknown = await post_from(
+        api, fresh_ip(), f"{V1}/auth/login", json={"email": unique_email(), "password": "nope-nope-nope"}
     )
     assert wrong.status_code == unknown.status_code == 401
     assert wrong.json() == unknown.json() == {"detail": "invalid email or password"}
@@ -136,10 +135,8 @@ async def test_deactivated_user_loses_access_at_once(api: httpx.AsyncClient, adm
     resp = await api.patch(f"{V1}/users/{staff.id}", json={"isActive": False}, headers=admin.headers)
     assert resp.status_code == 200 and resp.json()["isActive"] is False
     assert (await api.get(f"{V1}/patients", headers=staff.headers)).status_code == 401
-    login = await api.post(
-        f"{V1}/auth/login",
-        json={"email": staff.email, "password": PASSWORD},
-        headers={"X-Forwarded-For": fresh_ip()},
+    login = await post_from(
+        api, fresh_ip(), f"{V1}/auth/login", json={"email": staff.email, "password": PASSWORD}
     )
     assert login.status_code == 401
 
@@ -174,22 +171,16 @@ async def test_login_is_throttled_per_client_address(api: httpx.AsyncClient, set
     # Made first: registering hashes a password, which on a loaded machine can outlast the lock.
     user = await register_patient_user(api)
     for _ in range(settings.login_max_failures_per_address):
-        resp = await api.post(
-            f"{V1}/auth/login",
-            json={"email": unique_email(), "password": "wrong-password!"},
-            headers={"X-Forwarded-For": address},
+        resp = await post_from(
+            api, address, f"{V1}/auth/login", json={"email": unique_email(), "password": "wrong-password!"}
         )
         assert resp.status_code == 401
-    blocked = await api.post(
-        f"{V1}/auth/login",
-        json={"email": user.email, "password": PASSWORD},
-        headers={"X-Forwarded-For": address},
+    blocked = await post_from(
+        api, address, f"{V1}/auth/login", json={"email": user.email, "password": PASSWORD}
     )
     assert blocked.status_code == 429 and blocked.headers["retry-after"]
-    elsewhere = await api.post(
-        f"{V1}/auth/login",
-        json={"email": user.email, "password": PASSWORD},
-        headers={"X-Forwarded-For": fresh_ip()},
+    elsewhere = await post_from(
+        api, fresh_ip(), f"{V1}/auth/login", json={"email": user.email, "password": PASSWORD}
     )
     assert elsewhere.status_code == 200
 
