@@ -7,13 +7,15 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from prometheus_fastapi_instrumentator import Instrumentator
+from sqlalchemy.ext.asyncio import AsyncEngine
+from temporalio.client import Client as TemporalClient
 
 from api.body_limit import BodyLimitMiddleware
 from api.errors import install_error_handlers
 from api.middleware import RequestContextMiddleware
 from api.proxies import ClientAddressMiddleware
 from api.routes import appointments, audit, auth, doctors, health, invoices, patients, users
-from healthcare import clients
+from healthcare import clients, probes
 from healthcare.db import create_engine, session_factory
 from healthcare.logging import configure_logging
 from healthcare.process import tune_gc
@@ -21,6 +23,28 @@ from healthcare.settings import Settings, get_settings
 from healthcare.stores.factory import patient_store_factory
 
 API_PREFIX = "/api/v1"
+
+
+def readiness(
+    settings: Settings, engine: AsyncEngine, temporal: TemporalClient, kafka: probes.KafkaProbe
+) -> probes.Readiness:
+    """/readyz's checks; boto3 clients of their own, whose timeouts end with the probe's."""
+    timeout = settings.ready_timeout_seconds
+    s3 = clients.s3_client(settings, read_timeout=timeout, max_attempts=1)
+    lam = clients.lambda_client(settings, read_timeout=timeout)
+    return probes.Readiness(
+        asynchronous={
+            "postgres": lambda: probes.probe_postgres(engine),
+            "temporal": lambda: probes.probe_temporal(temporal, settings.temporal_namespace),
+            "kafka": kafka,
+        },
+        threaded={
+            "s3": lambda: probes.check_s3(s3, settings.s3_bucket),
+            "lambda": lambda: probes.check_lambda(lam, settings.lambda_function_name),
+        },
+        timeout=timeout,
+        ttl=settings.ready_cache_seconds,
+    )
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -36,10 +60,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.s3 = clients.s3_client(settings)
         app.state.lambda_client = clients.lambda_client(settings, read_timeout=30)
         app.state.patient_store_factory = patient_store_factory(settings)
+        kafka_probe = probes.KafkaProbe(settings)
+        app.state.readiness = readiness(settings, app.state.engine, app.state.temporal, kafka_probe)
         tune_gc()
         try:
             yield
         finally:
+            app.state.readiness.close()
+            await kafka_probe.close()
             await app.state.engine.dispose()
 
     app = FastAPI(
