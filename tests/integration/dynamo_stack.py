@@ -200,7 +200,7 @@ class OtherApi:
 @contextlib.contextmanager
 def another_api(env: dict[str, str], *, log_name: str) -> Iterator[OtherApi]:
     """An API process of its own (same stack, settings changed by `env`) for the block."""
-    port = free_port()
+    port = get_settings().stack_port("it_api")  # one such API at a time
     proc = start_api(port, env, log_name=log_name)
     try:
         yield OtherApi(f"http://{HOST}:{port}", proc.pid)

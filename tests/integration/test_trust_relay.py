@@ -13,8 +13,8 @@ import websockets
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from devstack.paths import VENV_BIN
-from healthcare.settings import Settings
-from tests.integration.dynamo_stack import HOST, _log_path, _spawn, _wait_http, free_port, stop_processes
+from healthcare.settings import Settings, get_settings
+from tests.integration.dynamo_stack import HOST, _log_path, _spawn, _wait_http, stop_processes
 from tests.integration.factories import Account, create_user
 
 pytestmark = pytest.mark.integration
@@ -25,7 +25,7 @@ V1 = "/api/v1"
 @pytest.fixture(scope="module")
 def watchful_relay() -> Iterator[str]:
     """A second relay that checks open sockets' accounts every second (the stack's: every 30 s)."""
-    port = free_port()
+    port = get_settings().stack_port("it_relay_3")
     log_path = _log_path("test-relay")
     proc = _spawn(
         [str(VENV_BIN / "python"), "-m", "workers.ws_relay"],

@@ -17,8 +17,13 @@ from healthcare.settings import Settings
 from workers import ws_relay
 from workers.ws_relay import Hub, Refused
 
-SETTINGS = Settings(
-    env="test", ws_max_connections_per_user=2, ws_max_connections=3, ws_account_check_seconds=0.1
+SETTINGS = Settings(  # the API (and so the portal) on :8000, whatever profile the suite runs on
+    env="test",
+    api_port=8000,
+    ws_port=8001,
+    ws_max_connections_per_user=2,
+    ws_max_connections=3,
+    ws_account_check_seconds=0.1,
 )
 
 
