@@ -5,9 +5,6 @@ completes once the worker is back."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
-import signal
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -18,6 +15,7 @@ import pytest
 from devstack.paths import Paths
 from tests.integration.dynamo_stack import another_api
 from tests.integration.factories import Account, create_doctor, create_patient
+from tests.integration.test_billing_faults import frozen
 
 pytestmark = pytest.mark.integration
 
@@ -31,18 +29,6 @@ def impatient_api() -> Iterator[str]:
         {"HC_TEMPORAL_UPDATE_TIMEOUT_SECONDS": str(DEADLINE_SECONDS)}, log_name="test-deadline-api"
     ) as other:
         yield other.url
-
-
-@contextlib.contextmanager
-def worker_down(paths: Paths) -> Iterator[None]:
-    """The Temporal worker frozen (SIGSTOP): it holds its polls but runs nothing, as if gone."""
-    pid = int((paths.run / "worker.pid").read_text())
-    os.kill(pid, signal.SIGSTOP)
-    try:
-        yield
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGCONT)
 
 
 def _slot(days: int) -> str:
@@ -87,7 +73,8 @@ async def test_booking_cancelling_and_paying_answer_503_while_the_worker_is_down
     key = str(uuid.uuid4())
     # A client timeout well past the deadline: without one the requests would never return.
     async with httpx.AsyncClient(base_url=impatient_api, timeout=30) as other:
-        with worker_down(paths):
+        # The Temporal worker frozen (SIGSTOP): it holds its polls but runs nothing, as if gone.
+        with frozen(int((paths.run / "worker.pid").read_text())):
             booking = await other.post(
                 f"{V1}/appointments", json=body, headers={**staff.headers, "Idempotency-Key": key}
             )

@@ -109,7 +109,7 @@ async def test_registration_is_throttled_per_address(api: httpx.AsyncClient, set
     assert elsewhere.status_code == 201
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture  # one test each; one such API at a time (dynamo_stack.another_api)
 def few_registrations() -> Iterator[str]:
     """An API that allows 2 registrations per window in all (the count is shared in the database)."""
     with another_api({"HC_REGISTER_MAX_TOTAL": "2"}, log_name="test-registration-api") as other:
@@ -160,7 +160,7 @@ async def test_a_taken_email_answers_like_a_new_one(api: httpx.AsyncClient, admi
     assert {r["outcome"] for r in audit.json()["items"]} == {"ok", "duplicate"}
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture  # one test each; one such API at a time (dynamo_stack.another_api)
 def small_hash_queue() -> Iterator[str]:
     with another_api({"HC_HASH_QUEUE_LIMIT": "2"}, log_name="test-hash-queue-api") as other:
         yield other.url
@@ -208,7 +208,7 @@ OPEN_TRANSACTION_AGE = text(
 )
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture  # one test each; one such API at a time (dynamo_stack.another_api)
 def two_connections() -> Iterator[OtherApi]:
     """An API with a pool of two database connections (HC_DB_POOL_SIZE=1, plus one overflow)."""
     with another_api({"HC_DB_POOL_SIZE": "1"}, log_name="test-small-pool-api") as other:
