@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import traceback
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -11,6 +12,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from healthcare import errors
 from healthcare.logging import get_logger
@@ -55,6 +57,19 @@ def _causes(exc: BaseException) -> list[BaseException]:
     return chain
 
 
+def _stack(exc: BaseException) -> list[str]:
+    """Each exception of the chain as its type and frames (file:line function), without messages."""
+    lines: list[str] = []
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        lines.append(type(current).__qualname__)
+        lines += [f"  {f.filename}:{f.lineno} {f.name}" for f in traceback.extract_tb(current.__traceback__)]
+        current = current.__cause__ or current.__context__
+    return lines
+
+
 def _database_unavailable(exc: SQLAlchemyError) -> bool:
     """The pool timed out, or the connection failed: not a bug in the request or in our code."""
     if isinstance(exc, (PoolTimeoutError, InterfaceError)):
@@ -73,14 +88,20 @@ def _database_unavailable(exc: SQLAlchemyError) -> bool:
 
 
 def install_error_handlers(app: FastAPI) -> None:
+    """Call before adding other middleware: the catch-all must be the innermost of them."""
+    app.add_middleware(UnhandledErrorMiddleware)
+
     @app.exception_handler(errors.DomainError)
     async def _domain(_: Request, exc: errors.DomainError) -> JSONResponse:
         headers = None
-        if isinstance(exc, errors.RateLimited):
+        body: dict[str, Any] = {"detail": exc.message}
+        if isinstance(exc, errors.RateLimited | errors.DependencyUnavailable):
             headers = {"Retry-After": str(exc.retry_after_seconds)}
+        if isinstance(exc, errors.DependencyUnavailable):
+            body |= exc.details
         if isinstance(exc, errors.Unauthorized):
             headers = {"WWW-Authenticate": "Bearer"}
-        return JSONResponse({"detail": exc.message}, status_code=_status_for(exc), headers=headers)
+        return JSONResponse(body, status_code=_status_for(exc), headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -114,10 +135,42 @@ def install_error_handlers(app: FastAPI) -> None:
             headers={"Retry-After": "1"},
         )
 
-    @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error", path=request.url.path, error=type(exc).__name__)
-        return JSONResponse(
-            {"detail": "internal error", "requestId": request.scope.get("state", {}).get("request_id")},
-            status_code=500,
-        )
+def _unexpected_body(scope: Scope) -> dict[str, Any]:
+    return {"detail": "internal error", "requestId": scope.get("state", {}).get("request_id")}
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    # Where it failed, never what with: an exception's message can quote the data it choked on
+    # (asyncpg's does: "invalid input for query argument $3: {...}").
+    log.error("unhandled error", path=request.url.path, error=type(exc).__name__, frames=_stack(exc))
+    return JSONResponse(_unexpected_body(request.scope), status_code=500)
+
+
+class UnhandledErrorMiddleware:
+    """Answers 500 for any exception no handler took, and ends it here.
+
+    Starlette's outermost middleware would answer too, but then re-raise for the server to log, and
+    uvicorn logs the whole traceback, messages included. Pure ASGI, inside every other middleware
+    of ours, so they still see the 500.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception as exc:  # noqa: BLE001 - the last line of defence, logged without data
+            log.error("unhandled error", path=scope.get("path"), error=type(exc).__name__, frames=_stack(exc))
+            if not started:
+                await JSONResponse(_unexpected_body(scope), status_code=500)(scope, receive, send)

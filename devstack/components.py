@@ -525,10 +525,22 @@ def lambda_pool(settings: Settings, paths: Paths) -> list[Component]:
     return [*emulators, gateway]
 
 
+_HEALTH_INVOCATIONS: dict[str, asyncio.Future[None]] = {}
+
+
 async def _invoke_health(endpoint: str, settings: Settings, read_timeout: int = 5) -> None:
-    update = {"lambda_endpoint_url": endpoint}
-    lam = clients.lambda_client(settings.model_copy(update=update), read_timeout=read_timeout)
-    await probes.probe_lambda(lam, settings.lambda_function_name)
+    """One health invocation per endpoint at a time: an emulator serves one invocation at a time and
+    crashes on a second (RIE panics in rapidcore). A check the supervisor gave up on keeps running,
+    and a later check waits on it instead of starting another."""
+    running = _HEALTH_INVOCATIONS.get(endpoint)
+    if running is None or running.done():
+        update = {"lambda_endpoint_url": endpoint}
+        lam = clients.lambda_client(settings.model_copy(update=update), read_timeout=read_timeout)
+        running = asyncio.ensure_future(
+            asyncio.to_thread(probes.check_lambda, lam, settings.lambda_function_name)
+        )
+        _HEALTH_INVOCATIONS[endpoint] = running
+    await asyncio.shield(running)
 
 
 # -- Our own processes ------------------------------------------------------------------------

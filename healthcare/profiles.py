@@ -56,6 +56,8 @@ DEV_PORTS: dict[str, int] = {
     "dynamo_api": 8003,
     "it_relay_1": 8004,
     "it_relay_2": 8005,
+    "it_relay_3": 8007,  # a relay checking accounts every second (tests/integration/test_trust_relay.py)
+    "it_api": 8006,  # an API with changed settings (tests/integration/dynamo_stack.py another_api)
     "it_flink_rest": 8091,
 }
 LAMBDA_POOL_MAX = 8  # ports reserved for emulators 1..8 (DEVSTACK_LAMBDA_POOL)
