@@ -135,6 +135,7 @@ def install_error_handlers(app: FastAPI) -> None:
             headers={"Retry-After": "1"},
         )
 
+
 def _unexpected_body(scope: Scope) -> dict[str, Any]:
     return {"detail": "internal error", "requestId": scope.get("state", {}).get("request_id")}
 
