@@ -712,6 +712,10 @@ export type AppointmentsBookErrors = {
      * Validation Error
      */
     422: HttpValidationError;
+    /**
+     * Not confirmed in time (Retry-After; the body's appointmentId may still appear)
+     */
+    503: unknown;
 };
 
 export type AppointmentsBookError = AppointmentsBookErrors[keyof AppointmentsBookErrors];
@@ -750,6 +754,10 @@ export type AppointmentsGetAppointmentErrors = {
      * Validation Error
      */
     422: HttpValidationError;
+    /**
+     * Not confirmed in time (Retry-After; the body's appointmentId may still appear)
+     */
+    503: unknown;
 };
 
 export type AppointmentsGetAppointmentError = AppointmentsGetAppointmentErrors[keyof AppointmentsGetAppointmentErrors];
@@ -788,6 +796,10 @@ export type AppointmentsCancelErrors = {
      * Validation Error
      */
     422: HttpValidationError;
+    /**
+     * Not confirmed in time (Retry-After; the body's appointmentId may still appear)
+     */
+    503: unknown;
 };
 
 export type AppointmentsCancelError = AppointmentsCancelErrors[keyof AppointmentsCancelErrors];
@@ -826,6 +838,10 @@ export type AppointmentsCompleteErrors = {
      * Validation Error
      */
     422: HttpValidationError;
+    /**
+     * Not confirmed in time (Retry-After; the body's appointmentId may still appear)
+     */
+    503: unknown;
 };
 
 export type AppointmentsCompleteError = AppointmentsCompleteErrors[keyof AppointmentsCompleteErrors];
@@ -864,6 +880,10 @@ export type AppointmentsNoShowErrors = {
      * Validation Error
      */
     422: HttpValidationError;
+    /**
+     * Not confirmed in time (Retry-After; the body's appointmentId may still appear)
+     */
+    503: unknown;
 };
 
 export type AppointmentsNoShowError = AppointmentsNoShowErrors[keyof AppointmentsNoShowErrors];
@@ -956,9 +976,13 @@ export type AuthLoginErrors = {
      */
     422: HttpValidationError;
     /**
-     * Too many failed logins
+     * Too many attempts from this address (or in all); see Retry-After
      */
     429: unknown;
+    /**
+     * Too many password checks at once; see Retry-After
+     */
+    503: unknown;
 };
 
 export type AuthLoginError = AuthLoginErrors[keyof AuthLoginErrors];
@@ -984,6 +1008,14 @@ export type AuthRegisterErrors = {
      * Validation Error
      */
     422: HttpValidationError;
+    /**
+     * Too many attempts from this address (or in all); see Retry-After
+     */
+    429: unknown;
+    /**
+     * Too many password checks at once; see Retry-After
+     */
+    503: unknown;
 };
 
 export type AuthRegisterError = AuthRegisterErrors[keyof AuthRegisterErrors];
