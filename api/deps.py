@@ -13,15 +13,15 @@ from typing import Annotated, Any
 from fastapi import Depends, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncEngine
-from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 from temporalio.client import Client as TemporalClient
 
 from healthcare import errors, security
-from healthcare.models import Role, User
+from healthcare.models import Role
 from healthcare.settings import Settings
 from healthcare.stores.patients import PatientStore
 from healthcare.stores.patients_pg import PostgresPatientStore
+from services import users
 from services.context import Actor, RequestContext
 
 
@@ -78,15 +78,10 @@ async def actor_from_token(session: AsyncSession, settings: Settings, token: str
     except security.InvalidToken as exc:
         raise errors.Unauthorized("invalid or expired token") from exc
     # The token alone is not enough: a deactivated or deleted account loses access at once.
-    # A Core select of four columns: the ORM's identity map and object loading cost more than the query.
-    user = (
-        await session.execute(
-            select(User.id, User.role, User.email).where(col(User.id) == claims.user_id, col(User.is_active))
-        )
-    ).first()
-    if user is None:
+    actor = await users.active_actor(session, claims)
+    if actor is None:
         raise errors.Unauthorized("invalid or expired token")
-    return Actor(user_id=user.id, role=Role(user.role), email=user.email)
+    return actor
 
 
 CurrentActor = Annotated[Actor, Depends(get_actor)]

@@ -12,6 +12,7 @@ import subprocess
 import uuid
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import httpx
@@ -368,6 +369,7 @@ def s3(settings: Settings, paths: Paths) -> Component:
 
     def argv() -> list[str]:
         return [
+            *_private_tmp(data / "tmp"),
             str(paths.bin / "weed"),
             "mini",
             f"-dir={data}",
@@ -404,6 +406,9 @@ def s3(settings: Settings, paths: Paths) -> Component:
                 s3c.head_bucket(Bucket=settings.s3_bucket)
             except s3c.exceptions.ClientError:
                 s3c.create_bucket(Bucket=settings.s3_bucket)  # private: no ACL, no policy
+            # The portal fetches a PDF by following the API's presigned redirect: the browser may read
+            # the answer only if the bucket allows the portal's origin (reads still need a signature).
+            s3c.put_bucket_cors(Bucket=settings.s3_bucket, CORSConfiguration=portal_cors(settings))
 
         await asyncio.to_thread(ensure)
 
@@ -419,6 +424,33 @@ def s3(settings: Settings, paths: Paths) -> Component:
         stop_timeout=15,
         describe=f"{settings.s3_endpoint_url}, bucket {settings.s3_bucket}",
     )
+
+
+def _private_tmp(folder: Path) -> list[str]:
+    """`weed mini` puts its gRPC sockets at fixed /tmp paths named after the port only, so two stacks
+    on one machine (other network namespaces, or the test stack) would dial each other's master. As
+    root, give it a /tmp of its own: a private mount namespace with `folder` bound onto /tmp."""
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        return []
+    folder.mkdir(parents=True, exist_ok=True)
+    script = 'mount --bind "$0" /tmp && exec "$@"'
+    return ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", script, str(folder)]
+
+
+def portal_cors(settings: Settings) -> dict[str, Any]:
+    origins = [
+        f"http://{host}:{port}" for host in ("127.0.0.1", "localhost") for port in (settings.api_port, 5173)
+    ]
+    return {
+        "CORSRules": [
+            {
+                "AllowedOrigins": origins,
+                "AllowedMethods": ["GET"],
+                "AllowedHeaders": ["*"],
+                "MaxAgeSeconds": 3600,
+            }
+        ]
+    }
 
 
 # -- Lambda: a pool of runtime emulators behind one Invoke API --------------------------------
@@ -496,10 +528,22 @@ def lambda_pool(settings: Settings, paths: Paths) -> list[Component]:
     return [*emulators, gateway]
 
 
+_HEALTH_INVOCATIONS: dict[str, asyncio.Future[None]] = {}
+
+
 async def _invoke_health(endpoint: str, settings: Settings, read_timeout: int = 5) -> None:
-    update = {"lambda_endpoint_url": endpoint}
-    lam = clients.lambda_client(settings.model_copy(update=update), read_timeout=read_timeout)
-    await probes.probe_lambda(lam, settings.lambda_function_name)
+    """One health invocation per endpoint at a time: an emulator serves one invocation at a time and
+    crashes on a second (RIE panics in rapidcore). A check the supervisor gave up on keeps running,
+    and a later check waits on it instead of starting another."""
+    running = _HEALTH_INVOCATIONS.get(endpoint)
+    if running is None or running.done():
+        update = {"lambda_endpoint_url": endpoint}
+        lam = clients.lambda_client(settings.model_copy(update=update), read_timeout=read_timeout)
+        running = asyncio.ensure_future(
+            asyncio.to_thread(probes.check_lambda, lam, settings.lambda_function_name)
+        )
+        _HEALTH_INVOCATIONS[endpoint] = running
+    await asyncio.shield(running)
 
 
 # -- Our own processes ------------------------------------------------------------------------

@@ -34,7 +34,6 @@ APT_PACKAGES = {
     "mvn": ["maven"],
     "pdftotext": ["poppler-utils"],
     "fonts": ["fonts-dejavu-core"],  # invoice PDFs print Greek and Cyrillic names with DejaVu Sans
-    "chromium": ["chromium"],  # browser tests (Playwright drives Debian's build; its own download fails)
 }
 
 
@@ -259,13 +258,6 @@ def install_fonts(paths: Paths) -> str:
     return "installed"
 
 
-def install_chromium(paths: Paths) -> str:
-    if Path("/usr/bin/chromium").exists():
-        return "present"
-    apt_install(APT_PACKAGES["chromium"])
-    return "installed"
-
-
 def _need(tool: str, why: str) -> None:
     if shutil.which(tool) is None:
         raise SetupError(f"{tool} not found: {why}")
@@ -282,6 +274,18 @@ def install_flink_connectors(paths: Paths) -> str:
     return _maven_jars("flink", connector_dir(paths), jar)
 
 
+def install_chromium(paths: Paths) -> str:
+    from devstack.portal import install_chromium as install
+
+    return install(paths)
+
+
+def build_portal(paths: Paths) -> str:
+    from devstack.portal import build_portal as build
+
+    return build(paths)
+
+
 STEPS: list[tuple[str, Callable[[Paths], str]]] = [
     ("postgres", install_postgres),
     ("kafka", install_kafka),
@@ -291,7 +295,8 @@ STEPS: list[tuple[str, Callable[[Paths], str]]] = [
     ("fonts", install_fonts),
     ("flink-connectors", install_flink_connectors),
     ("kubernetes", install_kubernetes_tools),  # devstack/k8s.py: helm, kube-apiserver, etcd, kwok, CRDs
-    ("chromium", install_chromium),
+    ("chromium", install_chromium),  # the browser tests drive Debian's Chromium
+    ("portal", build_portal),
 ]
 
 
@@ -301,6 +306,8 @@ def setup(paths: Paths) -> None:
         began = time.monotonic()
         if name == "seaweedfs" and not (paths.bin / "weed").exists():
             say(f"  {name:<10} building from the Go module proxy (first time: several minutes) ...")
+        if name == "chromium" and not Path("/usr/bin/chromium").exists():
+            say(f"  {name:<10} installing Debian's chromium (first time: about two minutes) ...")
         with progress(name, paths.setup_logs / f"{name}.log"):
             result = step(paths)
         say(f"  {name:<10} {result} ({time.monotonic() - began:.1f}s)")

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import datetime
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 from temporalio.client import Client as TemporalClient
-from temporalio.client import WithStartWorkflowOperation, WorkflowUpdateFailedError
+from temporalio.client import (
+    RPCTimeoutOrCancelledError,
+    WithStartWorkflowOperation,
+    WorkflowUpdateFailedError,
+)
 from temporalio.common import SearchAttributePair, WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
@@ -38,6 +43,7 @@ from workflows import search_attributes
 from workflows.appointments import AppointmentWorkflow
 
 NOT_FOUND = "appointment not found"
+NOT_CONFIRMED_RETRY_SECONDS = 5
 _ERROR_TYPES: dict[str, type[errors.DomainError]] = {
     SLOT_TAKEN: errors.Conflict,
     INVALID_TRANSITION: errors.Conflict,
@@ -53,6 +59,15 @@ def _domain_error(exc: WorkflowUpdateFailedError) -> errors.DomainError:
     return errors.DependencyUnavailable("the booking could not be completed; try again")
 
 
+def _not_confirmed(appointment_id: uuid.UUID, what: str) -> errors.DependencyUnavailable:
+    # With the worker down, Temporal keeps the run (and the update) until a worker comes back.
+    return errors.DependencyUnavailable(
+        f"{what} was not confirmed in time and may still complete: check GET /appointments/{appointment_id}",
+        retry_after_seconds=NOT_CONFIRMED_RETRY_SECONDS,
+        details={"appointmentId": str(appointment_id)},
+    )
+
+
 async def book(
     session: AsyncSession,
     store: PatientStore,
@@ -62,7 +77,11 @@ async def book(
     *,
     task_queue: str,
     idempotency_key: str | None,
+    deadline_seconds: float,
 ) -> AppointmentState:
+    """Books through the appointment workflow; errors.DependencyUnavailable (503, with the
+    appointment id) if Temporal has not answered within `deadline_seconds`: the run may still
+    store it, so the caller looks at GET /appointments/{id} (or repeats its Idempotency-Key)."""
     actor = require_actor(ctx)
     own_patient, own_doctor = await care_scope(session, store, actor)
     if own_patient is not None and data.patient_id != own_patient:
@@ -103,9 +122,20 @@ async def book(
         ),
     )
     try:
-        state: AppointmentState = await temporal.execute_update_with_start_workflow(
-            AppointmentWorkflow.book, request, start_workflow_operation=start
+        async with asyncio.timeout(deadline_seconds):
+            state: AppointmentState = await temporal.execute_update_with_start_workflow(
+                AppointmentWorkflow.book, request, start_workflow_operation=start
+            )
+    except (TimeoutError, RPCTimeoutOrCancelledError) as exc:  # the SDK turns our deadline into its own
+        await audit.record(
+            session,
+            ctx,
+            action="create",
+            resource_type="appointment",
+            resource_id=appointment_id,
+            outcome="pending",
         )
+        raise _not_confirmed(appointment_id, "the booking") from exc
     except WorkflowUpdateFailedError as exc:
         raise _domain_error(exc) from exc
     except WorkflowAlreadyStartedError as exc:
@@ -174,7 +204,10 @@ async def transition(
     ctx: RequestContext,
     appointment_id: uuid.UUID,
     target: AppointmentStatus,
+    *,
+    deadline_seconds: float,
 ) -> AppointmentState:
+    """Changes the status through the workflow; 503 (with the id) after `deadline_seconds`."""
     actor = require_actor(ctx)
     if target != AppointmentStatus.cancelled and not actor.is_clinic_wide:
         raise errors.Forbidden("only staff mark appointments completed or missed")
@@ -186,9 +219,20 @@ async def transition(
     await release_connection(session)
     handle = temporal.get_workflow_handle(row.workflow_id)
     try:
-        state: AppointmentState = await handle.execute_update(
-            AppointmentWorkflow.transition, TransitionRequest(target=target, actor_id=actor.user_id)
+        async with asyncio.timeout(deadline_seconds):
+            state: AppointmentState = await handle.execute_update(
+                AppointmentWorkflow.transition, TransitionRequest(target=target, actor_id=actor.user_id)
+            )
+    except (TimeoutError, RPCTimeoutOrCancelledError) as exc:  # the SDK turns our deadline into its own
+        await audit.record(
+            session,
+            ctx,
+            action=f"set_{target.lower()}",
+            resource_type="appointment",
+            resource_id=appointment_id,
+            outcome="pending",
         )
+        raise _not_confirmed(appointment_id, "the change") from exc
     except WorkflowUpdateFailedError as exc:
         raise _domain_error(exc) from exc
     except RPCError as exc:

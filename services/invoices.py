@@ -10,7 +10,7 @@ from typing import Any
 from pydantic import Field
 from sqlmodel.ext.asyncio.session import AsyncSession
 from temporalio.client import Client as TemporalClient
-from temporalio.client import WorkflowUpdateFailedError
+from temporalio.client import RPCTimeoutOrCancelledError, WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -106,8 +106,11 @@ async def pay(
     temporal: TemporalClient,
     ctx: RequestContext,
     invoice_id: uuid.UUID,
+    *,
+    deadline_seconds: float,
 ) -> InvoicePublic:
-    """Staff, admins and the patient who owns the invoice; paying a PAID invoice answers with it."""
+    """Staff, admins and the patient who owns the invoice; paying a PAID invoice answers with it.
+    Temporal gets `deadline_seconds` to confirm, else 503 with Retry-After."""
     actor = require_actor(ctx)
     row = await visible_record(session, store, actor, Invoice, invoice_id)
     if row is None:
@@ -124,7 +127,7 @@ async def pay(
     if row.status != InvoiceStatus.paid:
         await release_connection(session)
         try:
-            result = await _pay_through_workflow(temporal, row)
+            result = await _pay_through_workflow(temporal, row, deadline_seconds)
         except errors.DomainError as exc:
             await _audit_pay(
                 session, ctx, invoice_id, "conflict" if isinstance(exc, errors.Conflict) else "error"
@@ -140,11 +143,11 @@ async def _audit_pay(session: AsyncSession, ctx: RequestContext, invoice_id: uui
     )
 
 
-async def _pay_through_workflow(temporal: TemporalClient, row: Invoice) -> InvoiceState:
+async def _pay_through_workflow(temporal: TemporalClient, row: Invoice, deadline: float) -> InvoiceState:
     handle = temporal.get_workflow_handle(row.workflow_id)
     try:
         state: InvoiceState = await asyncio.wait_for(
-            handle.execute_update(BillingWorkflow.pay, PayRequest(), result_type=InvoiceState), 30
+            handle.execute_update(BillingWorkflow.pay, PayRequest(), result_type=InvoiceState), deadline
         )
     except WorkflowUpdateFailedError as exc:
         cause = exc.cause
@@ -155,8 +158,12 @@ async def _pay_through_workflow(temporal: TemporalClient, row: Invoice) -> Invoi
         if exc.status == RPCStatusCode.NOT_FOUND:  # the run already ended (PAID or VOID) or failed
             raise errors.Conflict("this invoice can no longer be paid") from exc
         raise errors.DependencyUnavailable("billing is unavailable; try again") from exc
-    except TimeoutError as exc:
-        raise errors.DependencyUnavailable("billing did not answer in time; try again") from exc
+    except (TimeoutError, RPCTimeoutOrCancelledError) as exc:
+        raise errors.DependencyUnavailable(
+            "billing did not confirm the payment in time; check the invoice before trying again",
+            retry_after_seconds=5,
+            details={"invoiceId": str(row.id)},
+        ) from exc
     return state
 
 

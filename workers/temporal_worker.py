@@ -104,6 +104,7 @@ async def run_worker(settings: Settings, *, stop: asyncio.Event) -> None:
         lambda_client=clients.lambda_client(settings, read_timeout=60),
         function_name=settings.lambda_function_name,
         patient_store=patient_store_factory(settings),
+        currency=settings.clinic_currency,
     )
     worker = Worker(
         client,

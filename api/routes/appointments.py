@@ -18,6 +18,7 @@ router = APIRouter(prefix="/appointments", tags=["appointments"])
 RESPONSES: dict[int | str, dict[str, Any]] = {
     404: {"description": "No such appointment, patient or doctor (or not yours to see)"},
     409: {"description": "The slot overlaps a booked appointment, or the status cannot change so"},
+    503: {"description": "Not confirmed in time (Retry-After; the body's appointmentId may still appear)"},
 }
 IdempotencyKey = Annotated[
     str | None,
@@ -53,6 +54,7 @@ async def book(
         body,
         task_queue=settings.temporal_task_queue,
         idempotency_key=idempotency_key,
+        deadline_seconds=settings.temporal_update_timeout_seconds,
     )
     return _public(state)
 
@@ -95,34 +97,67 @@ async def get_appointment(
 
 @router.post("/{appointment_id}/cancel", response_model=AppointmentPublic, responses=RESPONSES)
 async def cancel(
-    appointment_id: uuid.UUID, session: SessionDep, store: PatientStoreDep, temporal: TemporalDep, ctx: Ctx
+    appointment_id: uuid.UUID,
+    session: SessionDep,
+    store: PatientStoreDep,
+    temporal: TemporalDep,
+    ctx: Ctx,
+    settings: SettingsDep,
 ) -> AppointmentPublic:
     return _public(
         await appointments.transition(
-            session, store, temporal, ctx, appointment_id, AppointmentStatus.cancelled
+            session,
+            store,
+            temporal,
+            ctx,
+            appointment_id,
+            AppointmentStatus.cancelled,
+            deadline_seconds=settings.temporal_update_timeout_seconds,
         )
     )
 
 
 @router.post("/{appointment_id}/complete", response_model=AppointmentPublic, responses=RESPONSES)
 async def complete(
-    appointment_id: uuid.UUID, session: SessionDep, store: PatientStoreDep, temporal: TemporalDep, ctx: Ctx
+    appointment_id: uuid.UUID,
+    session: SessionDep,
+    store: PatientStoreDep,
+    temporal: TemporalDep,
+    ctx: Ctx,
+    settings: SettingsDep,
 ) -> AppointmentPublic:
     """Staff mark a visit that took place."""
     return _public(
         await appointments.transition(
-            session, store, temporal, ctx, appointment_id, AppointmentStatus.completed
+            session,
+            store,
+            temporal,
+            ctx,
+            appointment_id,
+            AppointmentStatus.completed,
+            deadline_seconds=settings.temporal_update_timeout_seconds,
         )
     )
 
 
 @router.post("/{appointment_id}/no-show", response_model=AppointmentPublic, responses=RESPONSES)
 async def no_show(
-    appointment_id: uuid.UUID, session: SessionDep, store: PatientStoreDep, temporal: TemporalDep, ctx: Ctx
+    appointment_id: uuid.UUID,
+    session: SessionDep,
+    store: PatientStoreDep,
+    temporal: TemporalDep,
+    ctx: Ctx,
+    settings: SettingsDep,
 ) -> AppointmentPublic:
     """Staff mark a patient who did not come."""
     return _public(
         await appointments.transition(
-            session, store, temporal, ctx, appointment_id, AppointmentStatus.no_show
+            session,
+            store,
+            temporal,
+            ctx,
+            appointment_id,
+            AppointmentStatus.no_show,
+            deadline_seconds=settings.temporal_update_timeout_seconds,
         )
     )

@@ -59,10 +59,17 @@ async def get_invoice(
     },
 )
 async def pay(
-    invoice_id: uuid.UUID, session: SessionDep, store: PatientStoreDep, temporal: TemporalDep, ctx: Ctx
+    invoice_id: uuid.UUID,
+    session: SessionDep,
+    store: PatientStoreDep,
+    temporal: TemporalDep,
+    ctx: Ctx,
+    settings: SettingsDep,
 ) -> InvoicePublic:
     """Idempotent: paying a PAID invoice answers with it."""
-    return await invoices.pay(session, store, temporal, ctx, invoice_id)
+    return await invoices.pay(
+        session, store, temporal, ctx, invoice_id, deadline_seconds=settings.temporal_update_timeout_seconds
+    )
 
 
 @router.get(

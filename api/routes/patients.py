@@ -32,7 +32,8 @@ async def list_patients(
     ctx: Ctx,
     page: PageDep,
     q: Annotated[
-        str | None, Query(pattern=NO_NUL, max_length=100, description="Name contains (case-insensitive)")
+        str | None,
+        Query(pattern=NO_NUL, max_length=100, description="Name contains (ignoring case and accents)"),
     ] = None,
 ) -> Page[PatientPublic]:
     items, total = await patients.list_patients(

@@ -36,6 +36,7 @@ from healthcare.logging import get_logger
 from healthcare.models import utcnow
 from healthcare.settings import Settings
 from healthcare.stores.patients import PatientRecord, merge_attributes
+from healthcare.text import fold
 
 log = get_logger(__name__)
 
@@ -383,8 +384,8 @@ class DynamoPatientStore:
             heads = await self._run(_scan_heads, self._client, self._table)
         heads = [h for h in heads if h.get("item_type") == PATIENT]
         if q:
-            needle = q.lower()
-            heads = [h for h in heads if needle in h["name"].lower()]
+            needle = fold(q)
+            heads = [h for h in heads if needle in fold(h["name"])]
         # Lower-case hex UUID strings sort like PostgreSQL's byte-wise uuid order.
         heads.sort(key=lambda h: (h["name"], h["id"]))
         page = [h["id"] for h in heads[offset : offset + limit]]

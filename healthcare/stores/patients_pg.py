@@ -6,6 +6,7 @@ import uuid
 from collections.abc import Iterable
 from typing import Any
 
+from sqlalchemy import func
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -62,7 +63,8 @@ class PostgresPatientStore:
         conditions = []
         if q:
             escaped = q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-            conditions.append(Patient.name.ilike(f"%{escaped}%", escape="\\"))
+            # unaccent on both sides (migration 0006), ILIKE for case: "zoe" finds "Zoë".
+            conditions.append(func.unaccent(Patient.name).ilike(func.unaccent(f"%{escaped}%"), escape="\\"))
         if only_ids is not None:
             conditions.append(Patient.id.in_(list(only_ids)))
         rows, total = await page(

@@ -12,7 +12,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.audit import record_many, verify
 from services.context import RequestContext
-from tests.integration.factories import Account, create_patient, fresh_ip, register_patient_user
+from tests.integration.factories import Account, create_patient, fresh_ip, post_from, register_patient_user
 
 V1 = "/api/v1"
 
@@ -43,10 +43,8 @@ async def test_reads_writes_and_denials_are_recorded(
 
 async def test_logins_are_recorded_failed_or_not(api: httpx.AsyncClient, admin: Account) -> None:
     user = await register_patient_user(api)
-    await api.post(
-        f"{V1}/auth/login",
-        json={"email": user.email, "password": "wrong-password"},
-        headers={"X-Forwarded-For": fresh_ip()},
+    await post_from(
+        api, fresh_ip(), f"{V1}/auth/login", json={"email": user.email, "password": "wrong-password"}
     )
     records = await _records(api, admin, actorId=user.id, action="login")
     assert {r["outcome"] for r in records} == {"ok", "failed"}

@@ -1,6 +1,7 @@
 """Patient records over HTTP, against both stores (PostgreSQL and DynamoDB): validation, merge updates,
 pagination, and object-level authorization."""
 
+import uuid
 from datetime import UTC, date, datetime, timedelta
 
 import httpx
@@ -93,6 +94,26 @@ async def test_list_pagination_and_search(patient_api: httpx.AsyncClient, staff:
         assert (
             await patient_api.get(f"{V1}/patients", params=params, headers=staff.headers)
         ).status_code == 422
+
+
+async def test_search_ignores_case_and_accents(patient_api: httpx.AsyncClient, staff: Account) -> None:
+    tag = uuid.uuid4().hex[:6]
+    names = [f"Zoë Łukasik {tag}", f"JOSÉ Muñoz {tag}", f"Jose Munoz {tag}", f"Ørsted Straße {tag}"]
+    ids = {n: (await create_patient(patient_api, staff, name=n))["id"] for n in names}
+
+    async def found(q: str) -> set[str]:
+        resp = await patient_api.get(f"{V1}/patients", params={"q": q, "limit": 50}, headers=staff.headers)
+        assert resp.status_code == 200, resp.text
+        return {p["id"] for p in resp.json()["items"]}
+
+    assert await found(f"zoe lukasik {tag}") == {ids[names[0]]}
+    assert await found(f"ZOË ŁUKASIK {tag}") == {ids[names[0]]}
+    assert await found(f"josé muñoz {tag}") == {ids[names[1]], ids[names[2]]}
+    assert await found(f"jose munoz {tag}") == {ids[names[1]], ids[names[2]]}
+    assert await found(f"orsted strasse {tag}") == {ids[names[3]]}
+    assert await found(f"zoe munoz {tag}") == set()
+    # LIKE wildcards in the query are plain characters, not patterns.
+    assert await found(f"%{tag}") == set()
 
 
 async def test_patient_sees_and_changes_only_their_own_record(
