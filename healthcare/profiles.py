@@ -53,7 +53,7 @@ DEV_PORTS: dict[str, int] = {
     "consumer_metrics": 9465,
     "flink_rest": 8081,
     # Servers the integration tests start beside the stack.
-    "moto": 8006,
+    "moto": 8008,
     "dynamo_api": 8003,
     "it_relay_1": 8004,
     "it_relay_2": 8005,
