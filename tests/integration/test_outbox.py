@@ -380,7 +380,9 @@ class _DownProducer:
     def __init__(self, real: AIOKafkaProducer) -> None:
         self.client = real.client
 
-    async def send(self, topic: str, value: bytes, key: bytes | None = None) -> asyncio.Future[Any]:
+    async def send(
+        self, topic: str, value: bytes, key: bytes | None = None, headers: Any = None
+    ) -> asyncio.Future[Any]:
         failed: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         failed.set_exception(KafkaTimeoutError())
         return failed
