@@ -1,9 +1,27 @@
-"""Settings: local defaults work with nothing set; production refuses default secrets."""
+"""Settings: local defaults work with nothing set; production refuses every local default."""
+
+from typing import Any
 
 import pytest
 from pydantic import ValidationError
 
 from healthcare.settings import Settings
+
+# What a production deployment sets: real secrets, TLS everywhere, AWS endpoints (unset).
+HARDENED: dict[str, Any] = {
+    "env": "production",
+    "database_url": "postgresql+asyncpg://app:s3cret-app-pw@db.internal:5432/healthcare?ssl=verify-full",
+    "database_owner_url": "postgresql+asyncpg://owner:s3cret-owner-pw@db.internal:5432/healthcare?ssl=require",
+    "jwt_secret": "j" * 40,
+    "aws_secret_access_key": "real-secret",
+    "audit_hmac_key": "a" * 40,
+    "payment_provider": "none",
+    "payment_webhook_secret": "w" * 40,
+    "payment_provider_api_key": "k" * 40,
+    "kafka_security_protocol": "SASL_SSL",
+    "s3_endpoint_url": None,
+    "lambda_endpoint_url": None,
+}
 
 
 def test_local_defaults_need_no_environment() -> None:
@@ -14,21 +32,70 @@ def test_local_defaults_need_no_environment() -> None:
     assert s.jwt_algorithm == "HS256"
 
 
-def test_production_refuses_default_secrets() -> None:
+def test_production_accepts_hardened_settings() -> None:
+    s = Settings(**HARDENED)
+    assert s.env == "production"
+
+
+@pytest.mark.parametrize(
+    ("override", "named"),
+    [
+        ({"jwt_secret": "local-dev-only-jwt-secret-change-me-0123456789"}, "HC_JWT_SECRET"),
+        ({"jwt_secret": "short"}, "HC_JWT_SECRET must be at least 32"),
+        ({"aws_secret_access_key": "healthcare-local-secret"}, "HC_AWS_SECRET_ACCESS_KEY"),
+        ({"audit_hmac_key": "local-dev-only-audit-hmac-key-change-me-0123456789"}, "HC_AUDIT_HMAC_KEY"),
+        ({"audit_hmac_key": "too-short"}, "HC_AUDIT_HMAC_KEY must be at least 32"),
+        (
+            {"payment_webhook_secret": "local-dev-only-payment-webhook-secret-0123456789"},
+            "HC_PAYMENT_WEBHOOK",
+        ),
+        ({"payment_provider": "local"}, "HC_PAYMENT_PROVIDER=local"),
+        (
+            {"database_url": "postgresql+asyncpg://healthcare:healthcare@db:5432/healthcare?ssl=require"},
+            "HC_DATABASE_URL has no password or the local default",
+        ),
+        ({"database_url": "postgresql+asyncpg://app:pw-real@db:5432/hc"}, "HC_DATABASE_URL must ask for TLS"),
+        ({"database_url": "postgresql+asyncpg://app:pw-real@db:5432/hc?ssl=prefer"}, "HC_DATABASE_URL must"),
+        ({"database_owner_url": "postgresql+asyncpg://o:pw@db/hc?ssl=disable"}, "HC_DATABASE_OWNER_URL must"),
+        ({"kafka_security_protocol": "PLAINTEXT"}, "HC_KAFKA_SECURITY_PROTOCOL=PLAINTEXT"),
+        ({"kafka_security_protocol": "SASL_PLAINTEXT"}, "HC_KAFKA_SECURITY_PROTOCOL=SASL_PLAINTEXT"),
+        ({"s3_endpoint_url": "http://minio:9000"}, "HC_S3_ENDPOINT_URL must be https://"),
+        ({"lambda_endpoint_url": "http://lambda:8080"}, "HC_LAMBDA_ENDPOINT_URL must be https://"),
+        ({"dynamodb_endpoint_url": "http://dynamo:8000"}, "HC_DYNAMODB_ENDPOINT_URL must be https://"),
+    ],
+)
+def test_production_refuses_each_local_default(override: dict[str, Any], named: str) -> None:
+    with pytest.raises(ValidationError) as err:
+        Settings(**{**HARDENED, **override})
+    assert named in str(err.value)
+
+
+def test_production_names_every_problem_at_once() -> None:
     with pytest.raises(ValidationError) as err:
         Settings(env="production")
-    assert "HC_JWT_SECRET" in str(err.value)
-    assert "HC_AWS_SECRET_ACCESS_KEY" in str(err.value)
+    for name in (
+        "HC_JWT_SECRET",
+        "HC_AWS_SECRET_ACCESS_KEY",
+        "HC_DATABASE_URL",
+        "HC_KAFKA_SECURITY_PROTOCOL",
+    ):
+        assert name in str(err.value)
 
 
-def test_production_refuses_short_jwt_secret() -> None:
-    with pytest.raises(ValidationError, match="at least 32"):
-        Settings(env="production", jwt_secret="short", aws_secret_access_key="real-secret")
+def test_token_lifetime_is_capped() -> None:
+    with pytest.raises(ValidationError, match="HC_JWT_TTL_SECONDS must not exceed"):
+        Settings(jwt_ttl_seconds=7 * 24 * 3600)
 
 
-def test_production_accepts_real_secrets() -> None:
-    s = Settings(env="production", jwt_secret="x" * 40, aws_secret_access_key="real-secret")
-    assert s.env == "production"
+def test_migrations_run_as_the_owner_role_by_default() -> None:
+    s = Settings(database_url="postgresql+asyncpg://healthcare:healthcare@127.0.0.1:6000/hc_test")
+    assert s.app_role == "healthcare"
+    assert (
+        s.owner_database_url
+        == "postgresql+asyncpg://healthcare_owner:healthcare_owner@127.0.0.1:6000/hc_test"
+    )
+    explicit = Settings(database_owner_url="postgresql+asyncpg://boss:pw@db/hc")
+    assert explicit.owner_database_url == "postgresql+asyncpg://boss:pw@db/hc"
 
 
 def test_environment_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
