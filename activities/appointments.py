@@ -16,7 +16,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from healthcare import outbox
+from healthcare import audit, outbox
 from healthcare.contracts.appointments import (
     PARTY_NOT_FOUND,
     SLOT_TAKEN,
@@ -64,10 +64,12 @@ class AppointmentActivities:
         engine: AsyncEngine,
         topic: str,
         patient_store: Callable[[AsyncSession], PatientStore],
+        audit_key: bytes,
     ) -> None:
         self._sessions = session_factory(engine)
         self._topic = topic
         self._patient_store = patient_store
+        self._audit_key = audit_key
 
     @activity.defn(name="appointments.check_parties")
     async def check_parties(self, data: PartiesCheck) -> None:
@@ -139,6 +141,7 @@ class AppointmentActivities:
                 raise ApplicationError("appointment not found", type=PARTY_NOT_FOUND, non_retryable=True)
             if not can_become(row.status, data.target):  # a retry: the change is already made
                 return _state(row)
+            before = row.status
             row.status = data.target.value
             row.updated_at = utcnow()
             session.add(row)
@@ -149,6 +152,14 @@ class AppointmentActivities:
                 await outbox.enqueue(
                     session, topic=self._topic, event=appointment_event(EventType.cancelled, state)
                 )
+            change = audit.Entry(
+                action="set_status",
+                resource_type="appointment",
+                resource_id=str(row.id),
+                actor_role="worker",
+                detail={"from": before, "to": row.status, "workflowId": row.workflow_id},
+            )
+            await audit.append(session, [change], key=self._audit_key)
             await session.commit()
             return state
 

@@ -16,6 +16,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from healthcare import audit
 from healthcare.contracts.billing import (
     DOCTOR_NOT_FOUND,
     INVALID_INVOICE_TRANSITION,
@@ -54,13 +55,26 @@ class BillingActivities:
         lambda_client: Any,
         function_name: str,
         patient_store: Callable[[AsyncSession], PatientStore],
+        audit_key: bytes,
         currency: str = CURRENCY,
     ) -> None:
         self._sessions = session_factory(engine)
         self._lambda = lambda_client
         self._function = function_name
         self._patient_store = patient_store
+        self._audit_key = audit_key
         self._currency = currency
+
+    async def _audit_change(self, session: AsyncSession, row: Invoice, before: str, **detail: str) -> None:
+        """A status change this worker made, in its transaction (the caller commits)."""
+        entry = audit.Entry(
+            action="set_status",
+            resource_type="invoice",
+            resource_id=str(row.id),
+            actor_role="worker",
+            detail={"from": before, "to": row.status, "workflowId": row.workflow_id, **detail},
+        )
+        await audit.append(session, [entry], key=self._audit_key)
 
     @activity.defn(name="billing.price_visit")
     async def price_visit(self, data: PriceRequest) -> Price:
@@ -145,15 +159,18 @@ class BillingActivities:
                     updated_at=utcnow(),
                 )
             )
-            await session.execute(
+            issued = await session.execute(
                 update(Invoice)
                 .where(col(Invoice.id) == data.invoice_id, col(Invoice.status) == InvoiceStatus.pending.value)
                 .values(status=InvoiceStatus.issued.value, issued_at=data.at, updated_at=utcnow())
+                .returning(col(Invoice.id))
             )
-            await session.commit()
             row = await session.get(Invoice, data.invoice_id)
             if row is None:  # a retry cannot make a missing invoice appear: fail the run visibly
                 raise ApplicationError("invoice not found", type=INVOICE_NOT_FOUND, non_retryable=True)
+            if issued.first() is not None:  # not on a retry that finds it done
+                await self._audit_change(session, row, InvoiceStatus.pending.value, pdfSha256=data.pdf.sha256)
+            await session.commit()
             return _state(row)
 
     @activity.defn(name="billing.set_status")
@@ -170,11 +187,14 @@ class BillingActivities:
                         type=INVALID_INVOICE_TRANSITION,
                         non_retryable=True,
                     )
+                before = row.status
                 row.status = data.target.value
                 if data.target == InvoiceStatus.paid:
                     row.paid_at = data.at
                 row.updated_at = utcnow()
                 session.add(row)
+                await session.flush()
+                await self._audit_change(session, row, before)
                 await session.commit()
                 await session.refresh(row)
             return _state(row)

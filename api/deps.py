@@ -6,6 +6,7 @@ cost more than the work it does.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -17,6 +18,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 from temporalio.client import Client as TemporalClient
 
+from api.refusals import record_refusal
 from healthcare import errors, security
 from healthcare.models import Role, User
 from healthcare.settings import Settings
@@ -71,17 +73,34 @@ async def get_actor(
     try:
         claims = security.decode_token(credentials.credentials, settings=settings)
     except security.InvalidToken as exc:
+        subject = security.token_subject(credentials.credentials, settings=settings)
+        await _refused_token(request, settings, reason=str(exc), subject=subject)
         raise errors.Unauthorized("invalid or expired token") from exc
-    # The token alone is not enough: a deactivated or deleted account loses access at once.
-    # A Core select of four columns: the ORM's identity map and object loading cost more than the query.
+    # The token alone is not enough: a deactivated or deleted account, or a token issued before the
+    # account's last password change, deactivation or role change, loses access at once.
+    # A Core select of a few columns: the ORM's identity map and object loading cost more than the query.
     user = (
         await session.execute(
-            select(User.id, User.role, User.email).where(col(User.id) == claims.user_id, col(User.is_active))
+            select(User.id, User.role, User.email, User.token_version).where(
+                col(User.id) == claims.user_id, col(User.is_active)
+            )
         )
     ).first()
-    if user is None:
+    if user is None or user.token_version != claims.token_version:
+        reason = "inactive" if user is None else "revoked"
+        await _refused_token(request, settings, reason=reason, subject=claims.user_id)
         raise errors.Unauthorized("invalid or expired token")
-    return Actor(user_id=user.id, role=Role(user.role), email=user.email)
+    actor = Actor(user_id=user.id, role=Role(user.role), email=user.email)
+    request.state.actor = actor  # for the audit record of a refusal later in the request
+    return actor
+
+
+async def _refused_token(
+    request: Request, settings: Settings, *, reason: str, subject: uuid.UUID | None
+) -> None:
+    ctx = request_context(request, None, settings)
+    if request.app.state.refusals.admit(ctx.client_ip, str(subject), reason):
+        await record_refusal(request, ctx, action="bad_token", actor_id=subject, detail={"reason": reason})
 
 
 CurrentActor = Annotated[Actor, Depends(get_actor)]
@@ -91,16 +110,21 @@ def client_ip(request: Request) -> str | None:
     return request.client.host if request.client else None
 
 
-async def get_context(request: Request, actor: CurrentActor) -> RequestContext:
+def request_context(request: Request, actor: Actor | None, settings: Settings) -> RequestContext:
     return RequestContext(
-        actor=actor, client_ip=client_ip(request), request_id=request.scope.get("state", {}).get("request_id")
+        actor=actor,
+        client_ip=client_ip(request),
+        request_id=request.scope.get("state", {}).get("request_id"),
+        audit_key=settings.audit_hmac_key.get_secret_value().encode(),
     )
 
 
-async def get_anonymous_context(request: Request) -> RequestContext:
-    return RequestContext(
-        actor=None, client_ip=client_ip(request), request_id=request.scope.get("state", {}).get("request_id")
-    )
+async def get_context(request: Request, actor: CurrentActor, settings: SettingsDep) -> RequestContext:
+    return request_context(request, actor, settings)
+
+
+async def get_anonymous_context(request: Request, settings: SettingsDep) -> RequestContext:
+    return request_context(request, None, settings)
 
 
 Ctx = Annotated[RequestContext, Depends(get_context)]

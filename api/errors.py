@@ -12,6 +12,8 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlch
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from api.deps import request_context
+from api.refusals import record_refusal
 from healthcare import errors
 from healthcare.logging import get_logger
 
@@ -25,6 +27,7 @@ _STATUS: dict[type[errors.DomainError], int] = {
     errors.Conflict: 409,
     errors.Unprocessable: 422,
     errors.RateLimited: 429,
+    errors.IntegrityFailure: 502,
     errors.DependencyUnavailable: 503,
 }
 
@@ -52,7 +55,11 @@ def _database_unavailable(exc: SQLAlchemyError) -> bool:
 
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(errors.DomainError)
-    async def _domain(_: Request, exc: errors.DomainError) -> JSONResponse:
+    async def _domain(request: Request, exc: errors.DomainError) -> JSONResponse:
+        if isinstance(exc, errors.Forbidden) and not exc.audited:
+            actor = getattr(request.state, "actor", None)
+            ctx = request_context(request, actor, request.app.state.settings)
+            await record_refusal(request, ctx, action="forbidden")
         headers = None
         if isinstance(exc, errors.RateLimited):
             headers = {"Retry-After": str(exc.retry_after_seconds)}

@@ -12,6 +12,7 @@ from prometheus_fastapi_instrumentator import Instrumentator
 from api.errors import install_error_handlers
 from api.middleware import RequestContextMiddleware
 from api.portal import mount_portal
+from api.refusals import RefusalSampler
 from api.routes import appointments, audit, auth, clinic, doctors, health, invoices, patients, users
 from healthcare import clients
 from healthcare.db import create_engine, session_factory
@@ -36,6 +37,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.s3 = clients.s3_client(settings)
         app.state.lambda_client = clients.lambda_client(settings, read_timeout=30)
         app.state.patient_store_factory = patient_store_factory(settings)
+        app.state.refusals = RefusalSampler()
         tune_gc()
         try:
             yield

@@ -131,15 +131,7 @@ def postgres(settings: Settings, paths: Paths) -> Component:
         await conn.close()
 
     async def bootstrap() -> None:
-        conn = await superuser()
-        try:
-            user, password, db = url.username, url.password, url.database
-            if not await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname=$1", user):
-                await conn.execute(f"CREATE ROLE \"{user}\" LOGIN PASSWORD '{password}'")
-            if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname=$1", db):
-                await conn.execute(f'CREATE DATABASE "{db}" OWNER "{user}"')
-        finally:
-            await conn.close()
+        await _ensure_roles(settings, sock, port)
         proc = await asyncio.create_subprocess_exec(
             str(VENV_BIN / "healthcare"),
             "migrate",
@@ -161,6 +153,38 @@ def postgres(settings: Settings, paths: Paths) -> Component:
         ready_timeout=60,
         describe=f"127.0.0.1:{port}",
     )
+
+
+async def _ensure_roles(settings: Settings, sock: Path, port: int) -> None:
+    """Two roles, as in production: the owner runs migrations and owns the schema (audit_log and its
+    triggers included); the app role (HC_DATABASE_URL) only gets what migration 0006 grants it."""
+    url, owner_url = make_url(settings.database_url), make_url(settings.owner_database_url)
+    app, owner, db = url.username, owner_url.username, url.database
+
+    async def superuser(database: str = "postgres") -> asyncpg.Connection:
+        return await asyncpg.connect(host=str(sock), port=port, user="postgres", database=database)
+
+    conn = await superuser()
+    try:
+        for role, password in ((app, url.password), (owner, owner_url.password)):
+            if not await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname=$1", role):
+                await conn.execute(f"CREATE ROLE \"{role}\" LOGIN PASSWORD '{password}'")
+        if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname=$1", db):
+            await conn.execute(f'CREATE DATABASE "{db}" OWNER "{owner}"')
+        else:
+            await conn.execute(f'ALTER DATABASE "{db}" OWNER TO "{owner}"')
+    finally:
+        await conn.close()
+    if app == owner:
+        return
+    # A database made before the owner role existed has everything owned by the app role.
+    conn = await superuser(db or "postgres")
+    try:
+        owned = "SELECT 1 FROM pg_class c JOIN pg_roles r ON r.oid = c.relowner WHERE r.rolname = $1"
+        if await conn.fetchval(owned, app):
+            await conn.execute(f'REASSIGN OWNED BY "{app}" TO "{owner}"')
+    finally:
+        await conn.close()
 
 
 # -- Temporal ---------------------------------------------------------------------------------

@@ -56,6 +56,8 @@ class User(SQLModel, table=True):
     password_hash: str = Field(sa_column=Column(String(255), nullable=False))
     role: str = Field(sa_column=Column(String(16), nullable=False, index=True))
     is_active: bool = Field(default=True)
+    # In every access token (claim `tv`); incremented to revoke all of them (migration 0007).
+    token_version: int = Field(default=0)
     created_at: datetime = _ts()
 
 
@@ -108,9 +110,10 @@ class AuditRecord(SQLModel, table=True):
     outcome: str = Field(default="ok", sa_column=Column(String(16), nullable=False))
     prev_hash: str = Field(sa_column=Column(String(64), nullable=False))
     hash: str = Field(sa_column=Column(String(64), nullable=False, unique=True))
-    # 1: sha256 of the canonical JSON including prev_hash; 2: sha256(prev_hash "\n" body), written
-    # by the audit_append() database function (migration 0005).
-    hash_version: int = Field(default=2, sa_column=Column(SmallInteger, nullable=False, server_default="1"))
+    # Facts about the change that are not patient data (canonical JSON: a new role, a status change).
+    detail: str | None = Field(default=None, sa_column=Column(Text))
+    # 1 and 2: sha256 (before migration 0006); 3: HMAC-SHA256 under HC_AUDIT_HMAC_KEY (healthcare/audit.py).
+    hash_version: int = Field(default=3, sa_column=Column(SmallInteger, nullable=False, server_default="1"))
 
 
 class LoginThrottle(SQLModel, table=True):

@@ -112,6 +112,11 @@ class UserUpdate(ApiIn):
     role: Role | None = None
 
 
+class PasswordChange(ApiIn):
+    current_password: Annotated[str, StringConstraints(min_length=1, max_length=128)]
+    new_password: Password
+
+
 class UserPublic(ApiOut):
     id: uuid.UUID
     email: str
@@ -257,3 +262,9 @@ class AuditPublic(ApiOut):
     client_ip: str | None
     request_id: str | None
     outcome: str
+    detail: dict[str, Any] | None = None
+
+    @field_validator("detail", mode="before")
+    @classmethod
+    def _parse_detail(cls, value: Any) -> Any:
+        return json.loads(value) if isinstance(value, str) else value

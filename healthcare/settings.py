@@ -165,7 +165,7 @@ class Settings(BaseSettings):
     # most `booking_rate_limit` times per `booking_rate_window_seconds` (staff and admins are exempt).
     cancel_cutoff_hours: int = Field(default=24, ge=0, le=24 * 30)
     booking_max_open_per_patient: int = Field(default=10, ge=1)
-    booking_rate_limit: int = Field(default=10, ge=1)
+    booking_rate_limit: int = Field(default=20, ge=1)
     booking_rate_window_seconds: int = Field(default=3600, ge=1)
 
     # Payments: `local` is the provider the local stack runs (devstack/payment_provider.py); `none`

@@ -10,12 +10,12 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from healthcare import errors, security
-from healthcare.db import add_unique, page
+from healthcare import errors, ratelimit, security
+from healthcare.db import add_unique, page, release_connection
 from healthcare.models import LoginThrottle, Role, User
 from healthcare.settings import Settings
 from services import audit
-from services.context import RequestContext
+from services.context import RequestContext, require_actor
 
 # Back-off: after the threshold a key is locked for 2, 4, 8 ... seconds, at most MAX_LOCK_SECONDS.
 MAX_LOCK_SECONDS = 900
@@ -162,7 +162,10 @@ async def login(
         actor_id=user.id,
         actor_role=user.role,
     )
-    return security.issue_token(user_id=user.id, role=user.role, settings=settings), user
+    token = security.issue_token(
+        user_id=user.id, role=user.role, settings=settings, token_version=user.token_version
+    )
+    return token, user
 
 
 async def list_users(
@@ -182,16 +185,69 @@ async def update_user(
     is_active: bool | None,
     role: Role | None,
 ) -> User:
+    """Deactivate, reactivate or change the role of an account. A deactivation or a role change
+    revokes every token the account holds (its token version moves on), so the change applies at
+    once; the record says what the account became."""
     user = await session.get(User, user_id)
     if user is None:
         raise errors.NotFound("user not found")
     if ctx.actor and ctx.actor.user_id == user_id and (is_active is False or (role and role != Role.admin)):
         raise errors.Conflict("admins cannot deactivate or demote themselves")
+    before = {"previousRole": user.role, "wasActive": user.is_active}
+    revoke = (is_active is False and user.is_active) or (role is not None and role.value != user.role)
     if is_active is not None:
         user.is_active = is_active
     if role is not None:
         user.role = role.value
+    if revoke:
+        user.token_version += 1
     session.add(user)
-    await audit.record(session, ctx, action="update", resource_type="user", resource_id=user.id)
+    await audit.record(
+        session,
+        ctx,
+        action="update",
+        resource_type="user",
+        resource_id=user.id,
+        detail={"role": user.role, "isActive": user.is_active, **before, "tokensRevoked": revoke},
+    )
     await session.refresh(user)
     return user
+
+
+PASSWORD_TRIES = 5  # wrong current passwords per account ...
+PASSWORD_TRIES_WINDOW_SECONDS = 900  # ... per 15 minutes
+
+
+async def change_password(
+    session: AsyncSession, ctx: RequestContext, *, current: str, new: str, settings: Settings
+) -> str:
+    """The signed-in account's own password change: the current password is required (a stolen
+    session alone cannot take the account over, and guesses are limited), every token issued
+    before is revoked, and the answer is a fresh token for this session."""
+    actor = require_actor(ctx)
+    wait = await ratelimit.hit(
+        session,
+        f"password:{actor.user_id}",
+        limit=PASSWORD_TRIES,
+        window_seconds=PASSWORD_TRIES_WINDOW_SECONDS,
+    )
+    user = await session.get(User, actor.user_id)
+    if user is None:
+        raise errors.Unauthorized("invalid or expired token")
+    stored = user.password_hash
+    await release_connection(session)  # no pooled connection held while bcrypt runs
+    valid = not wait and await security.verify_password_async(current, stored, rounds=settings.bcrypt_rounds)
+    audited = {"action": "password_change", "resource_type": "user", "resource_id": user.id}
+    if not valid:
+        await audit.record(session, ctx, **audited, outcome="failed")
+        if wait:
+            raise errors.RateLimited("too many wrong passwords; try again later", retry_after_seconds=wait)
+        raise errors.Forbidden("the current password is wrong", audited=True)
+    new_hash = await security.hash_password_async(new, rounds=settings.bcrypt_rounds)
+    user.password_hash = new_hash
+    user.token_version += 1
+    session.add(user)
+    await audit.record(session, ctx, **audited, detail={"tokensRevoked": True})
+    return security.issue_token(
+        user_id=user.id, role=user.role, settings=settings, token_version=user.token_version
+    )
