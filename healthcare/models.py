@@ -17,14 +17,16 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     Numeric,
+    Select,
     SmallInteger,
     String,
     Text,
     func,
+    select,
     text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlmodel import Field, SQLModel
+from sqlmodel import Field, SQLModel, col
 
 from healthcare.contracts.appointments import AppointmentStatus
 from healthcare.contracts.billing import InvoiceStatus
@@ -147,6 +149,20 @@ class Appointment(SQLModel, table=True):
     created_by: uuid.UUID | None = Field(default=None, foreign_key="users.id")
     created_at: datetime = _ts()
     updated_at: datetime = _ts()
+
+
+def open_bookings(patient_id: uuid.UUID) -> Select[int]:
+    """How many booked appointments of the patient are still to come: what the self-service cap
+    counts (the API before it starts a booking, the booking workflow under its lock)."""
+    return (
+        select(func.count())
+        .select_from(Appointment)
+        .where(
+            col(Appointment.patient_id) == patient_id,
+            col(Appointment.status) == AppointmentStatus.booked.value,
+            col(Appointment.time) > func.now(),
+        )
+    )
 
 
 class Invoice(SQLModel, table=True):
