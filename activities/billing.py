@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
@@ -21,6 +22,7 @@ from healthcare.contracts.billing import (
     DOCTOR_NOT_FOUND,
     INVALID_INVOICE_TRANSITION,
     INVOICE_NOT_FOUND,
+    PAYMENT_REQUIRED,
     PDF_FAILED,
     PDF_REJECTED,
     InvoiceDraft,
@@ -28,6 +30,7 @@ from healthcare.contracts.billing import (
     InvoiceStatus,
     InvoiceStatusChange,
     IssueRequest,
+    PdfRecord,
     PdfRequest,
     PdfResult,
     Price,
@@ -35,7 +38,7 @@ from healthcare.contracts.billing import (
     can_become,
 )
 from healthcare.db import session_factory
-from healthcare.models import Doctor, Invoice, utcnow
+from healthcare.models import Doctor, Invoice, Payment, PaymentStatus, utcnow
 from healthcare.stores.patients import PatientStore
 
 CURRENCY = "USD"
@@ -125,7 +128,10 @@ class BillingActivities:
             "patientId": str(invoice.patient_id),
             "amount": f"{invoice.amount:.2f}",
             "date": invoice.created_at.date().isoformat(),
-            "status": InvoiceStatus.issued.value,
+            # The first render happens before the invoice is issued, and shows it issued.
+            "status": (
+                InvoiceStatus.issued if invoice.status == InvoiceStatus.pending else invoice.status
+            ).value,
             "currency": invoice.currency,
             "patientName": _pdf_text(patient.name) if patient else None,
             "doctorName": _pdf_text(doctor.name) if doctor else None,
@@ -152,12 +158,7 @@ class BillingActivities:
             await session.execute(
                 update(Invoice)
                 .where(col(Invoice.id) == data.invoice_id, col(Invoice.pdf_key).is_(None))
-                .values(
-                    pdf_key=data.pdf.key,
-                    pdf_url=data.pdf.pdf_url,
-                    pdf_sha256=data.pdf.sha256,
-                    updated_at=utcnow(),
-                )
+                .values(**_pdf_columns(data.pdf, InvoiceStatus.issued))
             )
             issued = await session.execute(
                 update(Invoice)
@@ -187,6 +188,9 @@ class BillingActivities:
                         type=INVALID_INVOICE_TRANSITION,
                         non_retryable=True,
                     )
+                if data.target == InvoiceStatus.paid and data.payment_id is not None:
+                    await _check_payment(session, row, data.payment_id)
+                    row.payment_id = data.payment_id
                 before = row.status
                 row.status = data.target.value
                 if data.target == InvoiceStatus.paid:
@@ -198,6 +202,47 @@ class BillingActivities:
                 await session.commit()
                 await session.refresh(row)
             return _state(row)
+
+    @activity.defn(name="billing.record_pdf")
+    async def record_pdf(self, data: PdfRecord) -> InvoiceState:
+        """Store the PDF rendered for a later status, if the invoice still has it (a newer status's
+        PDF follows otherwise). A retry stores the same key and digest again."""
+        async with self._sessions() as session:
+            await session.execute(
+                update(Invoice)
+                .where(col(Invoice.id) == data.invoice_id, col(Invoice.status) == data.status.value)
+                .values(**_pdf_columns(data.pdf, data.status))
+            )
+            await session.commit()
+            row = await session.get(Invoice, data.invoice_id)
+            if row is None:
+                raise ApplicationError("invoice not found", type=INVOICE_NOT_FOUND, non_retryable=True)
+            return _state(row)
+
+
+async def _check_payment(session: AsyncSession, invoice: Invoice, payment_id: uuid.UUID) -> None:
+    """An invoice is PAID only by a confirmed payment of its own amount (the API records it first)."""
+    payment = await session.get(Payment, payment_id)
+    if (
+        payment is None
+        or payment.invoice_id != invoice.id
+        or payment.status != PaymentStatus.confirmed
+        or payment.amount != invoice.amount
+    ):
+        raise ApplicationError(
+            "the payment does not pay this invoice", type=PAYMENT_REQUIRED, non_retryable=True
+        )
+
+
+def _pdf_columns(pdf: PdfResult, status: InvoiceStatus) -> dict[str, object]:
+    """Where a rendered PDF is, its digest and the status it shows, as the invoice row stores them."""
+    return {
+        "pdf_key": pdf.key,
+        "pdf_url": pdf.pdf_url,
+        "pdf_sha256": pdf.sha256,
+        "pdf_status": status.value,
+        "updated_at": utcnow(),
+    }
 
 
 def _pdf_text(text: str, limit: int = PDF_MAX_TEXT) -> str | None:

@@ -21,6 +21,7 @@ from temporalio.client import Client as TemporalClient
 from api.refusals import record_refusal
 from healthcare import errors, security
 from healthcare.models import Role, User
+from healthcare.payments import PaymentProvider
 from healthcare.settings import Settings
 from healthcare.stores.patients import PatientStore
 from healthcare.stores.patients_pg import PostgresPatientStore
@@ -52,12 +53,17 @@ async def get_lambda(request: Request) -> Any:
     return request.app.state.lambda_client
 
 
+async def get_payment_provider(request: Request) -> PaymentProvider | None:
+    return request.app.state.payment_provider  # type: ignore[no-any-return]
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 EngineDep = Annotated[AsyncEngine, Depends(get_engine)]
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
 TemporalDep = Annotated[TemporalClient, Depends(get_temporal)]
 S3Dep = Annotated[Any, Depends(get_s3)]
 LambdaDep = Annotated[Any, Depends(get_lambda)]
+PaymentProviderDep = Annotated[PaymentProvider | None, Depends(get_payment_provider)]
 
 _bearer = HTTPBearer(auto_error=False, description="Access token from POST /api/v1/auth/login")
 

@@ -620,6 +620,35 @@ def api(settings: Settings, paths: Paths) -> Component:
     )
 
 
+def payments(settings: Settings, paths: Paths) -> Component:
+    """The local payment provider (devstack/payment_provider.py): checkouts, its payment page, and
+    signed callbacks to the API's webhook."""
+    port = _port(settings.payment_provider_url)
+    webhook = f"http://{settings.api_host}:{settings.api_port}/api/v1/payments/webhook"
+
+    async def ready() -> None:
+        async with httpx.AsyncClient(timeout=2) as http:
+            (await http.get(f"http://127.0.0.1:{port}/healthz")).raise_for_status()
+
+    return Component(
+        name="payments",
+        argv=lambda: [
+            str(VENV_BIN / "python"),
+            "-m",
+            "devstack.payment_provider",
+            f"127.0.0.1:{port}",
+            "--db",
+            str(paths.data / "payments" / "provider.sqlite"),
+            "--webhook-url",
+            webhook,
+        ],
+        ready=ready,
+        ports=[port],
+        ready_timeout=30,
+        describe=f"{settings.payment_provider_url} (callbacks to {webhook})",
+    )
+
+
 def consumer(settings: Settings, paths: Paths) -> Component:
     """The billing consumer: Kafka appointment events in, billing workflows started or signalled."""
     metrics_port = settings.stack_port("consumer_metrics")
@@ -659,6 +688,7 @@ def all_components(settings: Settings, paths: Paths) -> list[Component]:
         *lambda_pool(settings, paths),
         worker(settings, paths),
         api(settings, paths),
+        *([payments(settings, paths)] if settings.payment_provider == "local" else []),
         consumer(settings, paths),
         flink(settings, paths),
         relay(settings, paths),

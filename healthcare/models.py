@@ -183,11 +183,42 @@ class Invoice(SQLModel, table=True):
     pdf_url: str | None = Field(default=None, sa_column=Column(String))
     pdf_key: str | None = Field(default=None, sa_column=Column(String))
     pdf_sha256: str | None = Field(default=None, sa_column=Column(String))
+    # The status the stored PDF shows (re-rendered on each status change); the API serves a PDF
+    # only when it matches `status`.
+    pdf_status: str | None = Field(default=None, sa_column=Column(String))
+    payment_id: uuid.UUID | None = Field(default=None, foreign_key="payments.id")
     workflow_id: str = Field(sa_column=Column(String, nullable=False))
     due_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
     created_at: datetime = _ts()
     issued_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
     paid_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+    updated_at: datetime = _ts()
+
+
+class PaymentStatus(StrEnum):
+    pending = "PENDING"  # a checkout is open at the provider
+    confirmed = "CONFIRMED"  # the money arrived and paid the invoice
+    refund_due = "REFUND_DUE"  # the money arrived but the invoice was void or already paid
+    failed = "FAILED"  # the checkout was cancelled or expired
+
+
+class Payment(SQLModel, table=True):
+    """A payment of an invoice: online through a provider, or taken at the desk (migration 0008)."""
+
+    __tablename__ = "payments"
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    invoice_id: uuid.UUID = Field(foreign_key="invoices.id", index=True)
+    amount: Decimal = Field(sa_column=Column(Numeric(10, 2), nullable=False))
+    currency: str = Field(sa_column=Column(String(3), nullable=False))
+    method: str = Field(sa_column=Column(Text, nullable=False))  # cash | card | transfer | online
+    provider: str = Field(sa_column=Column(Text, nullable=False))  # desk | local | ...
+    reference: str | None = Field(default=None, sa_column=Column(Text))
+    status: str = Field(default=PaymentStatus.pending.value, sa_column=Column(Text, nullable=False))
+    actor_id: uuid.UUID | None = Field(default=None, foreign_key="users.id")
+    checkout_url: str | None = Field(default=None, sa_column=Column(Text))
+    created_at: datetime = _ts()
+    confirmed_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
     updated_at: datetime = _ts()
 
 

@@ -6,7 +6,7 @@ import json
 import uuid
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
-from typing import Annotated, Any, Generic, TypeVar
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import (
     AfterValidator,
@@ -248,6 +248,46 @@ class ClinicPublic(ApiOut):
     currency: str = Field(description="ISO 4217 code of every amount the clinic bills")
     time_zone: str = Field(description="IANA zone in which the clinic's times are shown")
     analytics_ws_url: str = Field(description="Websocket of live analytics results (token as `?token=`)")
+
+
+# -- payments ----------------------------------------------------------------------------------
+class DeskPaymentIn(ApiIn):
+    """A payment staff took at the desk. `reference` identifies it outside the platform (the receipt
+    number, the card terminal's or the bank's reference): the same reference again is the same
+    payment."""
+
+    method: Literal["cash", "card", "transfer"]
+    reference: Annotated[
+        str,
+        StringConstraints(
+            strip_whitespace=True, min_length=1, max_length=100, pattern=r"^[\x21-\x7e][\x20-\x7e]*$"
+        ),
+    ]
+    amount: Money | None = None
+
+
+class PaymentPublic(ApiOut):
+    id: uuid.UUID
+    invoice_id: uuid.UUID
+    amount: Money
+    currency: str
+    method: str
+    provider: str
+    reference: str | None
+    status: str
+    created_at: datetime
+    confirmed_at: datetime | None
+
+
+class CheckoutPublic(ApiOut):
+    """Where the patient pays: open `checkoutUrl` (the provider's page); the invoice turns PAID once
+    the provider confirms the payment to the API."""
+
+    payment_id: uuid.UUID
+    checkout_url: str
+    status: str
+    amount: Money
+    currency: str
 
 
 # -- audit -------------------------------------------------------------------------------------

@@ -125,6 +125,7 @@ async def run_worker(settings: Settings, *, stop: asyncio.Event) -> None:
             billing.render_pdf,
             billing.issue,
             billing.set_status,
+            billing.record_pdf,
         ],
         **worker_options(settings),
     )
