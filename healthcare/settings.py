@@ -46,9 +46,13 @@ class Settings(BaseSettings):
     # PostgreSQL
     database_url: str = "postgresql+asyncpg://healthcare:healthcare@127.0.0.1:5432/healthcare"
     # The role that owns the schema and runs migrations (`healthcare migrate`): the app role above
-    # only reads and writes rows, and appends to the audit trail through its functions. Unset
-    # locally: the local owner role on the same server and database.
+    # only reads and writes rows, and appends to the audit trail through its functions. Unset: the
+    # local stack's owner role on the same server and database; in production HC_DATABASE_URL itself
+    # (a migration Job given only the owner's URL), and then HC_DATABASE_APP_ROLE names the app role.
     database_owner_url: SecretStr | None = None
+    # The role the application connects as, which migrations grant privileges to (default: the user
+    # of HC_DATABASE_URL).
+    database_app_role: str | None = None
     db_pool_size: int = 10
 
     # Temporal
@@ -226,17 +230,21 @@ class Settings(BaseSettings):
 
     @property
     def owner_database_url(self) -> str:
-        """The URL migrations run with: HC_DATABASE_OWNER_URL, or locally the owner role that the
-        local stack creates beside the app role (same server, same database)."""
+        """The URL migrations run with: HC_DATABASE_OWNER_URL; else in production HC_DATABASE_URL (a
+        migration Job that holds only the owner's URL); else the owner role that the local stack
+        creates beside the app role (same server, same database)."""
         if self.database_owner_url is not None:
             return self.database_owner_url.get_secret_value()
+        if self.env == "production":
+            return self.database_url
         url = make_url(self.database_url).set(username=LOCAL_OWNER_ROLE, password=LOCAL_OWNER_ROLE)
         return url.render_as_string(hide_password=False)
 
     @property
     def app_role(self) -> str:
-        """The database role of every process but migrations (the user of HC_DATABASE_URL)."""
-        return make_url(self.database_url).username or ""
+        """The database role of every process but migrations: HC_DATABASE_APP_ROLE, else the user
+        of HC_DATABASE_URL."""
+        return self.database_app_role or make_url(self.database_url).username or ""
 
     @property
     def return_url(self) -> str:
@@ -271,8 +279,15 @@ def production_problems(s: Settings) -> list[str]:
             else {}
         ),
         "HC_AUDIT_HMAC_KEY": (s.audit_hmac_key, _DEV_AUDIT_KEY),
-        "HC_PAYMENT_WEBHOOK_SECRET": (s.payment_webhook_secret, _DEV_PAYMENT_WEBHOOK_SECRET),
-        "HC_PAYMENT_PROVIDER_API_KEY": (s.payment_provider_api_key, _DEV_PAYMENT_API_KEY),
+        # Online payment off: its secrets are not used.
+        **(
+            {
+                "HC_PAYMENT_WEBHOOK_SECRET": (s.payment_webhook_secret, _DEV_PAYMENT_WEBHOOK_SECRET),
+                "HC_PAYMENT_PROVIDER_API_KEY": (s.payment_provider_api_key, _DEV_PAYMENT_API_KEY),
+            }
+            if s.payment_provider != "none"
+            else {}
+        ),
     }
     for name, (value, default) in secrets.items():
         if value.get_secret_value() == default:

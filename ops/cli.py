@@ -70,20 +70,22 @@ def serve(role: ProcessRole = typer.Argument(..., help="Which process this conta
 
 @app.command()
 def migrate(revision: str = typer.Option("head", help="Alembic revision to upgrade to.")) -> None:
-    """Apply database migrations, as the owner role (HC_DATABASE_OWNER_URL)."""
+    """Apply database migrations as the owner role (HC_DATABASE_OWNER_URL, or HC_DATABASE_URL with
+    HC_DATABASE_APP_ROLE naming the app role)."""
     from sqlalchemy.engine import make_url
 
     from healthcare.migrate import upgrade
 
     settings = get_settings()
     configure_logging(settings.log_level, json=False)
-    if settings.env == "production":
-        if settings.database_owner_url is None:
-            typer.echo("HC_DATABASE_OWNER_URL is required to migrate in production", err=True)
-            raise typer.Exit(2)
-        if make_url(settings.owner_database_url).username == settings.app_role:
-            typer.echo("HC_DATABASE_OWNER_URL must name another role than HC_DATABASE_URL", err=True)
-            raise typer.Exit(2)
+    if settings.env == "production" and make_url(settings.owner_database_url).username == settings.app_role:
+        # Migrating as the app role would leave it owning the schema (and the audit trail).
+        typer.echo(
+            "migrations run as the owner role and grant the app role its privileges: set "
+            "HC_DATABASE_APP_ROLE (the role the application connects as) or HC_DATABASE_OWNER_URL",
+            err=True,
+        )
+        raise typer.Exit(2)
     upgrade(revision)
     typer.echo(f"database at {revision}")
 

@@ -46,8 +46,11 @@ def test_production_accepts_hardened_settings() -> None:
         ({"audit_hmac_key": "local-dev-only-audit-hmac-key-change-me-0123456789"}, "HC_AUDIT_HMAC_KEY"),
         ({"audit_hmac_key": "too-short"}, "HC_AUDIT_HMAC_KEY must be at least 32"),
         (
-            {"payment_webhook_secret": "local-dev-only-payment-webhook-secret-0123456789"},
-            "HC_PAYMENT_WEBHOOK",
+            {
+                "payment_provider": "local",
+                "payment_webhook_secret": "local-dev-only-payment-webhook-secret-0123456789",
+            },
+            "HC_PAYMENT_WEBHOOK_SECRET has its local default",
         ),
         ({"payment_provider": "local"}, "HC_PAYMENT_PROVIDER=local"),
         (
@@ -96,6 +99,14 @@ def test_migrations_run_as_the_owner_role_by_default() -> None:
     )
     explicit = Settings(database_owner_url="postgresql+asyncpg://boss:pw@db/hc")
     assert explicit.owner_database_url == "postgresql+asyncpg://boss:pw@db/hc"
+    # A production migration Job that holds only the owner's URL names the app role apart.
+    job = Settings(**{**HARDENED, "database_owner_url": None, "database_app_role": "clinic_app"})
+    assert job.owner_database_url == job.database_url and job.app_role == "clinic_app"
+
+
+def test_payment_secrets_are_not_checked_when_online_payment_is_off() -> None:
+    defaults = {"payment_webhook_secret": "local-dev-only-payment-webhook-secret-0123456789"}
+    assert Settings(**{**HARDENED, **defaults}).payment_provider == "none"
 
 
 def test_environment_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -120,10 +131,11 @@ def test_empty_endpoint_selects_aws(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_production_with_a_workload_role_needs_no_aws_keys() -> None:
     """No static key id: boto3's credential chain (IRSA, Pod Identity) is used, nothing to refuse."""
-    s = Settings(env="production", jwt_secret="x" * 40, aws_access_key_id="")
+    chain = {**HARDENED, "aws_secret_access_key": "healthcare-local-secret"}
+    s = Settings(**{**chain, "aws_access_key_id": ""})
     assert s.aws_access_key_id == ""
     with pytest.raises(ValidationError, match="HC_AWS_SECRET_ACCESS_KEY"):
-        Settings(env="production", jwt_secret="x" * 40, aws_access_key_id="AKIAEXAMPLE")
+        Settings(**{**chain, "aws_access_key_id": "AKIAEXAMPLE"})
 
 
 def test_aws_clients_use_the_credential_chain_without_a_key_id(monkeypatch: pytest.MonkeyPatch) -> None:
