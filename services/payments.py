@@ -53,7 +53,9 @@ from services.invoices import NOT_FOUND
 from workflows.billing import BillingWorkflow
 
 DESK = "desk"
-PAYABLE = (InvoiceStatus.issued.value, InvoiceStatus.overdue.value)
+# NEEDS_ATTENTION: the PDF step waits for an operator; the billing run still takes payment (PAID, the
+# PDF follows the retry).
+PAYABLE = (InvoiceStatus.issued.value, InvoiceStatus.overdue.value, InvoiceStatus.needs_attention.value)
 DeskMethod = Literal["cash", "card", "transfer"]
 
 
