@@ -115,7 +115,12 @@ async def checkout(
     then sends the browser back to the portal. Calling again while that checkout is open answers
     with the same one."""
     payment = await payments.checkout(
-        session, store, provider, ctx, invoice_id, return_url=f"{settings.return_url}#/invoices/{invoice_id}"
+        session,
+        store,
+        provider,
+        ctx,
+        invoice_id,
+        return_url=f"{settings.return_url.rstrip('/')}/invoices/{invoice_id}",
     )
     assert payment.checkout_url is not None
     return CheckoutPublic(

@@ -83,7 +83,9 @@ async def test_a_patient_pays_online_through_the_provider(
         assert page.status_code == 200 and "USD 95.00" in page.text
         paid = await browser.post(checkout["checkoutUrl"] + "/pay")
         assert paid.status_code == 303
-        assert paid.headers["location"].startswith(f"{settings.return_url}#/invoices/{invoice['id']}")
+        assert paid.headers["location"].startswith(
+            f"{settings.return_url.rstrip('/')}/invoices/{invoice['id']}?checkout="
+        )
 
     done = await invoice_of(api, patient, appointment, "PAID")
     assert done["paymentId"] == checkout["paymentId"] and done["paidAt"]
