@@ -11,9 +11,9 @@ export UV_PYTHON_DOWNLOADS := never
 export UV_LINK_MODE := copy
 # Which local stack up/run/down/status act on (healthcare/profiles.py); test and bench pick their own.
 export HC_PROFILE ?= dev
-PROFILES := dev test bench
+PROFILES := dev test bench chaos
 
-.PHONY: help install setup run up down status test test-unit test-deploy lint fmt bench soak lambda-package portal-client portal-dev clean distclean
+.PHONY: help install setup run up down status test test-unit test-deploy lint fmt bench soak chaos lambda-package portal-client portal-dev clean distclean
 
 help: ## List the tasks
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -78,6 +78,9 @@ portal-client: install ## Regenerate portal/openapi.json from the app and the po
 portal-dev: setup ## The portal on Vite's dev server (http://127.0.0.1:5173), the API (make up) proxied
 	@$(PY) -m devstack.portal
 	@cd portal && npm run dev
+
+chaos: setup ## Kill and restart each component under a booking load on a chaos stack of its own, removed afterwards; prints the invariants table (ONLY="s3-down ...", S3_OUTAGE=seconds)
+	@HC_PROFILE=chaos $(PY) -m devstack chaos $(if $(ONLY),--only $(ONLY)) $(if $(S3_OUTAGE),--s3-outage $(S3_OUTAGE))
 
 lambda-package: install ## Build the deployable invoice-PDF Lambda zip (dist/invoice-pdf-lambda.zip)
 	@$(PY) lambda/package.py

@@ -14,17 +14,17 @@ from typing import Annotated, Any
 from fastapi import Depends, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncEngine
-from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 from temporalio.client import Client as TemporalClient
 
 from api.refusals import record_refusal
 from healthcare import errors, security
-from healthcare.models import Role, User
+from healthcare.models import Role
 from healthcare.payments import PaymentProvider
 from healthcare.settings import Settings
 from healthcare.stores.patients import PatientStore
 from healthcare.stores.patients_pg import PostgresPatientStore
+from services import users
 from services.context import Actor, RequestContext
 
 
@@ -83,20 +83,12 @@ async def get_actor(
         await _refused_token(request, settings, reason=str(exc), subject=subject)
         raise errors.Unauthorized("invalid or expired token") from exc
     # The token alone is not enough: a deactivated or deleted account, or a token issued before the
-    # account's last password change, deactivation or role change, loses access at once.
-    # A Core select of a few columns: the ORM's identity map and object loading cost more than the query.
-    user = (
-        await session.execute(
-            select(User.id, User.role, User.email, User.token_version).where(
-                col(User.id) == claims.user_id, col(User.is_active)
-            )
-        )
-    ).first()
-    if user is None or user.token_version != claims.token_version:
-        reason = "inactive" if user is None else "revoked"
-        await _refused_token(request, settings, reason=reason, subject=claims.user_id)
+    # account's last password change, deactivation or role change, loses access at once
+    # (services.users.token_actor, the rule the websocket relay applies too).
+    actor, reason = await users.token_actor(session, claims)
+    if actor is None:
+        await _refused_token(request, settings, reason=reason or "inactive", subject=claims.user_id)
         raise errors.Unauthorized("invalid or expired token")
-    actor = Actor(user_id=user.id, role=Role(user.role), email=user.email)
     request.state.actor = actor  # for the audit record of a refusal later in the request
     return actor
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import traceback
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -11,6 +12,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.deps import request_context
 from api.refusals import record_refusal
@@ -44,16 +46,54 @@ def _clean_validation_errors(errs: Any) -> list[dict[str, Any]]:
     return [{k: v for k, v in e.items() if k in ("loc", "msg", "type")} for e in errs]
 
 
+# SQLSTATEs of a server that cannot take the request now: connection exceptions (class 08), a
+# shutdown or a start-up in progress (57P01-57P03: a restart), too many connections (53300).
+_UNAVAILABLE_SQLSTATES = ("08", "57P01", "57P02", "57P03", "53300")
+
+
+def _causes(exc: BaseException) -> list[BaseException]:
+    chain: list[BaseException] = []
+    seen: BaseException | None = exc
+    while seen is not None and seen not in chain and len(chain) < 10:
+        chain.append(seen)
+        seen = getattr(seen, "orig", None) or seen.__cause__ or seen.__context__
+    return chain
+
+
+def _stack(exc: BaseException) -> list[str]:
+    """Each exception of the chain as its type and frames (file:line function), without messages."""
+    lines: list[str] = []
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        lines.append(type(current).__qualname__)
+        lines += [f"  {f.filename}:{f.lineno} {f.name}" for f in traceback.extract_tb(current.__traceback__)]
+        current = current.__cause__ or current.__context__
+    return lines
+
+
 def _database_unavailable(exc: SQLAlchemyError) -> bool:
     """The pool timed out, or the connection failed: not a bug in the request or in our code."""
     if isinstance(exc, (PoolTimeoutError, InterfaceError)):
         return True
     if isinstance(exc, DBAPIError) and exc.connection_invalidated:
         return True
-    return isinstance(exc, OperationalError) and isinstance(exc.orig, OSError | ConnectionError)
+    if isinstance(exc, OperationalError) and isinstance(exc.orig, OSError | ConnectionError):
+        return True
+    # asyncpg's own errors reach us as a plain DBAPIError: "the database system is starting up"
+    # (a restart of PostgreSQL) is one, found by its SQLSTATE.
+    for cause in _causes(exc):
+        state = getattr(cause, "sqlstate", None) or getattr(cause, "pgcode", None)
+        if isinstance(state, str) and state.startswith(_UNAVAILABLE_SQLSTATES):
+            return True
+    return False
 
 
 def install_error_handlers(app: FastAPI) -> None:
+    """Call before adding other middleware: the catch-all must be the innermost of them."""
+    app.add_middleware(UnhandledErrorMiddleware)
+
     @app.exception_handler(errors.DomainError)
     async def _domain(request: Request, exc: errors.DomainError) -> JSONResponse:
         if isinstance(exc, errors.Forbidden) and not exc.audited:
@@ -61,11 +101,14 @@ def install_error_handlers(app: FastAPI) -> None:
             ctx = request_context(request, actor, request.app.state.settings)
             await record_refusal(request, ctx, action="forbidden")
         headers = None
-        if isinstance(exc, errors.RateLimited):
+        body: dict[str, Any] = {"detail": exc.message}
+        if isinstance(exc, errors.RateLimited | errors.DependencyUnavailable):
             headers = {"Retry-After": str(exc.retry_after_seconds)}
+        if isinstance(exc, errors.DependencyUnavailable):
+            body |= exc.details
         if isinstance(exc, errors.Unauthorized):
             headers = {"WWW-Authenticate": "Bearer"}
-        return JSONResponse({"detail": exc.message}, status_code=_status_for(exc), headers=headers)
+        return JSONResponse(body, status_code=_status_for(exc), headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -88,10 +131,54 @@ def install_error_handlers(app: FastAPI) -> None:
             headers={"Retry-After": "1"},
         )
 
-    @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error", path=request.url.path, error=type(exc).__name__)
+    @app.exception_handler(ConnectionError)
+    async def _connection(request: Request, exc: ConnectionError) -> JSONResponse:
+        # A new connection refused or reset (SQLAlchemy lets asyncpg's OSError through when the
+        # database is restarting): a dependency is away for now, and the request can be retried.
+        log.warning("dependency unreachable", path=request.url.path, error=type(exc).__name__)
         return JSONResponse(
-            {"detail": "internal error", "requestId": request.scope.get("state", {}).get("request_id")},
-            status_code=500,
+            {"detail": "a service this request needs is unavailable; try again"},
+            status_code=503,
+            headers={"Retry-After": "1"},
         )
+
+
+def _unexpected_body(scope: Scope) -> dict[str, Any]:
+    return {"detail": "internal error", "requestId": scope.get("state", {}).get("request_id")}
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    # Where it failed, never what with: an exception's message can quote the data it choked on
+    # (asyncpg's does: "invalid input for query argument $3: {...}").
+    log.error("unhandled error", path=request.url.path, error=type(exc).__name__, frames=_stack(exc))
+    return JSONResponse(_unexpected_body(request.scope), status_code=500)
+
+
+class UnhandledErrorMiddleware:
+    """Answers 500 for any exception no handler took, and ends it here.
+
+    Starlette's outermost middleware would answer too, but then re-raise for the server to log, and
+    uvicorn logs the whole traceback, messages included. Pure ASGI, inside every other middleware
+    of ours, so they still see the 500.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception as exc:  # noqa: BLE001 - the last line of defence, logged without data
+            log.error("unhandled error", path=scope.get("path"), error=type(exc).__name__, frames=_stack(exc))
+            if not started:
+                await JSONResponse(_unexpected_body(scope), status_code=500)(scope, receive, send)

@@ -8,10 +8,14 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
 from prometheus_fastapi_instrumentator import Instrumentator
+from sqlalchemy.ext.asyncio import AsyncEngine
+from temporalio.client import Client as TemporalClient
 
+from api.body_limit import BodyLimitMiddleware
 from api.errors import install_error_handlers
 from api.middleware import RequestContextMiddleware
 from api.portal import mount_portal
+from api.proxies import ClientAddressMiddleware
 from api.refusals import RefusalSampler
 from api.routes import (
     appointments,
@@ -25,7 +29,7 @@ from api.routes import (
     payments,
     users,
 )
-from healthcare import clients
+from healthcare import clients, probes
 from healthcare import payments as payments_client
 from healthcare.db import create_engine, session_factory
 from healthcare.logging import configure_logging
@@ -34,6 +38,28 @@ from healthcare.settings import Settings, get_settings
 from healthcare.stores.factory import patient_store_factory
 
 API_PREFIX = "/api/v1"
+
+
+def readiness(
+    settings: Settings, engine: AsyncEngine, temporal: TemporalClient, kafka: probes.KafkaProbe
+) -> probes.Readiness:
+    """/readyz's checks; boto3 clients of their own, whose timeouts end with the probe's."""
+    timeout = settings.ready_timeout_seconds
+    s3 = clients.s3_client(settings, read_timeout=timeout, max_attempts=1)
+    lam = clients.lambda_client(settings, read_timeout=timeout)
+    return probes.Readiness(
+        asynchronous={
+            "postgres": lambda: probes.probe_postgres(engine),
+            "temporal": lambda: probes.probe_temporal(temporal, settings.temporal_namespace),
+            "kafka": kafka,
+        },
+        threaded={
+            "s3": lambda: probes.check_s3(s3, settings.s3_bucket),
+            "lambda": lambda: probes.check_lambda(lam, settings.lambda_function_name),
+        },
+        timeout=timeout,
+        ttl=settings.ready_cache_seconds,
+    )
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -51,10 +77,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.patient_store_factory = patient_store_factory(settings)
         app.state.refusals = RefusalSampler()
         app.state.payment_provider = payments_client.provider_from_settings(settings)
+        kafka_probe = probes.KafkaProbe(settings)
+        app.state.readiness = readiness(settings, app.state.engine, app.state.temporal, kafka_probe)
         tune_gc()
         try:
             yield
         finally:
+            app.state.readiness.close()
+            await kafka_probe.close()
             if app.state.payment_provider is not None:
                 await app.state.payment_provider.aclose()
             await app.state.engine.dispose()
@@ -69,7 +99,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         generate_unique_id_function=_operation_id,
     )
     install_error_handlers(app)
+    # Outermost last: the client's address is settled first, then every request (a refused body
+    # included) gets its id and access log line.
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestContextMiddleware)
+    app.add_middleware(ClientAddressMiddleware, trusted_proxies=settings.trusted_proxies)
     app.include_router(health.router)
     for router in (
         auth.router,

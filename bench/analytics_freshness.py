@@ -23,10 +23,9 @@ from typing import Any
 import websockets
 
 from bench import table
-from bench.common import require_own_stack
+from bench.common import require_own_stack, staff_token
 from healthcare import clients
 from healthcare.contracts.events import SYNTHETIC_HEADER
-from healthcare.security import issue_token
 from healthcare.settings import get_settings
 
 # Marks every event made up here: the analytics job counts it, the billing consumer skips it (its
@@ -57,7 +56,7 @@ def percentile(values: list[float], q: float) -> float:
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     settings = get_settings()
-    token = issue_token(user_id=uuid.uuid4(), role="staff", settings=settings)
+    token = await staff_token()
     producer = clients.kafka_producer(settings, linger_ms=0)
     await producer.start()
     sent: dict[str, float] = {}

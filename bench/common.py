@@ -116,6 +116,24 @@ async def admin_headers(client: httpx.AsyncClient) -> dict[str, str]:
     return {"Authorization": f"Bearer {resp.json()['access_token']}"}
 
 
+async def staff_token() -> str:
+    """A token of a throwaway staff account made in the database (the websocket relay checks that
+    the token's account exists and is active)."""
+    from healthcare.db import create_engine, session_factory
+    from healthcare.models import Role
+    from healthcare.security import issue_token
+    from services.users import create_user
+
+    settings = get_settings()
+    email = f"bench-staff-{uuid.uuid4().hex[:10]}@clinic.example.com"
+    engine = create_engine(settings)
+    async with session_factory(engine)() as session:
+        user = await create_user(session, email=email, password=PASSWORD, role=Role.staff, settings=settings)
+        await session.commit()
+    await engine.dispose()
+    return issue_token(user_id=user.id, role="staff", settings=settings)
+
+
 def median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
 

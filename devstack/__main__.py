@@ -1,4 +1,4 @@
-"""`python -m devstack setup|run|up|down|status|test|bench|soak`: the local stacks behind the Makefile.
+"""`python -m devstack setup|run|up|down|status|test|bench|soak|chaos`: the local stacks behind the Makefile.
 
 Which stack is chosen by `HC_PROFILE` (healthcare/profiles.py): `make up|run|down|status` use `dev`
 unless told otherwise, `make test` uses `test` and `make bench` uses `bench`.
@@ -307,16 +307,45 @@ def cmd_bench(paths: Paths, quick: bool, soak_minutes: float | None = None) -> i
     return code
 
 
+def cmd_chaos(paths: Paths, args: list[str]) -> int:
+    """Run the chaos suite (bench/chaos.py) on the chaos profile's stack: a fresh one, stopped and
+    deleted afterwards (its faults kill and restart components, so it never shares a stack)."""
+    settings = get_settings()
+    if settings.profile != "chaos":
+        say("chaos: refusing to break any stack but the chaos one; `make chaos` uses HC_PROFILE=chaos")
+        return 2
+    started_here = _stack_pid(paths) is None
+    if started_here:
+        for folder in (paths.data, paths.run):
+            shutil.rmtree(folder, ignore_errors=True)
+    code = cmd_up(paths)
+    if code != 0:
+        return code
+    try:
+        code = subprocess.call([sys.executable, "-m", "bench.chaos", *args], cwd=REPO)
+    finally:
+        if started_here:
+            cmd_down(paths)
+            for folder in (paths.data, paths.run):
+                shutil.rmtree(folder, ignore_errors=True)
+            say(f"chaos: stack stopped and its data deleted ({paths.data})")
+    return code
+
+
 def main(argv: list[str] | None = None) -> int:
     # Readiness polling expects refused connections; the clients' own error logs would only be noise.
     logging.basicConfig(level=logging.CRITICAL)
     parser = argparse.ArgumentParser(prog="python -m devstack", description=__doc__)
-    parser.add_argument("command", choices=["setup", "run", "up", "down", "status", "test", "bench", "soak"])
+    parser.add_argument(
+        "command", choices=["setup", "run", "up", "down", "status", "test", "bench", "soak", "chaos"]
+    )
     parser.add_argument("pytest_args", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
     paths = Paths.from_settings(get_settings())
     if args.command == "test":
         return cmd_test(paths, args.pytest_args)
+    if args.command == "chaos":
+        return cmd_chaos(paths, args.pytest_args)
     if args.command == "bench":
         return cmd_bench(paths, quick=args.pytest_args == ["--quick"])
     if args.command == "soak":

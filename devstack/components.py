@@ -390,7 +390,7 @@ def s3(settings: Settings, paths: Paths) -> Component:
 
     def argv() -> list[str]:
         return [
-            *_private_tmp(data / "tmp"),
+            *_private_tmp(data / "tmp", needs=(paths.bin, data)),
             str(paths.bin / "weed"),
             "mini",
             f"-dir={data}",
@@ -447,11 +447,18 @@ def s3(settings: Settings, paths: Paths) -> Component:
     )
 
 
-def _private_tmp(folder: Path) -> list[str]:
+def _private_tmp(folder: Path, *, needs: tuple[Path, ...] = ()) -> list[str]:
     """`weed mini` puts its gRPC sockets at fixed /tmp paths named after the port only, so two stacks
     on one machine (other network namespaces, or the test stack) would dial each other's master. As
-    root, give it a /tmp of its own: a private mount namespace with `folder` bound onto /tmp."""
+    root, give it a /tmp of its own: a private mount namespace with `folder` bound onto /tmp.
+
+    Not when a path the process `needs` (its binary, its data) lies under /tmp itself, as in a clone
+    made there: the bind would hide it. Such a stack shares /tmp, which only matters when two stacks
+    of the same profile run at once in different network namespaces."""
     if os.geteuid() != 0 or shutil.which("unshare") is None:
+        return []
+    tmp = Path("/tmp").resolve()  # noqa: S108 - the fixed path weed uses, compared, not written to
+    if any(p.resolve() == tmp or tmp in p.resolve().parents for p in (folder, *needs)):
         return []
     folder.mkdir(parents=True, exist_ok=True)
     script = 'mount --bind "$0" /tmp && exec "$@"'
@@ -549,10 +556,22 @@ def lambda_pool(settings: Settings, paths: Paths) -> list[Component]:
     return [*emulators, gateway]
 
 
+_HEALTH_INVOCATIONS: dict[str, asyncio.Future[None]] = {}
+
+
 async def _invoke_health(endpoint: str, settings: Settings, read_timeout: int = 5) -> None:
-    update = {"lambda_endpoint_url": endpoint}
-    lam = clients.lambda_client(settings.model_copy(update=update), read_timeout=read_timeout)
-    await probes.probe_lambda(lam, settings.lambda_function_name)
+    """One health invocation per endpoint at a time: an emulator serves one invocation at a time and
+    crashes on a second (RIE panics in rapidcore). A check the supervisor gave up on keeps running,
+    and a later check waits on it instead of starting another."""
+    running = _HEALTH_INVOCATIONS.get(endpoint)
+    if running is None or running.done():
+        update = {"lambda_endpoint_url": endpoint}
+        lam = clients.lambda_client(settings.model_copy(update=update), read_timeout=read_timeout)
+        running = asyncio.ensure_future(
+            asyncio.to_thread(probes.check_lambda, lam, settings.lambda_function_name)
+        )
+        _HEALTH_INVOCATIONS[endpoint] = running
+    await asyncio.shield(running)
 
 
 # -- Our own processes ------------------------------------------------------------------------

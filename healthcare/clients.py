@@ -25,7 +25,7 @@ def _aws_kwargs(settings: Settings) -> dict[str, Any]:
     }
 
 
-def s3_client(settings: Settings) -> Any:
+def s3_client(settings: Settings, *, read_timeout: float = 10, max_attempts: int = 3) -> Any:
     """S3 (or an S3-compatible server on loopback) with SigV4, so presigned URLs work everywhere."""
     return boto3.session.Session().client(
         "s3",
@@ -33,9 +33,9 @@ def s3_client(settings: Settings) -> Any:
         config=BotoConfig(
             signature_version="s3v4",
             s3={"addressing_style": "path"},
-            retries={"max_attempts": 3, "mode": "standard"},
-            connect_timeout=3,
-            read_timeout=10,
+            retries={"max_attempts": max_attempts, "mode": "standard"},
+            connect_timeout=min(3, read_timeout),
+            read_timeout=read_timeout,
         ),
         **_aws_kwargs(settings),
     )
@@ -48,7 +48,7 @@ def lambda_client(settings: Settings, *, read_timeout: float = 60.0) -> Any:
         endpoint_url=settings.lambda_endpoint_url,
         config=BotoConfig(
             retries={"max_attempts": 1, "mode": "standard"},
-            connect_timeout=3,
+            connect_timeout=min(3, read_timeout),
             read_timeout=read_timeout,
         ),
         **_aws_kwargs(settings),

@@ -26,7 +26,9 @@ def create_engine(settings: Settings, *, pre_ping: bool = True, url: str | None 
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_pool_size,
         pool_pre_ping=pre_ping,
-        pool_timeout=10,
+        pool_timeout=settings.db_pool_timeout_seconds,
+        # Statement parameters stay out of error messages and logs: they carry patient data.
+        hide_parameters=True,
     )
 
 

@@ -51,4 +51,13 @@ class IntegrityFailure(DomainError):
 
 
 class DependencyUnavailable(DomainError):
-    """A backing service (database, Temporal, Kafka, storage) did not answer in time."""
+    """A backing service (database, Temporal, Kafka, storage) did not answer in time, or this process
+    is at capacity: the caller may retry after `retry_after_seconds`. `details` are extra fields
+    of the answer (ids the caller can follow up with, never data)."""
+
+    def __init__(
+        self, message: str, *, retry_after_seconds: int = 1, details: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.retry_after_seconds = retry_after_seconds
+        self.details = details or {}

@@ -119,14 +119,15 @@ class AuditRecord(SQLModel, table=True):
 
 
 class LoginThrottle(SQLModel, table=True):
-    """Failed-login counters per account and per client address, shared by every API replica."""
+    """Throttle counters shared by every API replica (services/throttle.py): failed logins per
+    account and per client address, registrations per address and in all per window."""
 
     __tablename__ = "login_throttle"
 
     key: str = Field(sa_column=Column(String(300), primary_key=True))
     failures: int = Field(default=0)
     locked_until: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
-    updated_at: datetime = _ts()
+    updated_at: datetime = _ts(index=True)  # the purge finds old rows by it
 
 
 class Appointment(SQLModel, table=True):

@@ -1,4 +1,5 @@
-"""Named local stacks (`HC_PROFILE`): `dev` for a developer, `test` for `make test`, `bench` for `make bench`.
+"""Named local stacks (`HC_PROFILE`): `dev` for a developer, `test` for `make test`, `bench` for
+`make bench`, `chaos` for `make chaos` (it restarts and kills components, so it never shares a stack).
 
 Each profile is a whole stack of its own, so they run side by side on one machine and a test or a
 benchmark never writes into the stack a developer works with:
@@ -19,7 +20,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-Profile = Literal["dev", "test", "bench"]
+Profile = Literal["dev", "test", "bench", "chaos"]
 
 # Ports of the dev profile; every other profile adds its offset. `tests/unit/test_profiles.py`
 # checks that no port of one profile is a port of another and that all stay below the kernel's
@@ -56,10 +57,12 @@ DEV_PORTS: dict[str, int] = {
     "dynamo_api": 8003,
     "it_relay_1": 8004,
     "it_relay_2": 8005,
+    "it_relay_3": 8007,  # a relay checking accounts every second (tests/integration/test_trust_relay.py)
+    "it_api": 8006,  # an API with changed settings (tests/integration/dynamo_stack.py another_api)
     "it_flink_rest": 8091,
 }
 LAMBDA_POOL_MAX = 8  # ports reserved for emulators 1..8 (DEVSTACK_LAMBDA_POOL)
-PORT_OFFSETS: dict[str, int] = {"dev": 0, "test": 3000, "bench": 6000}
+PORT_OFFSETS: dict[str, int] = {"dev": 0, "test": 3000, "bench": 6000, "chaos": 7500}
 
 
 def all_ports(offset: int) -> dict[str, int]:

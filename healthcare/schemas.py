@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+import re
 import uuid
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -26,6 +28,8 @@ from healthcare.models import Role
 
 T = TypeVar("T")
 
+# A patient's free-form attributes, as sent and as stored after every merge: far below DynamoDB's
+# 400 KB item limit, with the other fields (at most about 1 KB) beside them.
 MAX_ATTRIBUTES_BYTES = 16_384
 NO_NUL = r"^[^\x00]*$"  # for string query parameters
 
@@ -55,17 +59,27 @@ def _lower(value: str) -> str:
 Email = Annotated[EmailStr, AfterValidator(_lower)]
 
 
-def _reject_nul(value: Any) -> None:
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _reject_unstorable(value: Any) -> None:
+    """Refuse, anywhere in a body, what the stores cannot hold: PostgreSQL text and JSONB have no NUL
+    and no NaN or Infinity, and a lone UTF-16 surrogate (JSON's "\\ud800") is not encodable as UTF-8."""
     if isinstance(value, str):
         if "\x00" in value:
             raise ValueError("text must not contain NUL characters")
+        if _SURROGATE.search(value):
+            raise ValueError("text must not contain lone surrogate characters")
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError("numbers must be finite (no NaN or Infinity)")
     elif isinstance(value, dict):
         for key, item in value.items():
-            _reject_nul(key)
-            _reject_nul(item)
+            _reject_unstorable(key)
+            _reject_unstorable(item)
     elif isinstance(value, list):
         for item in value:
-            _reject_nul(item)
+            _reject_unstorable(item)
 
 
 class ApiIn(BaseModel):
@@ -75,9 +89,9 @@ class ApiIn(BaseModel):
 
     @model_validator(mode="before")
     @classmethod
-    def _no_nul_anywhere(cls, data: Any) -> Any:
-        # PostgreSQL text and JSONB cannot store NUL: refuse it here as bad input, not later as a 500.
-        _reject_nul(data)
+    def _storable_anywhere(cls, data: Any) -> Any:
+        # Refused here as bad input (422), not later by the database as a 500 whose error names values.
+        _reject_unstorable(data)
         return data
 
 
@@ -150,8 +164,13 @@ class DoctorPublic(ApiOut):
 
 
 # -- patients ----------------------------------------------------------------------------------
+def attributes_size(value: dict[str, Any]) -> int:
+    """Bytes of the attributes as JSON (ASCII-escaped, so never fewer than their UTF-8 size)."""
+    return len(json.dumps(value, default=str))
+
+
 def _check_attributes(value: dict[str, Any] | None) -> dict[str, Any] | None:
-    if value is not None and len(json.dumps(value, default=str)) > MAX_ATTRIBUTES_BYTES:
+    if value is not None and attributes_size(value) > MAX_ATTRIBUTES_BYTES:
         raise ValueError(f"attributes must serialise to at most {MAX_ATTRIBUTES_BYTES} bytes")
     return value
 

@@ -4,21 +4,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import os
 import threading
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
-from typing import Any
+from typing import Any, TypeVar
 
 import jwt
 from passlib.context import CryptContext
 
+from healthcare import errors
 from healthcare.settings import Settings
 
 HASH_THREAD_NICENESS = 10
+T = TypeVar("T")
 
 
 def _lower_priority() -> None:
@@ -33,11 +37,38 @@ def _lower_priority() -> None:
             os.setpriority(os.PRIO_PROCESS, tid, HASH_THREAD_NICENESS)
 
 
-# bcrypt releases the GIL while hashing, so one thread per core keeps every core busy with logins
-# while the event loop stays free for other requests.
-_HASH_POOL = ThreadPoolExecutor(
-    max_workers=os.cpu_count() or 2, thread_name_prefix="bcrypt", initializer=_lower_priority
-)
+class HashQueue:
+    """The bcrypt threads and a bound on the jobs waiting for them.
+
+    bcrypt releases the GIL while hashing, so one thread per core keeps every core busy with logins
+    while the event loop stays free for other requests. A burst beyond `limit` jobs (waiting or
+    running) is refused at once, with a hint when to retry, instead of queueing without end: each
+    waiting job holds a request open, and the ones at the back would time out anyway.
+    """
+
+    def __init__(self, workers: int) -> None:
+        self.workers = workers
+        self.pending = 0
+        self.executor = ThreadPoolExecutor(
+            max_workers=workers, thread_name_prefix="bcrypt", initializer=_lower_priority
+        )
+
+    async def run(self, job: Callable[[], T], *, limit: int) -> T:
+        if self.pending >= limit:
+            raise errors.DependencyUnavailable(
+                "too many sign-ins at once; try again shortly",
+                retry_after_seconds=max(1, math.ceil(self.pending / self.workers / 4)),
+            )
+        self.pending += 1
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self.executor, job)
+        finally:
+            self.pending -= 1
+
+
+HASH_QUEUE = HashQueue(os.cpu_count() or 2)
+_HASH_POOL = HASH_QUEUE.executor
+DEFAULT_QUEUE_LIMIT = 32
 
 
 @lru_cache(maxsize=4)
@@ -56,15 +87,17 @@ def verify_password(password: str, password_hash: str, *, rounds: int) -> bool:
         return False
 
 
-async def hash_password_async(password: str, *, rounds: int) -> str:
-    loop = asyncio.get_running_loop()
-    return await loop.run_in_executor(_HASH_POOL, lambda: hash_password(password, rounds=rounds))
+async def hash_password_async(password: str, *, rounds: int, queue_limit: int = DEFAULT_QUEUE_LIMIT) -> str:
+    """Raises errors.DependencyUnavailable (503, Retry-After) when `queue_limit` jobs are queued."""
+    return await HASH_QUEUE.run(lambda: hash_password(password, rounds=rounds), limit=queue_limit)
 
 
-async def verify_password_async(password: str, password_hash: str, *, rounds: int) -> bool:
-    loop = asyncio.get_running_loop()
-    return await loop.run_in_executor(
-        _HASH_POOL, lambda: verify_password(password, password_hash, rounds=rounds)
+async def verify_password_async(
+    password: str, password_hash: str, *, rounds: int, queue_limit: int = DEFAULT_QUEUE_LIMIT
+) -> bool:
+    """Raises errors.DependencyUnavailable (503, Retry-After) when `queue_limit` jobs are queued."""
+    return await HASH_QUEUE.run(
+        lambda: verify_password(password, password_hash, rounds=rounds), limit=queue_limit
     )
 
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import ipaddress
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import make_url
 
 from healthcare import profiles
@@ -146,6 +147,32 @@ class Settings(BaseSettings):
     # How long a readiness probe waits on one dependency.
     ready_timeout_seconds: float = 2.0
 
+    # -- abuse and availability (README, Security) ----------------------------------------------
+    # Addresses (or networks) of the reverse proxies in front of the API, comma-separated. Only a
+    # connection from one of them may say, in X-Forwarded-For, whom it forwards; empty: nobody may.
+    trusted_proxies: Annotated[tuple[str, ...], NoDecode] = ()
+    max_body_bytes: int = Field(default=65_536, ge=1024)  # request bodies above this answer 413
+    db_pool_timeout_seconds: float = Field(default=10.0, gt=0)  # then 503: the pool is exhausted
+    hash_queue_limit: int = Field(default=32, ge=1)  # bcrypt jobs waiting or running; then 503
+    # Self-registrations per client address and in all, per window; then 429 with Retry-After.
+    register_max_per_address: int = Field(default=5, ge=1)
+    register_max_total: int = Field(default=200, ge=1)
+    register_window_seconds: int = Field(default=600, ge=1)
+    # After the per-account threshold, each further guess at an account waits its turn: turns are
+    # spaced by 1, 2, 4 ... seconds, at most this; a guess whose turn is further off than
+    # `login_max_wait_seconds` answers 429. Never a lockout: the right password gets in at its turn.
+    login_max_spacing_seconds: int = Field(default=60, ge=1)
+    login_max_wait_seconds: float = Field(default=5.0, ge=0)
+    # How long booking, status changes and payment wait on Temporal before answering 503.
+    temporal_update_timeout_seconds: float = Field(default=10.0, gt=0)
+    ready_cache_seconds: float = Field(default=2.0, ge=0)  # /readyz answers from a cache this long
+    # The websocket relay: where browsers may open it from (empty: the API's own origin), how many
+    # sockets per account and in all, and how often an open socket's account is checked again.
+    ws_allowed_origins: Annotated[tuple[str, ...], NoDecode] = ()
+    ws_max_connections_per_user: int = Field(default=5, ge=1)
+    ws_max_connections: int = Field(default=1000, ge=1)
+    ws_account_check_seconds: float = Field(default=30.0, gt=0)
+
     @model_validator(mode="before")
     @classmethod
     def _profile_defaults(cls, data: Any) -> Any:
@@ -163,6 +190,31 @@ class Settings(BaseSettings):
     def stack_port(self, name: str) -> int:
         """A port of this profile's local stack by name (healthcare/profiles.py DEV_PORTS)."""
         return profiles.DEV_PORTS[name] + self.port_offset
+
+    @field_validator("trusted_proxies", "ws_allowed_origins", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(item.strip() for item in value.split(",") if item.strip())
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for item in value:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError as exc:
+                raise ValueError(f"HC_TRUSTED_PROXIES: {item!r} is not an IP address or network") from exc
+        return value
+
+    @property
+    def allowed_origins(self) -> frozenset[str]:
+        """Origins a browser may open the relay from: the setting, or the API that serves the portal."""
+        if self.ws_allowed_origins:
+            return frozenset(o.rstrip("/") for o in self.ws_allowed_origins)
+        hosts = {self.api_host} | ({"localhost"} if self.api_host == "127.0.0.1" else set())
+        return frozenset(f"http://{host}:{self.api_port}" for host in hosts)
 
     # Business rules (README, "Security"): patients and doctors cancel only until this many hours
     # before the visit; they hold at most this many open future bookings per patient and book at

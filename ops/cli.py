@@ -48,7 +48,8 @@ def serve(role: ProcessRole = typer.Argument(..., help="Which process this conta
             port=settings.api_port,
             log_config=None,
             access_log=False,
-            proxy_headers=True,
+            # X-Forwarded-For is read by the app itself, from HC_TRUSTED_PROXIES only (api/proxies.py).
+            proxy_headers=False,
         )
     elif role is ProcessRole.worker:
         from workers.temporal_worker import main as worker_main

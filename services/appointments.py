@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import datetime, timedelta
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 from temporalio.client import Client as TemporalClient
-from temporalio.client import WithStartWorkflowOperation, WorkflowUpdateFailedError
+from temporalio.client import (
+    RPCTimeoutOrCancelledError,
+    WithStartWorkflowOperation,
+    WorkflowUpdateFailedError,
+)
 from temporalio.common import SearchAttributePair, WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
@@ -40,6 +45,7 @@ from workflows import search_attributes
 from workflows.appointments import AppointmentWorkflow
 
 NOT_FOUND = "appointment not found"
+NOT_CONFIRMED_RETRY_SECONDS = 5
 _ERROR_TYPES: dict[str, type[errors.DomainError]] = {
     SLOT_TAKEN: errors.Conflict,
     INVALID_TRANSITION: errors.Conflict,
@@ -54,6 +60,15 @@ def _domain_error(exc: WorkflowUpdateFailedError) -> errors.DomainError:
     if isinstance(cause, ApplicationError) and cause.type in _ERROR_TYPES:
         return _ERROR_TYPES[cause.type](str(cause.message))
     return errors.DependencyUnavailable("the booking could not be completed; try again")
+
+
+def _not_confirmed(appointment_id: uuid.UUID, what: str) -> errors.DependencyUnavailable:
+    # With the worker down, Temporal keeps the run (and the update) until a worker comes back.
+    return errors.DependencyUnavailable(
+        f"{what} was not confirmed in time and may still complete: check GET /appointments/{appointment_id}",
+        retry_after_seconds=NOT_CONFIRMED_RETRY_SECONDS,
+        details={"appointmentId": str(appointment_id)},
+    )
 
 
 async def _refuse_booking(
@@ -126,7 +141,11 @@ async def book(
     *,
     settings: Settings,
     idempotency_key: str | None,
+    deadline_seconds: float,
 ) -> AppointmentState:
+    """Books through the appointment workflow; errors.DependencyUnavailable (503, with the
+    appointment id) if Temporal has not answered within `deadline_seconds`: the run may still
+    store it, so the caller looks at GET /appointments/{id} (or repeats its Idempotency-Key)."""
     actor = require_actor(ctx)
     await _check_who_books_whom(session, store, ctx, data)
     appointment_id = (
@@ -168,9 +187,20 @@ async def book(
         ),
     )
     try:
-        state: AppointmentState = await temporal.execute_update_with_start_workflow(
-            AppointmentWorkflow.book, request, start_workflow_operation=start
+        async with asyncio.timeout(deadline_seconds):
+            state: AppointmentState = await temporal.execute_update_with_start_workflow(
+                AppointmentWorkflow.book, request, start_workflow_operation=start
+            )
+    except (TimeoutError, RPCTimeoutOrCancelledError) as exc:  # the SDK turns our deadline into its own
+        await audit.record(
+            session,
+            ctx,
+            action="create",
+            resource_type="appointment",
+            resource_id=appointment_id,
+            outcome="pending",
         )
+        raise _not_confirmed(appointment_id, "the booking") from exc
     except WorkflowUpdateFailedError as exc:
         raise _domain_error(exc) from exc
     except WorkflowAlreadyStartedError as exc:
@@ -241,10 +271,12 @@ async def transition(
     target: AppointmentStatus,
     *,
     cancel_cutoff: timedelta,
+    deadline_seconds: float,
 ) -> AppointmentState:
     """Staff and admins change any status. Patients and doctors only cancel, and only until
     `cancel_cutoff` before the visit (HC_CANCEL_CUTOFF_HOURS): after it, or once the time has passed,
-    cancelling (which voids the invoice) is the clinic's decision."""
+    cancelling (which voids the invoice) is the clinic's decision. The change goes through the
+    workflow; 503 (with the id) after `deadline_seconds`."""
     actor = require_actor(ctx)
     if target != AppointmentStatus.cancelled and not actor.is_clinic_wide:
         raise errors.Forbidden("only staff mark appointments completed or missed")
@@ -272,9 +304,20 @@ async def transition(
     await release_connection(session)
     handle = temporal.get_workflow_handle(row.workflow_id)
     try:
-        state: AppointmentState = await handle.execute_update(
-            AppointmentWorkflow.transition, TransitionRequest(target=target, actor_id=actor.user_id)
+        async with asyncio.timeout(deadline_seconds):
+            state: AppointmentState = await handle.execute_update(
+                AppointmentWorkflow.transition, TransitionRequest(target=target, actor_id=actor.user_id)
+            )
+    except (TimeoutError, RPCTimeoutOrCancelledError) as exc:  # the SDK turns our deadline into its own
+        await audit.record(
+            session,
+            ctx,
+            action=f"set_{target.lower()}",
+            resource_type="appointment",
+            resource_id=appointment_id,
+            outcome="pending",
         )
+        raise _not_confirmed(appointment_id, "the change") from exc
     except WorkflowUpdateFailedError as exc:
         raise _domain_error(exc) from exc
     except RPCError as exc:

@@ -23,7 +23,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 from temporalio.client import Client as TemporalClient
-from temporalio.client import WorkflowUpdateFailedError
+from temporalio.client import RPCTimeoutOrCancelledError, WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -53,6 +53,7 @@ from services.invoices import NOT_FOUND
 from workflows.billing import BillingWorkflow
 
 DESK = "desk"
+NOT_CONFIRMED_RETRY_SECONDS = 5  # a payment billing did not confirm in time: look again after this
 # NEEDS_ATTENTION: the PDF step waits for an operator; the billing run still takes payment (PAID, the
 # PDF follows the retry).
 PAYABLE = (InvoiceStatus.issued.value, InvoiceStatus.overdue.value, InvoiceStatus.needs_attention.value)
@@ -157,6 +158,7 @@ async def handle_callback(
     *,
     body: bytes,
     headers: Mapping[str, str],
+    deadline_seconds: float,
 ) -> str:
     """The provider's signed callback: confirm the payment and pay the invoice through its billing
     workflow. Idempotent (the provider delivers at least once): a confirmed payment is applied again,
@@ -186,7 +188,7 @@ async def handle_callback(
         await _receive(session, payment, refund=mismatch or not payable)
     if payment.status == PaymentStatus.confirmed:
         with contextlib.suppress(errors.Conflict):  # voided meanwhile: `apply` kept it REFUND_DUE
-            await apply(session, temporal, ctx, payment)
+            await apply(session, temporal, ctx, payment, deadline_seconds=deadline_seconds)
     await _audit_callback(session, ctx, event, payment, payment.status.lower())
     return payment.status
 
@@ -237,9 +239,12 @@ async def pay_at_desk(
     method: DeskMethod,
     reference: str,
     amount: Decimal | None,
+    deadline_seconds: float,
 ) -> InvoiceState | Invoice:
     """Record a payment staff took (cash, card or transfer) and pay the invoice with it. Idempotent
-    by reference: the same reference again answers with the invoice it paid."""
+    by reference: the same reference again answers with the invoice it paid. Billing gets
+    `deadline_seconds` to confirm, else 503 with Retry-After and the invoice id (the payment stays
+    recorded; the same reference again applies it)."""
     actor = require_actor(ctx)
     row = await visible_record(session, store, actor, Invoice, invoice_id)
     if row is None:
@@ -284,17 +289,27 @@ async def pay_at_desk(
             raise errors.Conflict("a payment of this invoice is already recorded") from exc
     if payment.status != PaymentStatus.confirmed:
         raise errors.Conflict(f"this payment is {payment.status}")
-    result = await apply(session, temporal, ctx, payment)
+    try:
+        result = await apply(session, temporal, ctx, payment, deadline_seconds=deadline_seconds)
+    except errors.DependencyUnavailable:
+        await _audit(session, ctx, invoice_id, "pending", paymentId=str(payment.id))
+        raise
     await _audit(session, ctx, invoice_id, "ok", method=method, paymentId=str(payment.id))
     return result
 
 
 # -- Applying a payment: the billing workflow's `pay` update ----------------------------------------
 async def apply(
-    session: AsyncSession, temporal: TemporalClient, ctx: RequestContext, payment: Payment
+    session: AsyncSession,
+    temporal: TemporalClient,
+    ctx: RequestContext,
+    payment: Payment,
+    *,
+    deadline_seconds: float,
 ) -> InvoiceState:
     """Send the confirmed payment to the invoice's billing run; it answers with the PAID invoice. An
-    invoice that became void meanwhile leaves the payment REFUND_DUE (a Conflict)."""
+    invoice that became void meanwhile leaves the payment REFUND_DUE (a Conflict). Temporal gets
+    `deadline_seconds` (HC_TEMPORAL_UPDATE_TIMEOUT_SECONDS) to confirm, else 503 with Retry-After."""
     invoice = await session.get(Invoice, payment.invoice_id)
     assert invoice is not None
     request = PayRequest(
@@ -310,7 +325,8 @@ async def apply(
     handle = temporal.get_workflow_handle(invoice.workflow_id)
     try:
         state: InvoiceState = await asyncio.wait_for(
-            handle.execute_update(BillingWorkflow.pay, request, result_type=InvoiceState), 30
+            handle.execute_update(BillingWorkflow.pay, request, result_type=InvoiceState),
+            deadline_seconds,
         )
     except WorkflowUpdateFailedError as exc:
         cause = exc.cause
@@ -331,8 +347,12 @@ async def apply(
             await _refund_due(session, payment)
             raise errors.Conflict("this invoice can no longer be paid") from exc
         raise errors.DependencyUnavailable("billing is unavailable; try again") from exc
-    except TimeoutError as exc:
-        raise errors.DependencyUnavailable("billing did not answer in time; try again") from exc
+    except (TimeoutError, RPCTimeoutOrCancelledError) as exc:
+        raise errors.DependencyUnavailable(
+            "billing did not confirm the payment in time; check the invoice before trying again",
+            retry_after_seconds=NOT_CONFIRMED_RETRY_SECONDS,
+            details={"invoiceId": str(invoice.id)},
+        ) from exc
     if state.payment_id not in (None, payment.id):
         await _refund_due(session, payment)  # another payment paid it first
     return state

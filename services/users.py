@@ -2,33 +2,33 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
-from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import case, delete, func, update
-from sqlalchemy.dialects.postgresql import insert
-from sqlmodel import select
+from sqlalchemy import func
+from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from healthcare import errors, ratelimit, security
 from healthcare.db import add_unique, page, release_connection
-from healthcare.models import LoginThrottle, Role, User
+from healthcare.models import Role, User, utcnow
 from healthcare.settings import Settings
-from services import audit
-from services.context import RequestContext, require_actor
+from services import audit, throttle
+from services.context import Actor, RequestContext, require_actor
 
-# Back-off: after the threshold a key is locked for 2, 4, 8 ... seconds, at most MAX_LOCK_SECONDS.
-MAX_LOCK_SECONDS = 900
 LOGIN_FAILED = "invalid email or password"
 
 
 async def create_user(
     session: AsyncSession, *, email: str, password: str, role: Role, settings: Settings
 ) -> User:
-    """Insert an account (flushed, not committed); the audited use cases below build on it."""
+    """Insert an account (flushed, not committed); the audited use cases below build on it. The
+    password is hashed before the first statement, so no pooled connection waits on bcrypt."""
     user = User(
         email=email,
-        password_hash=await security.hash_password_async(password, rounds=settings.bcrypt_rounds),
+        password_hash=await security.hash_password_async(
+            password, rounds=settings.bcrypt_rounds, queue_limit=settings.hash_queue_limit
+        ),
         role=role.value,
     )
     await add_unique(session, user, conflict="a user with this email already exists")
@@ -38,8 +38,27 @@ async def create_user(
 async def register(
     session: AsyncSession, ctx: RequestContext, *, email: str, password: str, settings: Settings
 ) -> User:
-    """Self-registration: always the `patient` role; the new account is the actor of its record."""
-    user = await create_user(session, email=email, password=password, role=Role.patient, settings=settings)
+    """Self-registration: always the `patient` role; the new account is the actor of its record.
+
+    Throttled per client address and in all (services/throttle.py) before anything is hashed. A
+    taken address answers exactly like a new one (same status, same fields, one bcrypt hash
+    either way), so registration tells nobody which e-mails have accounts: nothing is created or
+    changed, and the attempt is audited against the existing account (outcome `duplicate`). The
+    id in that answer belongs to no account."""
+    await throttle.check_registration(session, client_ip=ctx.client_ip, settings=settings, now=utcnow())
+    await release_connection(session)
+    try:
+        user = await create_user(
+            session, email=email, password=password, role=Role.patient, settings=settings
+        )
+    except errors.Conflict:
+        existing = await session.scalar(select(User.id).where(func.lower(User.email) == email))
+        await audit.record(
+            session, ctx, action="register", resource_type="user", resource_id=existing, outcome="duplicate"
+        )
+        return User(
+            id=uuid.uuid4(), email=email, password_hash="", role=Role.patient.value, created_at=utcnow()
+        )
     await audit.record(
         session,
         ctx,
@@ -74,73 +93,58 @@ async def get_user(session: AsyncSession, user_id: uuid.UUID) -> User | None:
     return await session.get(User, user_id)
 
 
-async def _locked_for(session: AsyncSession, keys: list[str], now: datetime) -> int:
-    rows = (await session.exec(select(LoginThrottle).where(LoginThrottle.key.in_(keys)))).all()
-    waits = [
-        (row.locked_until - now).total_seconds()
-        for row in rows
-        if row.locked_until and row.locked_until > now
-    ]
-    return int(max(waits, default=0)) + 1 if waits else 0
-
-
-async def _record_failure(
-    session: AsyncSession, key: str, *, threshold: int, window_seconds: int, now: datetime
-) -> None:
-    stale = now - timedelta(seconds=window_seconds)
-    stmt = insert(LoginThrottle).values(key=key, failures=1, updated_at=now)
-    stmt = stmt.on_conflict_do_update(
-        index_elements=[LoginThrottle.key],
-        set_={
-            # A quiet window forgives earlier failures: the count starts again.
-            "failures": case((LoginThrottle.updated_at < stale, 1), else_=LoginThrottle.failures + 1),
-            "updated_at": now,
-        },
-    ).returning(LoginThrottle.failures)
-    failures = int((await session.execute(stmt)).scalar_one())
-    if failures >= threshold:
-        lock = min(2 ** (failures - threshold + 1), MAX_LOCK_SECONDS)
+async def token_actor(session: AsyncSession, claims: security.TokenClaims) -> tuple[Actor | None, str | None]:
+    """Who a valid token speaks for, if that account may still act: it exists, is active, and the
+    token carries its current token version (a password change, deactivation or role change since
+    the token was issued revokes it). The one rule for the API (every request) and the websocket
+    relay (on connect and periodically). Returns the actor, or None and why (`inactive`: deleted or
+    deactivated; `revoked`: an older token version). A Core select of a few columns: the ORM's
+    identity map and object loading cost more than the query."""
+    row = (
         await session.execute(
-            update(LoginThrottle)
-            .where(LoginThrottle.key == key)
-            .values(locked_until=now + timedelta(seconds=lock))
+            select(User.id, User.role, User.email, User.token_version).where(
+                col(User.id) == claims.user_id, col(User.is_active)
+            )
         )
+    ).first()
+    if row is None:
+        return None, "inactive"
+    if row.token_version != claims.token_version:
+        return None, "revoked"
+    return Actor(user_id=row.id, role=Role(row.role), email=row.email), None
+
+
+async def active_actor(session: AsyncSession, claims: security.TokenClaims) -> Actor | None:
+    """`token_actor` without the reason: the actor, or None if the token may no longer act."""
+    actor, _ = await token_actor(session, claims)
+    return actor
 
 
 async def login(
     session: AsyncSession, ctx: RequestContext, *, email: str, password: str, settings: Settings
 ) -> tuple[str, User]:
-    """Returns an access token. Unknown email and wrong password answer alike, in the same time."""
-    now = datetime.now(UTC)
-    account_key, address_key = f"acct:{email}", f"ip:{ctx.client_ip or 'unknown'}"
-    wait = await _locked_for(session, [account_key, address_key], now)
-    if wait:
-        raise errors.RateLimited("too many failed logins; try again later", retry_after_seconds=wait)
+    """Returns an access token. Unknown email and wrong password answer alike, in the same time.
+
+    The attempt is counted (services/throttle.py) and the account read in one short transaction,
+    committed before the password is checked: no pooled connection waits for bcrypt or a turn."""
+    attempt = await throttle.begin_login(
+        session, email=email, client_ip=ctx.client_ip, settings=settings, now=utcnow()
+    )
     user = await session.scalar(select(User).where(func.lower(User.email) == email))
+    await release_connection(session)
+    if attempt.wait_seconds > 0:
+        await asyncio.sleep(attempt.wait_seconds)  # this account's next turn (progressive delay)
     stored = user.password_hash if user else security.dummy_hash(settings.bcrypt_rounds)
-    valid = await security.verify_password_async(password, stored, rounds=settings.bcrypt_rounds)
+    try:
+        valid = await security.verify_password_async(
+            password, stored, rounds=settings.bcrypt_rounds, queue_limit=settings.hash_queue_limit
+        )
+    except errors.DependencyUnavailable:
+        await throttle.undo_attempt(session, attempt, settings=settings)
+        await session.commit()
+        raise
     if not (user and valid and user.is_active):
-        # The back-off counts from when the failure is known: on a loaded machine the hash can wait
-        # seconds for CPU, and a lock counted from the request's arrival would already be over.
-        now = datetime.now(UTC)
-        window = settings.login_failure_window_seconds
-        # The lock runs from the failure, not from the request's start: hashing on a busy machine
-        # can take longer than the first lock lasts.
-        now = datetime.now(UTC)
-        await _record_failure(
-            session,
-            account_key,
-            threshold=settings.login_max_failures_per_account,
-            window_seconds=window,
-            now=now,
-        )
-        await _record_failure(
-            session,
-            address_key,
-            threshold=settings.login_max_failures_per_address,
-            window_seconds=window,
-            now=now,
-        )
+        await throttle.login_failed(session, attempt, settings=settings, now=utcnow())
         await audit.record(
             session,
             ctx,
@@ -152,7 +156,7 @@ async def login(
             actor_role=user.role if user else None,
         )
         raise errors.Unauthorized(LOGIN_FAILED)
-    await session.execute(delete(LoginThrottle).where(LoginThrottle.key == account_key))
+    await throttle.login_succeeded(session, attempt, settings=settings)
     await audit.record(
         session,
         ctx,
@@ -236,14 +240,18 @@ async def change_password(
         raise errors.Unauthorized("invalid or expired token")
     stored = user.password_hash
     await release_connection(session)  # no pooled connection held while bcrypt runs
-    valid = not wait and await security.verify_password_async(current, stored, rounds=settings.bcrypt_rounds)
+    valid = not wait and await security.verify_password_async(
+        current, stored, rounds=settings.bcrypt_rounds, queue_limit=settings.hash_queue_limit
+    )
     audited = {"action": "password_change", "resource_type": "user", "resource_id": user.id}
     if not valid:
         await audit.record(session, ctx, **audited, outcome="failed")
         if wait:
             raise errors.RateLimited("too many wrong passwords; try again later", retry_after_seconds=wait)
         raise errors.Forbidden("the current password is wrong", audited=True)
-    new_hash = await security.hash_password_async(new, rounds=settings.bcrypt_rounds)
+    new_hash = await security.hash_password_async(
+        new, rounds=settings.bcrypt_rounds, queue_limit=settings.hash_queue_limit
+    )
     user.password_hash = new_hash
     user.token_version += 1
     session.add(user)

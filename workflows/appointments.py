@@ -40,8 +40,12 @@ with workflow.unsafe.imports_passed_through():
 # the same commands as a taken slot, so no patch is needed.)
 REFUSALS = (SLOT_TAKEN, PARTY_NOT_FOUND, BOOKING_LIMIT)
 
-# Database steps: a few quick retries; business refusals are non-retryable and end the booking.
-DB_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(seconds=5))
+# Database steps: a few quick retries, then the run fails (the Temporal UI shows it FAILED and the
+# waiting request answers 503) instead of retrying for ever: 8 attempts span about 15 s.
+# Business refusals are non-retryable and end the booking.
+DB_RETRY = RetryPolicy(
+    initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(seconds=5), maximum_attempts=8
+)
 # Introduced the outbox path (no `publish` activity). Deprecated: no run of the old path can be
 # open (none ever ran in production), but stored and running histories carry the marker. Remove
 # the call once none of those needs replaying (the README's patch rule).

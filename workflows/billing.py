@@ -63,11 +63,14 @@ with workflow.unsafe.imports_passed_through():
 
 T = TypeVar("T")
 
-# Database steps: quick retries, backing off to 10 s; business refusals are non-retryable.
+# Database steps: quick retries, backing off to 10 s, for about a minute (10 attempts); then the run
+# fails, visible as FAILED in the Temporal UI and to `healthcare billing reconcile`, rather than
+# retrying unseen for ever. Business refusals are non-retryable.
 DB_RETRY = RetryPolicy(
     initial_interval=timedelta(milliseconds=200),
     backoff_coefficient=2.0,
     maximum_interval=timedelta(seconds=10),
+    maximum_attempts=10,
     non_retryable_error_types=[DOCTOR_NOT_FOUND, INVOICE_NOT_FOUND, INVALID_INVOICE_TRANSITION],
 )
 # The Lambda: exponential back-off for function errors and unreadable answers, for about 30 minutes;

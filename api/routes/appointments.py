@@ -29,6 +29,7 @@ RESPONSES: dict[int | str, dict[str, Any]] = {
         "bookings allowed, or the status cannot change so"
     },
     429: {"description": "Too many bookings from this account; see Retry-After"},
+    503: {"description": "Not confirmed in time (Retry-After; the body's appointmentId may still appear)"},
 }
 IdempotencyKey = Annotated[
     str | None,
@@ -64,6 +65,7 @@ async def book(
         body,
         settings=settings,
         idempotency_key=idempotency_key,
+        deadline_seconds=settings.temporal_update_timeout_seconds,
     )
     return _public(state)
 
@@ -123,6 +125,7 @@ class StatusChange:
             appointment_id,
             target,
             cancel_cutoff=timedelta(hours=self.settings.cancel_cutoff_hours),
+            deadline_seconds=self.settings.temporal_update_timeout_seconds,
         )
         return _public(state)
 

@@ -66,6 +66,7 @@ async def get_invoice(
         403: {"description": "Only staff and admins record payments (patients use /checkout)"},
         409: {"description": "The invoice is void, not issued yet, or already paid with another reference"},
         422: {"description": "The amount is not the invoice's (partial payments are not supported)"},
+        503: {"description": "Billing did not confirm in time (Retry-After; the body's invoiceId)"},
     },
 )
 async def pay(
@@ -75,6 +76,7 @@ async def pay(
     store: PatientStoreDep,
     temporal: TemporalDep,
     ctx: Ctx,
+    settings: SettingsDep,
 ) -> InvoicePublic:
     """Record a payment taken at the desk (staff and admins) and mark the invoice PAID. Idempotent:
     the same reference again answers with the invoice it paid."""
@@ -87,6 +89,7 @@ async def pay(
         method=body.method,
         reference=body.reference,
         amount=body.amount,
+        deadline_seconds=settings.temporal_update_timeout_seconds,
     )
     return invoices.public(paid)
 

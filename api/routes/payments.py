@@ -36,7 +36,13 @@ async def webhook(
         if len(body) > MAX_CALLBACK_BYTES:
             raise InvalidCallback("body too large")
         outcome = await payments.handle_callback(
-            session, temporal, provider, ctx, body=body, headers=request.headers
+            session,
+            temporal,
+            provider,
+            ctx,
+            body=body,
+            headers=request.headers,
+            deadline_seconds=settings.temporal_update_timeout_seconds,
         )
     except InvalidCallback as exc:
         if request.app.state.refusals.admit(ctx.client_ip, "payment_callback", str(exc)):

@@ -9,6 +9,9 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel, Field
 
+from healthcare import errors
+from healthcare.schemas import MAX_ATTRIBUTES_BYTES, attributes_size
+
 
 class PatientRecord(BaseModel):
     id: uuid.UUID
@@ -49,10 +52,16 @@ class PatientStore(Protocol):
 
 
 def merge_attributes(current: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    """The merged attributes; errors.Unprocessable if they would outgrow MAX_ATTRIBUTES_BYTES (each
+    PATCH is checked alone, so without this, merges would grow a record without bound)."""
     merged = dict(current)
     for key, value in changes.items():
         if value is None:
             merged.pop(key, None)
         else:
             merged[key] = value
+    if attributes_size(merged) > MAX_ATTRIBUTES_BYTES and attributes_size(merged) > attributes_size(current):
+        raise errors.Unprocessable(
+            f"attributes would exceed {MAX_ATTRIBUTES_BYTES} bytes after this change; remove some first"
+        )
     return merged

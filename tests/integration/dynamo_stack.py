@@ -124,12 +124,12 @@ def start_moto_server(port: int, *, timeout: float = 30.0) -> subprocess.Popen[b
     return proc
 
 
-def start_dynamo_api(port: int, moto_port: int, *, timeout: float = 60.0) -> subprocess.Popen[bytes]:
-    """A second API on 127.0.0.1:port whose patient store is DynamoDB at moto_port."""
+def start_api(
+    port: int, env: dict[str, str], *, log_name: str, timeout: float = 60.0
+) -> subprocess.Popen[bytes]:
+    """Another API process on 127.0.0.1:port, configured like the stack's but for `env`."""
     _require_free(port)
-    endpoint = f"http://{HOST}:{moto_port}"
-    ensure_table(Settings(patient_store="dynamodb", dynamodb_endpoint_url=endpoint))
-    log_path = _log_path("test-dynamo-api")
+    log_path = _log_path(log_name)
     argv = [
         str(VENV_BIN / "uvicorn"),
         "--factory",
@@ -139,9 +139,9 @@ def start_dynamo_api(port: int, moto_port: int, *, timeout: float = 60.0) -> sub
         "--port",
         str(port),
         "--no-access-log",  # like the stack's API: query strings (?q=<name>) stay out of logs
+        "--no-proxy-headers",  # like the stack's API: the app decides whom to believe (api/proxies.py)
     ]
-    env = {"HC_PATIENT_STORE": "dynamodb", "HC_DYNAMODB_ENDPOINT_URL": endpoint, "HC_API_PORT": str(port)}
-    proc = _spawn(argv, log_path=log_path, env=env)
+    proc = _spawn(argv, log_path=log_path, env={**env, "HC_API_PORT": str(port)})
     _wait_http(
         proc,
         f"http://{HOST}:{port}/healthz",
@@ -150,6 +150,14 @@ def start_dynamo_api(port: int, moto_port: int, *, timeout: float = 60.0) -> sub
         log_path=log_path,
     )
     return proc
+
+
+def start_dynamo_api(port: int, moto_port: int, *, timeout: float = 60.0) -> subprocess.Popen[bytes]:
+    """A second API on 127.0.0.1:port whose patient store is DynamoDB at moto_port."""
+    endpoint = f"http://{HOST}:{moto_port}"
+    ensure_table(Settings(patient_store="dynamodb", dynamodb_endpoint_url=endpoint))
+    env = {"HC_PATIENT_STORE": "dynamodb", "HC_DYNAMODB_ENDPOINT_URL": endpoint}
+    return start_api(port, env, log_name="test-dynamo-api", timeout=timeout)
 
 
 def stop_processes(*procs: subprocess.Popen[bytes] | None, timeout: float = 15.0) -> None:
@@ -181,3 +189,20 @@ def dynamo_stack(api_port: int | None = None, moto_port: int | None = None) -> I
         yield DynamoStack(api=api, moto=moto, api_port=api_port, moto_port=moto_port)
     finally:
         stop_processes(api, moto)  # the API first: it talks to moto until it stops
+
+
+@dataclass(frozen=True)
+class OtherApi:
+    url: str
+    pid: int
+
+
+@contextlib.contextmanager
+def another_api(env: dict[str, str], *, log_name: str) -> Iterator[OtherApi]:
+    """An API process of its own (same stack, settings changed by `env`) for the block."""
+    port = get_settings().stack_port("it_api")  # one such API at a time
+    proc = start_api(port, env, log_name=log_name)
+    try:
+        yield OtherApi(f"http://{HOST}:{port}", proc.pid)
+    finally:
+        stop_processes(proc)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -17,10 +19,23 @@ def unique_email(prefix: str = "user") -> str:
 
 
 def fresh_ip() -> str:
-    """A client address of its own (uvicorn trusts X-Forwarded-For from 127.0.0.1), so login
-    throttling in one test never locks out another."""
+    """A client address of its own on loopback (Linux answers on every address of 127/8): the API
+    sees a peer of its own, so throttles in one test never reach another. Never 127.0.0.x."""
     n = uuid.uuid4().int
-    return f"10.{n % 250}.{(n >> 8) % 250}.{(n >> 16) % 250 + 1}"
+    return f"127.{n % 254 + 1}.{(n >> 8) % 256}.{(n >> 16) % 254 + 1}"
+
+
+@contextlib.asynccontextmanager
+async def from_address(api: httpx.AsyncClient, address: str) -> AsyncIterator[httpx.AsyncClient]:
+    """A client like `api` whose connections leave from `address` (see fresh_ip)."""
+    transport = httpx.AsyncHTTPTransport(local_address=address)
+    async with httpx.AsyncClient(base_url=api.base_url, timeout=api.timeout, transport=transport) as client:
+        yield client
+
+
+async def post_from(api: httpx.AsyncClient, address: str, path: str, **kwargs: Any) -> httpx.Response:
+    async with from_address(api, address) as client:
+        return await client.post(path, **kwargs)
 
 
 @dataclass
@@ -36,18 +51,17 @@ class Account:
 
 
 async def login(api: httpx.AsyncClient, email: str, password: str = PASSWORD) -> str:
-    resp = await api.post(
-        "/api/v1/auth/login",
-        json={"email": email, "password": password},
-        headers={"X-Forwarded-For": fresh_ip()},
-    )
+    resp = await post_from(api, fresh_ip(), "/api/v1/auth/login", json={"email": email, "password": password})
     assert resp.status_code == 200, resp.text
     return str(resp.json()["access_token"])
 
 
 async def register_patient_user(api: httpx.AsyncClient) -> Account:
     email = unique_email("patient")
-    resp = await api.post("/api/v1/auth/register", json={"email": email, "password": PASSWORD})
+    # From an address of its own: registration is throttled per address.
+    resp = await post_from(
+        api, fresh_ip(), "/api/v1/auth/register", json={"email": email, "password": PASSWORD}
+    )
     assert resp.status_code == 201, resp.text
     body = resp.json()
     return Account(body["id"], email, body["role"], await login(api, email))

@@ -26,8 +26,8 @@ from aiokafka.admin import NewTopic
 from devstack import flink as flink_component
 from devstack.paths import Paths
 from healthcare import clients
-from healthcare.security import issue_token
 from healthcare.settings import Settings, get_settings
+from tests.integration.factories import Account
 
 pytestmark = pytest.mark.integration
 
@@ -72,6 +72,7 @@ class Analytics:
     results_topic: str
     rest: str = f"http://127.0.0.1:{REST_PORT}"
     processes: list[Proc] = field(default_factory=list)
+    token: str = ""
 
     async def wait_job_running(self, timeout: float = 150) -> None:
         deadline = time.monotonic() + timeout
@@ -95,7 +96,7 @@ def _test_settings(settings: Settings, events: str, results: str) -> Settings:
 
 @pytest.fixture(scope="module")
 async def analytics(
-    settings: Settings, paths: Paths, tmp_path_factory: pytest.TempPathFactory
+    settings: Settings, paths: Paths, tmp_path_factory: pytest.TempPathFactory, staff: Account
 ) -> AsyncIterator[Analytics]:
     events, results = f"it-appointment-events-{RUN}", f"it-analytics-results-{RUN}"
     admin = clients.kafka_admin(settings)
@@ -132,6 +133,7 @@ async def analytics(
         for port in RELAY_PORTS
     ]
     handle = Analytics(_test_settings(settings, events, results), job, relays, events, results)
+    handle.token = staff.token
     try:
         for proc in [job, *relays]:
             proc.start()
@@ -162,9 +164,9 @@ async def analytics(
 class Watcher:
     """A websocket client of one relay, collecting every result it receives."""
 
-    def __init__(self, port: int, settings: Settings) -> None:
+    def __init__(self, port: int, analytics: Analytics) -> None:
         self.url = f"ws://127.0.0.1:{port}/ws/analytics"
-        self.token = issue_token(user_id=uuid.uuid4(), role="staff", settings=settings)
+        self.token = analytics.token  # a real, active account's: the relay checks it
         self.results: list[dict[str, Any]] = []
         self._task: asyncio.Task[None] | None = None
         self._changed = asyncio.Event()
@@ -254,7 +256,7 @@ async def _settled(watcher: Watcher, seconds: float = 2.0) -> None:
 
 
 async def test_total_grows_by_exactly_the_events_produced(analytics: Analytics) -> None:
-    async with Watcher(RELAY_PORTS[0], analytics.settings) as ws:
+    async with Watcher(RELAY_PORTS[0], analytics) as ws:
         await asyncio.sleep(1)
         base = ws.total
         ids = await produce(analytics.settings, 20)
@@ -285,18 +287,18 @@ async def test_total_grows_by_exactly_the_events_produced(analytics: Analytics) 
 
 async def test_new_connection_gets_latest_at_once(analytics: Analytics) -> None:
     await produce(analytics.settings, 1)
-    async with Watcher(RELAY_PORTS[0], analytics.settings) as first:
+    async with Watcher(RELAY_PORTS[0], analytics) as first:
         await first.wait_for(lambda w: w.total > 0)
         await _settled(first, 1)
-    async with Watcher(RELAY_PORTS[0], analytics.settings) as ws:
+    async with Watcher(RELAY_PORTS[0], analytics) as ws:
         await ws.wait_for(lambda w: len(w.results) >= 1, timeout=2)
         assert ws.results[0]["totalEventsCreated"] == first.total
 
 
 async def test_two_relays_both_deliver_every_result(analytics: Analytics) -> None:
     async with (
-        Watcher(RELAY_PORTS[0], analytics.settings) as a,
-        Watcher(RELAY_PORTS[1], analytics.settings) as b,
+        Watcher(RELAY_PORTS[0], analytics) as a,
+        Watcher(RELAY_PORTS[1], analytics) as b,
     ):
         await asyncio.sleep(1)
         ids = await produce(analytics.settings, 15)
@@ -309,7 +311,7 @@ async def test_two_relays_both_deliver_every_result(analytics: Analytics) -> Non
 
 
 async def test_restart_in_the_middle_neither_resets_nor_double_counts(analytics: Analytics) -> None:
-    async with Watcher(RELAY_PORTS[1], analytics.settings) as ws:
+    async with Watcher(RELAY_PORTS[1], analytics) as ws:
         await asyncio.sleep(1)
         base = ws.total
         producing = asyncio.create_task(produce(analytics.settings, 40, rate=8))

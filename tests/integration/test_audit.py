@@ -31,6 +31,7 @@ from tests.integration.factories import (
     create_patient,
     create_user,
     fresh_ip,
+    post_from,
     register_patient_user,
 )
 from workers.temporal_worker import anchor_audit_trail
@@ -76,10 +77,8 @@ async def test_reads_writes_and_denials_are_recorded(
 
 async def test_logins_are_recorded_failed_or_not(api: httpx.AsyncClient, admin: Account) -> None:
     user = await register_patient_user(api)
-    await api.post(
-        f"{V1}/auth/login",
-        json={"email": user.email, "password": "wrong-password"},
-        headers={"X-Forwarded-For": fresh_ip()},
+    await post_from(
+        api, fresh_ip(), f"{V1}/auth/login", json={"email": user.email, "password": "wrong-password"}
     )
     records = await _records(api, admin, actorId=user.id, action="login")
     assert {r["outcome"] for r in records} == {"ok", "failed"}

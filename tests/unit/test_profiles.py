@@ -32,7 +32,7 @@ def test_dev_keeps_the_documented_defaults() -> None:
     assert (s.stack_port("worker_metrics"), s.stack_port("flink_rest")) == (9464, 8081)
 
 
-@pytest.mark.parametrize("profile", ["test", "bench"])
+@pytest.mark.parametrize("profile", ["test", "bench", "chaos"])
 def test_other_profiles_share_nothing_with_dev_but_the_tools(profile: profiles.Profile) -> None:
     dev, other = Settings(profile="dev"), Settings(profile=profile)
     assert other.state_dir == REPO_ROOT / ".state" / profile

@@ -106,7 +106,8 @@ export const authLogin = <ThrowOnError extends boolean = false>(options: Options
 /**
  * Register
  *
- * Self-registration always gives the `patient` role.
+ * Self-registration always gives the `patient` role. An e-mail that already has an account gets
+ * the same answer as a new one (and nothing changes), so the answer reveals no account.
  */
 export const authRegister = <ThrowOnError extends boolean = false>(options: Options<AuthRegisterData, ThrowOnError>) => (options.client ?? client).post<AuthRegisterResponses, AuthRegisterErrors, ThrowOnError>({
     url: '/api/v1/auth/register',
@@ -347,5 +348,7 @@ export const healthHealthz = <ThrowOnError extends boolean = false>(options?: Op
 
 /**
  * Readyz
+ *
+ * Each dependency checked; the answer may be up to HC_READY_CACHE_SECONDS old (`ageSeconds`).
  */
 export const healthReadyz = <ThrowOnError extends boolean = false>(options?: Options<HealthReadyzData, ThrowOnError>) => (options?.client ?? client).get<HealthReadyzResponses, HealthReadyzErrors, ThrowOnError>({ url: '/readyz', ...options });

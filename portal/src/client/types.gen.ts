@@ -841,6 +841,10 @@ export type AppointmentsBookErrors = {
      * Too many bookings from this account; see Retry-After
      */
     429: unknown;
+    /**
+     * Not confirmed in time (Retry-After; the body's appointmentId may still appear)
+     */
+    503: unknown;
 };
 
 export type AppointmentsBookError = AppointmentsBookErrors[keyof AppointmentsBookErrors];
@@ -887,6 +891,10 @@ export type AppointmentsGetAppointmentErrors = {
      * Too many bookings from this account; see Retry-After
      */
     429: unknown;
+    /**
+     * Not confirmed in time (Retry-After; the body's appointmentId may still appear)
+     */
+    503: unknown;
 };
 
 export type AppointmentsGetAppointmentError = AppointmentsGetAppointmentErrors[keyof AppointmentsGetAppointmentErrors];
@@ -933,6 +941,10 @@ export type AppointmentsCancelErrors = {
      * Too many bookings from this account; see Retry-After
      */
     429: unknown;
+    /**
+     * Not confirmed in time (Retry-After; the body's appointmentId may still appear)
+     */
+    503: unknown;
 };
 
 export type AppointmentsCancelError = AppointmentsCancelErrors[keyof AppointmentsCancelErrors];
@@ -979,6 +991,10 @@ export type AppointmentsCompleteErrors = {
      * Too many bookings from this account; see Retry-After
      */
     429: unknown;
+    /**
+     * Not confirmed in time (Retry-After; the body's appointmentId may still appear)
+     */
+    503: unknown;
 };
 
 export type AppointmentsCompleteError = AppointmentsCompleteErrors[keyof AppointmentsCompleteErrors];
@@ -1025,6 +1041,10 @@ export type AppointmentsNoShowErrors = {
      * Too many bookings from this account; see Retry-After
      */
     429: unknown;
+    /**
+     * Not confirmed in time (Retry-After; the body's appointmentId may still appear)
+     */
+    503: unknown;
 };
 
 export type AppointmentsNoShowError = AppointmentsNoShowErrors[keyof AppointmentsNoShowErrors];
@@ -1117,9 +1137,13 @@ export type AuthLoginErrors = {
      */
     422: HttpValidationError;
     /**
-     * Too many failed logins
+     * Too many attempts from this address (or in all); see Retry-After
      */
     429: unknown;
+    /**
+     * Too many password checks at once; see Retry-After
+     */
+    503: unknown;
 };
 
 export type AuthLoginError = AuthLoginErrors[keyof AuthLoginErrors];
@@ -1145,6 +1169,14 @@ export type AuthRegisterErrors = {
      * Validation Error
      */
     422: HttpValidationError;
+    /**
+     * Too many attempts from this address (or in all); see Retry-After
+     */
+    429: unknown;
+    /**
+     * Too many password checks at once; see Retry-After
+     */
+    503: unknown;
 };
 
 export type AuthRegisterError = AuthRegisterErrors[keyof AuthRegisterErrors];
@@ -1426,6 +1458,10 @@ export type InvoicesPayErrors = {
      * The amount is not the invoice's (partial payments are not supported)
      */
     422: unknown;
+    /**
+     * Billing did not confirm in time (Retry-After; the body's invoiceId)
+     */
+    503: unknown;
 };
 
 export type InvoicesPayResponses = {

@@ -5,8 +5,8 @@ password change, a deactivation or a role change increments it, so every token i
 working at once. `rate_limits` holds one row per limited key (GCRA: the theoretical arrival time of
 the next allowed request), shared by every API replica (healthcare/ratelimit.py).
 
-Revision ID: 0010
-Revises: 0009
+Revision ID: 0011
+Revises: 0010
 Create Date: 2026-12-01
 """
 
@@ -15,8 +15,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0010"
-down_revision: str | None = "0009"
+revision: str = "0011"
+down_revision: str | None = "0010"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -11,8 +11,8 @@ applied (the invoice was void, or already paid) is REFUND_DUE.
 PDF shows (the billing workflow re-renders it when the status changes), so the API never serves a
 PDF that says "amount due" for an invoice that is paid or void.
 
-Revision ID: 0011
-Revises: 0010
+Revision ID: 0012
+Revises: 0011
 Create Date: 2026-12-01
 """
 
@@ -21,8 +21,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0011"
-down_revision: str | None = "0010"
+revision: str = "0012"
+down_revision: str | None = "0011"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -17,8 +17,8 @@ could disable the triggers and rewrite the chain (plain SHA-256, no secret). Fro
 A database made before this migration has its tables owned by the app role: make them the owner's
 first (the local stack does; elsewhere, as a superuser: REASSIGN OWNED BY <app> TO <owner>).
 
-Revision ID: 0009
-Revises: 0008
+Revision ID: 0010
+Revises: 0009
 Create Date: 2026-12-01
 """
 
@@ -29,8 +29,8 @@ from alembic import op
 
 from healthcare.settings import get_settings
 
-revision: str = "0009"
-down_revision: str | None = "0008"
+revision: str = "0010"
+down_revision: str | None = "0009"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
