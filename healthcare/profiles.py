@@ -52,6 +52,7 @@ DEV_PORTS: dict[str, int] = {
     "worker_metrics": 9464,
     "consumer_metrics": 9465,
     "flink_rest": 8081,
+    "payments": 8090,  # the local payment provider (devstack/payment_provider.py)
     # Servers the integration tests start beside the stack.
     "moto": 8008,
     "dynamo_api": 8003,
@@ -98,6 +99,7 @@ def defaults(profile: Profile, offset: int, repo_root: Path) -> dict[str, Any]:
         "s3_bucket": "invoices" if dev else f"invoices-{profile}",
         "lambda_endpoint_url": f"http://127.0.0.1:{port('lambda')}",
         "analytics_rest_port": port("flink_rest"),
+        "payment_provider_url": f"http://127.0.0.1:{port('payments')}",
         "api_port": port("api"),
         "ws_port": port("ws"),
         "codec_port": port("codec"),

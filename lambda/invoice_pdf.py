@@ -13,6 +13,7 @@ A storage failure raises, so the invocation reports a function error and the cal
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import io
 import json
@@ -78,8 +79,12 @@ class Invoice:
 
     @property
     def key(self) -> str:
-        # Derived from the invoice id alone, so a retry overwrites the same object.
-        return f"invoices/{self.invoice_id}.pdf"
+        # Derived from the invoice id and the status it shows, so a retry overwrites the same
+        # object and a PDF of one status is never replaced by one of another (an ISSUED invoice
+        # keeps the key it always had).
+        if self.status in ("ISSUED", "PENDING"):
+            return f"invoices/{self.invoice_id}.pdf"
+        return f"invoices/{self.invoice_id}-{self.status.lower()}.pdf"
 
 
 # -- Validation -------------------------------------------------------------------------------
@@ -438,8 +443,10 @@ def _s3_client() -> Any:
 
 
 def _encryption() -> dict[str, str]:
-    mode = os.environ.get("INVOICE_SSE", "")
-    if not mode:
+    # Encrypted at rest unless told otherwise: SSE-S3 by default, KMS by setting; `none` only for
+    # an S3-compatible server that cannot encrypt.
+    mode = os.environ.get("INVOICE_SSE") or "AES256"
+    if mode == "none":
         return {}
     if mode not in SSE_MODES:
         raise RuntimeError(f"INVOICE_SSE must be one of {sorted(SSE_MODES)}")
@@ -458,6 +465,9 @@ def store_pdf(invoice: Invoice, body: bytes, digest: str, bucket: str) -> None:
         ContentDisposition=f'inline; filename="{invoice.invoice_number}.pdf"',
         CacheControl="private, no-store",
         Metadata={"invoice-id": invoice.invoice_id, "sha256": digest},
+        # S3 checks the body against this digest and keeps it: whoever serves the object can ask
+        # S3 for the checksum of what it holds (HEAD with ChecksumMode) and compare it.
+        ChecksumSHA256=base64.b64encode(bytes.fromhex(digest)).decode(),
         **_encryption(),
     )
 

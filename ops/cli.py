@@ -86,10 +86,22 @@ def serve(role: ProcessRole = typer.Argument(..., help="Which process this conta
 
 @app.command()
 def migrate(revision: str = typer.Option("head", help="Alembic revision to upgrade to.")) -> None:
-    """Apply database migrations."""
+    """Apply database migrations as the owner role (HC_DATABASE_OWNER_URL, or HC_DATABASE_URL with
+    HC_DATABASE_APP_ROLE naming the app role)."""
+    from sqlalchemy.engine import make_url
+
     from healthcare.migrate import upgrade
 
-    configure_logging(get_settings().log_level, json=False)
+    settings = get_settings()
+    configure_logging(settings.log_level, json=False)
+    if settings.env == "production" and make_url(settings.owner_database_url).username == settings.app_role:
+        # Migrating as the app role would leave it owning the schema (and the audit trail).
+        typer.echo(
+            "migrations run as the owner role and grant the app role its privileges: set "
+            "HC_DATABASE_APP_ROLE (the role the application connects as) or HC_DATABASE_OWNER_URL",
+            err=True,
+        )
+        raise typer.Exit(2)
     upgrade(revision)
     typer.echo(f"database at {revision}")
 
@@ -150,7 +162,12 @@ def create_admin(
             async with session_factory(engine)() as session:
                 user = await add_user(
                     session,
-                    RequestContext(actor=None, client_ip="cli", request_id=None),
+                    RequestContext(
+                        actor=None,
+                        client_ip="cli",
+                        request_id=None,
+                        audit_key=settings.audit_hmac_key.get_secret_value().encode(),
+                    ),
                     email=body.email,
                     password=body.password,
                     role=Role.admin,
@@ -174,27 +191,75 @@ app.add_typer(audit_app, name="audit")
 
 
 @audit_app.command("verify")
-def audit_verify() -> None:
-    """Recompute the audit hash chain; exit 1 and name the first bad record if it was tampered with."""
+def audit_verify(
+    anchored: bool = typer.Option(
+        True, "--anchored/--no-anchor", help="Compare the chain with the newest anchor in object storage."
+    ),
+) -> None:
+    """Recompute the keyed audit chain and compare it with the newest anchor (the head last written to
+    object storage); exit 1 and name the first bad or missing record if it was tampered with."""
+    from healthcare import clients
     from healthcare.db import create_engine, session_factory
-    from services.audit import VerifyResult, verify
+    from services.audit import VerifyResult, latest_anchor, verify
 
     settings = get_settings()
+    key = settings.audit_hmac_key.get_secret_value().encode()
 
     async def _run() -> VerifyResult:
+        anchor = None
+        if anchored:
+            anchor = await latest_anchor(
+                clients.s3_client(settings),
+                bucket=settings.s3_bucket,
+                prefix=settings.audit_anchor_prefix,
+                key=key,
+            )
         engine = create_engine(settings)
         try:
             async with session_factory(engine)() as session:
-                return await verify(session)
+                return await verify(session, key=key, anchor=anchor)
         finally:
             await engine.dispose()
 
     result = asyncio.run(_run())
     if result.ok:
-        typer.echo(f"ok: {result.checked} audit records, chain intact")
+        where = f"; anchored at record {result.anchored_seq}" if result.anchored_seq else "; no anchor yet"
+        typer.echo(f"ok: {result.checked} audit records, chain intact{where if anchored else ''}")
         return
-    typer.echo(f"TAMPERED: record {result.first_bad_seq}: {result.reason} ({result.checked} good before it)")
+    at = f"record {result.first_bad_seq}: " if result.first_bad_seq is not None else ""
+    typer.echo(f"TAMPERED: {at}{result.reason} ({result.checked} good before it)")
     raise typer.Exit(1)
+
+
+@audit_app.command("anchor")
+def audit_anchor() -> None:
+    """Write the chain's head to object storage now (the worker does it every
+    HC_AUDIT_ANCHOR_INTERVAL_SECONDS)."""
+    from healthcare import clients
+    from healthcare.db import create_engine, session_factory
+    from services.audit import Anchor, write_anchor
+
+    settings = get_settings()
+
+    async def _run() -> Anchor | None:
+        engine = create_engine(settings)
+        try:
+            async with session_factory(engine)() as session:
+                return await write_anchor(
+                    session,
+                    clients.s3_client(settings),
+                    bucket=settings.s3_bucket,
+                    prefix=settings.audit_anchor_prefix,
+                    key=settings.audit_hmac_key.get_secret_value().encode(),
+                )
+        finally:
+            await engine.dispose()
+
+    anchor = asyncio.run(_run())
+    if anchor is None:
+        typer.echo("the audit trail is empty: nothing to anchor")
+        return
+    typer.echo(f"anchored record {anchor.seq} at {anchor.at.isoformat()}")
 
 
 app.add_typer(billing_app, name="billing")

@@ -40,8 +40,8 @@ from tests.integration.private_schema import private_tables
 
 
 @pytest.fixture
-async def outbox_engine(settings: Settings, engine: AsyncEngine) -> AsyncIterator[AsyncEngine]:
-    async with private_tables(engine, settings, "outbox") as private:
+async def outbox_engine(settings: Settings, owner_engine: AsyncEngine) -> AsyncIterator[AsyncEngine]:
+    async with private_tables(owner_engine, settings, "outbox") as private:
         yield private
 
 

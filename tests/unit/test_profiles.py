@@ -51,6 +51,7 @@ def test_other_profiles_share_nothing_with_dev_but_the_tools(profile: profiles.P
         "api_port",
         "ws_port",
         "codec_port",
+        "payment_provider_url",
     ):
         assert getattr(other, field) != getattr(dev, field), field
     assert other.database_url.rsplit("/", 1)[1] == f"healthcare_{profile}"

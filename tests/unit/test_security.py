@@ -54,8 +54,40 @@ def test_tampered_token_is_invalid(mutate) -> None:  # type: ignore[no-untyped-d
 def test_expired_token_is_invalid() -> None:
     old = datetime.now(UTC) - timedelta(hours=2)
     token = security.issue_token(user_id=uuid.uuid4(), role="staff", settings=SETTINGS, now=old)
-    with pytest.raises(security.InvalidToken, match="ExpiredSignature"):
+    with pytest.raises(security.InvalidToken, match="expired"):
         security.decode_token(token, settings=SETTINGS)
+
+
+def test_a_token_older_than_the_age_cap_is_refused_whatever_its_exp() -> None:
+    """A token minted with a far `exp` (a longer TTL once configured, or a copied key's work) stops
+    at HC_JWT_MAX_AGE_SECONDS from its `iat`."""
+    issued = datetime.now(UTC) - timedelta(seconds=SETTINGS.jwt_max_age_seconds + 60)
+    claims = {
+        "sub": str(uuid.uuid4()),
+        "role": "staff",
+        "iat": int(issued.timestamp()),
+        "exp": int((datetime.now(UTC) + timedelta(days=30)).timestamp()),
+        "iss": SETTINGS.jwt_issuer,
+        "aud": SETTINGS.jwt_audience,
+    }
+    token = jwt.encode(claims, SETTINGS.jwt_secret.get_secret_value(), algorithm="HS256")
+    with pytest.raises(security.InvalidToken, match="expired"):
+        security.decode_token(token, settings=SETTINGS)
+    fresh = {**claims, "iat": int(datetime.now(UTC).timestamp())}  # exp - iat beyond the cap too
+    with pytest.raises(security.InvalidToken, match="expired"):
+        security.decode_token(jwt.encode(fresh, SETTINGS.jwt_secret.get_secret_value()), settings=SETTINGS)
+
+
+def test_tokens_carry_the_account_token_version() -> None:
+    user = uuid.uuid4()
+    token = security.issue_token(user_id=user, role="patient", settings=SETTINGS, token_version=7)
+    assert security.decode_token(token, settings=SETTINGS).token_version == 7
+    expired = security.issue_token(
+        user_id=user, role="patient", settings=SETTINGS, now=datetime.now(UTC) - timedelta(hours=2)
+    )
+    assert security.token_subject(expired, settings=SETTINGS) == user  # for the audit of refusals only
+    forged = jwt.encode({"sub": str(user)}, "not-our-key-" * 4, algorithm="HS256")
+    assert security.token_subject(forged, settings=SETTINGS) is None
 
 
 def test_alg_none_and_other_algorithms_are_refused() -> None:

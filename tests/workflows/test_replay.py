@@ -9,6 +9,8 @@ tests/workflows/test_encrypted_histories.py). All of them replay with a keyring 
 another one: the stored histories' key has rotated out of use and still decrypts.
 """
 
+import base64
+import json
 from pathlib import Path
 
 import pytest
@@ -54,7 +56,30 @@ def test_the_required_histories_are_stored() -> None:
     # `billing-pdf-attention-v1` (introduced): the old path, a run failed by its PDF step (no marker),
     # and each way out of the new path's wait for an operator (retried, cancelled, paid meanwhile).
     pdf_attention = {"pdf_rejected", "pdf_attention_retried", "pdf_attention_cancelled", "pdf_attention_paid"}
-    assert billing | appointments | deprecated | encrypted | pdf_attention <= names
+    # Recorded with `billing-status-pdf-v1` (a PDF per status): the new path; the ones above (no
+    # marker) are the old path, which runs started before it still take.
+    status_pdf = {
+        "status_pdf_paid",
+        "status_pdf_cancelled",
+        "status_pdf_overdue",
+        "status_pdf_lambda_retried",
+    }
+    assert billing | appointments | deprecated | encrypted | pdf_attention | status_pdf <= names
+    # Both patches in one run: the operator waits of the first PDF as runs take them now (a PDF per
+    # status after), and a status's PDF that fails for good and waits in turn.
+    assert set(BOTH_PATCHES) <= names
+
+
+# Each recorded with both markers, `billing-pdf-attention-v1` where its PDF step first failed for
+# good and `billing-status-pdf-v1` after the first status change once issued.
+BOTH_PATCHES = {
+    "status_pdf_attention_retried": ("billing-pdf-attention-v1", "billing-status-pdf-v1"),
+    "status_pdf_attention_paid": ("billing-pdf-attention-v1", "billing-status-pdf-v1"),
+    "status_pdf_attention_cancelled": ("billing-pdf-attention-v1",),  # never issued: no status PDF
+    "status_pdf_attention_after_paid": ("billing-status-pdf-v1", "billing-pdf-attention-v1"),
+    "status_pdf_attention_after_void": ("billing-status-pdf-v1", "billing-pdf-attention-v1"),
+    "status_pdf_attention_overdue_cancelled": ("billing-status-pdf-v1", "billing-pdf-attention-v1"),
+}
 
 
 TEXTS = {p.stem: p.read_text() for p in PATHS}
@@ -66,6 +91,22 @@ async def test_history_replays(name: str) -> None:
     converter = codec.data_converter(rotated_keyring())
     ok, error = await replay_history(TEXTS[name], workflow_id=name, converter=converter)
     assert ok, error
+
+
+def patch_markers(text: str) -> list[str]:
+    """The patch ids a history's markers record, in order (the deprecated LOCAL_DB_STEPS aside)."""
+    ids = []
+    for event in json.loads(text)["events"]:
+        marker = event.get("markerRecordedEventAttributes")
+        if marker and marker["markerName"] == "core_patch":
+            data = json.loads(base64.b64decode(marker["details"]["patch-data"]["payloads"][0]["data"]))
+            ids.append(data["id"])
+    return [i for i in ids if i != "billing-local-db-steps-v1"]
+
+
+@pytest.mark.parametrize("name", sorted(BOTH_PATCHES))
+def test_combined_histories_carry_both_markers_in_order(name: str) -> None:
+    assert patch_markers(TEXTS[name]) == list(BOTH_PATCHES[name])
 
 
 @pytest.mark.parametrize("name", ENCRYPTED)
