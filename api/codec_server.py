@@ -31,7 +31,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from google.protobuf.json_format import MessageToDict, ParseDict, ParseError
 from temporalio.api.common.v1 import Payloads
 
-from api.deps import SessionDep, SettingsDep, actor_from_token, client_ip
+from api.deps import SessionDep, SettingsDep, actor_from_token, request_context
 from api.errors import install_error_handlers
 from api.middleware import RequestContextMiddleware
 from healthcare import codec, errors, probes
@@ -41,7 +41,7 @@ from healthcare.models import Role
 from healthcare.settings import Settings, get_settings
 from services import payloads as payload_service
 from services import users
-from services.context import Actor, RequestContext
+from services.context import Actor
 
 log = get_logger(__name__)
 
@@ -49,12 +49,6 @@ COOKIE = "hc_codec_session"
 MAX_BODY_BYTES = 8 * 1024 * 1024  # a page of history; Temporal's own payload limit is 2 MiB each
 Kind = payload_service.Kind
 CORS_HEADERS = ["Content-Type", "X-Namespace", "Authorization", "Authorization-Extras"]
-
-
-def _context(request: Request, actor: Actor | None) -> RequestContext:
-    return RequestContext(
-        actor=actor, client_ip=client_ip(request), request_id=request.scope.get("state", {}).get("request_id")
-    )
 
 
 async def caller(request: Request, session: SessionDep, settings: SettingsDep) -> Actor:
@@ -164,7 +158,7 @@ def create_codec_app(settings: Settings | None = None) -> FastAPI:
         form = parse_qs((await request.body()).decode("utf-8", errors="replace"))
         email = (form.get("email") or [""])[0].strip().lower()
         password = (form.get("password") or [""])[0]
-        ctx = _context(request, None)
+        ctx = request_context(request, None, settings)
         try:
             token, user = await users.login(session, ctx, email=email, password=password, settings=settings)
         except errors.Unauthorized:
@@ -223,7 +217,7 @@ def create_codec_app(settings: Settings | None = None) -> FastAPI:
     ) -> JSONResponse:
         out = await payload_service.convert(
             session,
-            _context(request, actor),
+            request_context(request, actor, settings),
             keys=request.app.state.codec,
             kind=kind,
             payloads=(await _read_payloads(request)).payloads,

@@ -76,25 +76,32 @@ async def get_actor(
 ) -> Actor:
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise errors.Unauthorized("missing bearer token")
-    return await actor_from_token(session, settings, credentials.credentials)
+    return await actor_from_token(session, settings, credentials.credentials, request=request)
 
 
-async def actor_from_token(session: AsyncSession, settings: Settings, token: str) -> Actor:
-    """The active account a token names; Unauthorized for a bad, expired or orphaned token."""
+async def actor_from_token(
+    session: AsyncSession, settings: Settings, token: str, *, request: Request | None = None
+) -> Actor:
+    """The active account a token names; Unauthorized for a bad, expired, revoked or orphaned token.
+
+    With the `request`, a refusal is audited (sampled) and the actor kept for later refusals."""
     try:
         claims = security.decode_token(token, settings=settings)
     except security.InvalidToken as exc:
-        subject = security.token_subject(credentials.credentials, settings=settings)
-        await _refused_token(request, settings, reason=str(exc), subject=subject)
+        if request is not None:
+            subject = security.token_subject(token, settings=settings)
+            await _refused_token(request, settings, reason=str(exc), subject=subject)
         raise errors.Unauthorized("invalid or expired token") from exc
     # The token alone is not enough: a deactivated or deleted account, or a token issued before the
     # account's last password change, deactivation or role change, loses access at once
     # (services.users.token_actor, the rule the websocket relay applies too).
     actor, reason = await users.token_actor(session, claims)
     if actor is None:
-        await _refused_token(request, settings, reason=reason or "inactive", subject=claims.user_id)
+        if request is not None:
+            await _refused_token(request, settings, reason=reason or "inactive", subject=claims.user_id)
         raise errors.Unauthorized("invalid or expired token")
-    request.state.actor = actor  # for the audit record of a refusal later in the request
+    if request is not None:
+        request.state.actor = actor  # for the audit record of a refusal later in the request
     return actor
 
 
