@@ -16,6 +16,7 @@ from healthcare.contracts.billing import (
     InvoiceState,
     InvoiceStatusChange,
     IssueRequest,
+    PdfRecord,
     PdfRequest,
     PdfResult,
     Price,
@@ -61,7 +62,12 @@ class Recording(FakeBilling):
             fake.record("set_status")
             return await FakeBilling.set_status(fake, data)
 
-        return [price_visit, record_invoice, render_pdf, issue, set_status]
+        @activity.defn(name="billing.record_pdf")
+        async def record_pdf(data: PdfRecord) -> InvoiceState:
+            fake.record("record_pdf")
+            return await FakeBilling.record_pdf(fake, data)
+
+        return [price_visit, record_invoice, render_pdf, issue, set_status, record_pdf]
 
 
 async def test_the_bound_id_reaches_memo_and_every_activity(
@@ -81,7 +87,7 @@ async def test_the_bound_id_reaches_memo_and_every_activity(
             await handle.signal(BillingWorkflow.cancel, CancelSignal())
         await handle.result()
     names = [name for name, _ in fake.seen]
-    assert {"price_visit", "record_invoice", "render_pdf", "issue"} <= set(names)
+    assert {"price_visit", "record_invoice", "render_pdf", "issue", "set_status", "record_pdf"} <= set(names)
     assert {cid for _, cid in fake.seen} == {"req-1234"}
     description = await handle.describe()
     assert await description.memo_value(correlation.MEMO_KEY) == "req-1234"
