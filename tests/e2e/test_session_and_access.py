@@ -81,7 +81,10 @@ def test_sign_in_and_the_frame_by_keyboard(portal_for: Any, staff: Account) -> N
     portal: Portal = portal_for()
     page = portal.page
     portal.open("/sign-in")
+    # Keys pressed before the form is drawn go nowhere (the e-mail was lost once that way).
+    expect(page.get_by_label("Email")).to_be_visible()
     page.keyboard.press("Tab")
+    expect(page.get_by_label("Email")).to_be_focused()
     page.keyboard.type(staff.email)
     page.keyboard.press("Tab")
     page.keyboard.type(PASSWORD)
