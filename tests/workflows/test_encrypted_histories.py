@@ -23,7 +23,7 @@ from temporalio.worker import Worker
 
 from healthcare import codec
 from healthcare.contracts.appointments import AppointmentState, BookingRequest, TransitionRequest
-from healthcare.contracts.billing import PDF_REJECTED, BillingRequest, CancelSignal, PayRequest
+from healthcare.contracts.billing import PDF_REJECTED, BillingRequest, CancelSignal
 from healthcare.settings import get_settings
 from ops.replay import replay
 from tests.workflows.test_appointment_workflow import TEMPORAL, StandIns, _book, _request
@@ -31,6 +31,7 @@ from tests.workflows.test_billing_workflow import (
     FakeBilling,
     billing_worker,
     ok_answers,
+    payment,
     request,
     start,
     until_status,
@@ -181,7 +182,7 @@ async def test_runs_written_under_a_retired_key_replay_after_rotation(dev_env: W
     async with billing_worker(old, queue, FakeBilling(lambda_answers=ok_answers())):
         paid = await start(old, queue, request())
         await until_status(paid, "ISSUED")
-        await paid.execute_update(BillingWorkflow.pay, PayRequest())
+        await paid.execute_update(BillingWorkflow.pay, payment())
         await paid.result()
     runs["encrypted_paid"] = await paid.fetch_history()
 
