@@ -14,7 +14,7 @@ from temporalio.client import Client as TemporalClient
 from temporalio.runtime import Runtime
 from temporalio.service import TLSConfig
 
-from healthcare import codec
+from healthcare import codec, tracing
 from healthcare.correlation import CorrelationInterceptor
 from healthcare.settings import Settings
 
@@ -135,5 +135,6 @@ async def temporal_client(
         runtime=runtime,
         # Carries the request's correlation id into workflows and on to their activities; a worker
         # built on this client takes the worker half of it too.
-        interceptors=[CorrelationInterceptor()],
+        # With tracing on, the SDK's TracingInterceptor after it (healthcare/tracing.py).
+        interceptors=[CorrelationInterceptor(), *tracing.temporal_interceptors(settings)],
     )
