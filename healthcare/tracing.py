@@ -12,7 +12,7 @@ installs the SDK's tracer provider with `service.name` = `healthcare-<role>` and
   context beside the row's correlation id, the relay sends it as a Kafka header (`kafka_headers`),
   and the billing consumer continues the trace from it (`consumer_span`).
 
-What spans may say: ids only. `_Guard` runs on every span at its start: it takes the query string out
+What spans may say: ids only. `_Guard` sees every span before export: it takes the query string out
 of URLs (the websocket relay and some clients put tokens there), and drops request and response
 headers and the client's address (an IP address identifies a patient as well as a name does). The
 Temporal interceptor's attributes are workflow, run and activity ids; payloads stay inside the
@@ -23,7 +23,7 @@ log line written inside a span carries its `trace_id`, so either finds the other
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Final
 from urllib.parse import urlsplit, urlunsplit
 
@@ -43,7 +43,7 @@ CORRELATION_ATTRIBUTE: Final = "correlation_id"
 TRACER_NAME: Final = "healthcare"
 # Attributes holding a URL or a path with its query string: kept without the query.
 _URL_KEYS: Final = frozenset({"http.url", "http.target", "url.full"})
-# Attributes that are dropped (set to an empty string; a started span cannot lose an attribute).
+# Attributes that are dropped: the client's address, the raw query, captured headers.
 _DROPPED_KEYS: Final = frozenset(
     {"url.query", "net.peer.ip", "net.peer.port", "client.address", "client.port", "http.client_ip"}
 )
@@ -87,8 +87,10 @@ def new_provider(
         # A trace sampled at its start stays sampled in every process it reaches.
         sampler=ParentBased(TraceIdRatioBased(sample_ratio)),
     )
-    provider.add_span_processor(_Guard())  # first: processors run in order, export comes after
-    provider.add_span_processor(BatchSpanProcessor(exporter) if batch else SimpleSpanProcessor(exporter))
+    # The exporting processor sees a span only through the guard.
+    provider.add_span_processor(
+        _Guard(BatchSpanProcessor(exporter) if batch else SimpleSpanProcessor(exporter))
+    )
     return provider
 
 
@@ -99,24 +101,62 @@ def shutdown() -> None:
 
 
 def tracer() -> trace.Tracer:
-    return trace.get_tracer(TRACER_NAME)
+    """Our own spans' tracer: the configured provider's (the global one's when none was configured)."""
+    return (_provider or trace.get_tracer_provider()).get_tracer(TRACER_NAME)
 
 
 class _Guard(SpanProcessor):
-    """Keeps what must not leave the process out of every span, and tags it with the correlation id."""
+    """Wraps the exporting processor: tags each span with the correlation id when it starts, and
+    hands it on for export only once what must not leave the process is out of its attributes
+    (instrumentations set some attributes after the start, so this happens at the end)."""
+
+    def __init__(self, export: SpanProcessor) -> None:
+        self._export = export
 
     def on_start(self, span: Span, parent_context: otel_context.Context | None = None) -> None:
-        for key, value in (span.attributes or {}).items():
-            if key in _URL_KEYS and isinstance(value, str):
-                span.set_attribute(key, without_query(value))
-            elif key in _DROPPED_KEYS or key.startswith(_DROPPED_PREFIXES):
-                span.set_attribute(key, "")
         cid = correlation.current()
         if cid:
             span.set_attribute(CORRELATION_ATTRIBUTE, cid)
+        self._export.on_start(span, parent_context)
 
     def on_end(self, span: ReadableSpan) -> None:
-        return None
+        self._export.on_end(scrubbed(span))
+
+    def shutdown(self) -> None:
+        self._export.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self._export.force_flush(timeout_millis)
+
+
+def scrubbed_attributes(attributes: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The attributes without query strings in URLs, without headers and client addresses."""
+    kept: dict[str, Any] = {}
+    for key, value in (attributes or {}).items():
+        if key in _DROPPED_KEYS or key.startswith(_DROPPED_PREFIXES):
+            continue
+        kept[key] = without_query(value) if key in _URL_KEYS and isinstance(value, str) else value
+    return kept
+
+
+def scrubbed(span: ReadableSpan) -> ReadableSpan:
+    attributes = scrubbed_attributes(span.attributes)
+    if attributes == dict(span.attributes or {}):
+        return span
+    return ReadableSpan(
+        name=span.name,
+        context=span.context,
+        parent=span.parent,
+        resource=span.resource,
+        attributes=attributes,
+        events=span.events,
+        links=span.links,
+        kind=span.kind,
+        status=span.status,
+        start_time=span.start_time,
+        end_time=span.end_time,
+        instrumentation_scope=span.instrumentation_scope,
+    )
 
 
 def tag_current_span(correlation_id: str) -> None:
