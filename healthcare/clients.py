@@ -135,6 +135,7 @@ async def temporal_client(
         runtime=runtime,
         # Carries the request's correlation id into workflows and on to their activities; a worker
         # built on this client takes the worker half of it too.
-        # With tracing on, the SDK's TracingInterceptor after it (healthcare/tracing.py).
-        interceptors=[CorrelationInterceptor(), *tracing.temporal_interceptors(settings)],
+        # With tracing on, the SDK's TracingInterceptor goes first (outermost, healthcare/tracing.py):
+        # an activity's log lines are then written inside its span and carry its trace id.
+        interceptors=[*tracing.temporal_interceptors(settings), CorrelationInterceptor()],
     )

@@ -39,7 +39,7 @@ from healthcare import correlation
 from healthcare.settings import Settings
 
 TRACEPARENT: Final = "traceparent"  # the W3C header, in Kafka message headers too
-CORRELATION_ATTRIBUTE: Final = "correlation_id"
+CORRELATION_ATTRIBUTE: Final = correlation.LOG_KEY  # "correlation_id"
 TRACER_NAME: Final = "healthcare"
 # Attributes holding a URL or a path with its query string: kept without the query.
 _URL_KEYS: Final = frozenset({"http.url", "http.target", "url.full"})
@@ -239,8 +239,8 @@ def consumer_span(
 
 # -- Temporal and FastAPI -----------------------------------------------------------------------
 def temporal_interceptors(settings: Settings) -> list[Any]:
-    """The Temporal SDK's tracing interceptor when tracing is on (it goes after the correlation
-    interceptor, so the id is bound when its spans start)."""
+    """The Temporal SDK's tracing interceptor when tracing is on (before the correlation interceptor,
+    which tags the activity spans with the id it binds)."""
     if not enabled(settings):
         return []
     from temporalio.contrib.opentelemetry import TracingInterceptor
