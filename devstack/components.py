@@ -578,6 +578,15 @@ async def _invoke_health(endpoint: str, settings: Settings, read_timeout: int = 
 
 
 # -- Zipkin: the trace backend (in-memory) ---------------------------------------------------
+# The stacks that trace: a developer's and the tests'. Benchmarks measure the platform without an
+# exporter's cost, and chaos runs do not need one.
+TRACED_PROFILES = frozenset({"dev", "test"})
+
+
+def traced(settings: Settings) -> bool:
+    return settings.profile in TRACED_PROFILES
+
+
 def zipkin_url(settings: Settings) -> str:
     return f"http://127.0.0.1:{settings.stack_port('zipkin')}"
 
@@ -624,7 +633,7 @@ def zipkin(settings: Settings, paths: Paths) -> Component:
 
 def tracing_env(settings: Settings) -> dict[str, str]:
     """Our traced roles export to the stack's Zipkin unless HC_TRACING_ENDPOINT says otherwise."""
-    if "HC_TRACING_ENDPOINT" in os.environ:
+    if "HC_TRACING_ENDPOINT" in os.environ or not traced(settings):
         return {}
     return {"HC_TRACING_ENDPOINT": f"{zipkin_url(settings)}/api/v2/spans"}
 
@@ -783,7 +792,7 @@ def all_components(settings: Settings, paths: Paths) -> list[Component]:
         kafka(settings, paths),
         s3(settings, paths),
         *lambda_pool(settings, paths),
-        zipkin(settings, paths),
+        *([zipkin(settings, paths)] if traced(settings) else []),
         worker(settings, paths),
         api(settings, paths),
         codec_server(settings, paths),
@@ -805,7 +814,11 @@ def urls(settings: Settings) -> dict[str, str]:
             f"consumer :{settings.stack_port('consumer_metrics')})"
         ),
         "Temporal UI": settings.temporal_ui_url,
-        "Traces (Zipkin)": f"{zipkin_url(settings)}/zipkin/ (search by tag correlation_id=<X-Request-ID>)",
+        **(
+            {"Traces (Zipkin)": f"{zipkin_url(settings)}/zipkin/ (tag correlation_id=<id>)"}
+            if traced(settings)
+            else {}
+        ),
         "Codec server": f"{codec_endpoint(settings)}/login (staff and admins: decoded payloads in the UI)",
         "Analytics WS": f"ws://{settings.ws_host}:{settings.ws_port}/ws/analytics?token=<access token>",
     }

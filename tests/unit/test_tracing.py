@@ -182,3 +182,22 @@ def test_tracing_off_starts_no_exporter_and_no_interceptor() -> None:
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().endswith("ok")
+
+
+def test_the_dev_and_test_stacks_trace_to_their_zipkin_and_the_bench_stack_does_not(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from devstack import components
+    from devstack.paths import Paths
+
+    monkeypatch.delenv("HC_TRACING_ENDPOINT", raising=False)
+    for profile, port in (("dev", 9411), ("test", 12411)):
+        settings = Settings(profile=profile)
+        names = {c.name: c for c in components.all_components(settings, Paths.from_settings(settings))}
+        assert "zipkin" in names and port in names["zipkin"].ports
+        for role in ("api", "worker", "consumer"):
+            assert names[role].env()["HC_TRACING_ENDPOINT"] == f"http://127.0.0.1:{port}/api/v2/spans"
+    bench = Settings(profile="bench")
+    names = {c.name: c for c in components.all_components(bench, Paths.from_settings(bench))}
+    assert "zipkin" not in names
+    assert all("HC_TRACING_ENDPOINT" not in names[r].env() for r in ("api", "worker", "consumer"))
