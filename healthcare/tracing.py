@@ -14,10 +14,12 @@ installs the SDK's tracer provider with `service.name` = `healthcare-<role>` and
 
 What spans may say: ids only. `_Guard` sees every span before export: it takes the query string out
 of URLs (the websocket relay and some clients put tokens there), and drops request and response
-headers and the client's address (an IP address identifies a patient as well as a name does). The
-Temporal interceptor's attributes are workflow, run and activity ids; payloads stay inside the
-codec, never in a span. Each span carries the request's `correlation_id` as an attribute, and each
-log line written inside a span carries its `trace_id`, so either finds the other.
+headers and the client's address (an IP address identifies a patient as well as a name does); a
+failure keeps its exception's type, not its message or stack trace (a database error's message
+quotes values; in histories the codec encrypts it). The Temporal interceptor's attributes are
+workflow, run and activity ids; payloads stay inside the codec, never in a span. Each span carries
+the request's `correlation_id` as an attribute, and each log line written inside a span carries its
+`trace_id`, so either finds the other.
 """
 
 from __future__ import annotations
@@ -30,9 +32,10 @@ from urllib.parse import urlsplit, urlunsplit
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace import Event, ReadableSpan, Span, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+from opentelemetry.trace import Status
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from healthcare import correlation
@@ -48,6 +51,7 @@ _DROPPED_KEYS: Final = frozenset(
     {"url.query", "net.peer.ip", "net.peer.port", "client.address", "client.port", "http.client_ip"}
 )
 _DROPPED_PREFIXES: Final = ("http.request.header.", "http.response.header.")
+_EXCEPTION_KEYS: Final = frozenset({"exception.type", "exception.escaped"})
 
 _propagator = TraceContextTextMapPropagator()
 _provider: TracerProvider | None = None
@@ -139,9 +143,31 @@ def scrubbed_attributes(attributes: Mapping[str, Any] | None) -> dict[str, Any]:
     return kept
 
 
+def _error_type(description: str | None) -> str | None:
+    """`IntegrityError: ... DETAIL: Key (email)=(...)` -> `IntegrityError`: a failure's message may
+    hold values (the codec encrypts it in histories), its type does not."""
+    return description.split(":", 1)[0] if description else description
+
+
+def _event(event: Event) -> Event:
+    """An exception event keeps the exception's type only (its message and stack trace, which
+    repeats the message, may hold values)."""
+    if event.name != "exception":
+        return event
+    kept = {k: v for k, v in (event.attributes or {}).items() if k in _EXCEPTION_KEYS}
+    return Event(event.name, attributes=kept, timestamp=event.timestamp)
+
+
 def scrubbed(span: ReadableSpan) -> ReadableSpan:
+    """The span as it may leave the process: ids, names and types, no values."""
     attributes = scrubbed_attributes(span.attributes)
-    if attributes == dict(span.attributes or {}):
+    events = [_event(e) for e in span.events]
+    status = Status(span.status.status_code, _error_type(span.status.description))
+    if (
+        attributes == dict(span.attributes or {})
+        and all(a is b for a, b in zip(events, span.events, strict=True))
+        and status.description == span.status.description
+    ):
         return span
     return ReadableSpan(
         name=span.name,
@@ -149,10 +175,10 @@ def scrubbed(span: ReadableSpan) -> ReadableSpan:
         parent=span.parent,
         resource=span.resource,
         attributes=attributes,
-        events=span.events,
+        events=events,
         links=span.links,
         kind=span.kind,
-        status=span.status,
+        status=status,
         start_time=span.start_time,
         end_time=span.end_time,
         instrumentation_scope=span.instrumentation_scope,

@@ -201,3 +201,17 @@ def test_the_dev_and_test_stacks_trace_to_their_zipkin_and_the_bench_stack_does_
     names = {c.name: c for c in components.all_components(bench, Paths.from_settings(bench))}
     assert "zipkin" not in names
     assert all("HC_TRACING_ENDPOINT" not in names[r].env() for r in ("api", "worker", "consumer"))
+
+
+def test_a_failed_span_keeps_the_exception_type_not_its_message(spans: InMemorySpanExporter) -> None:
+    from opentelemetry.trace import Status, StatusCode
+
+    message = "duplicate key value violates unique constraint DETAIL: Key (email)=(jane@example.org)"
+    with pytest.raises(ValueError), _tracer().start_as_current_span("RunActivity:x") as span:
+        span.set_status(Status(StatusCode.ERROR, f"ValueError: {message}"))
+        raise ValueError(message)
+    (done,) = spans.get_finished_spans()
+    assert done.status.status_code is StatusCode.ERROR and done.status.description == "ValueError"
+    (event,) = done.events
+    assert event.name == "exception" and dict(event.attributes or {})["exception.type"] == "ValueError"
+    assert "jane" not in repr(dict(event.attributes or {})) + repr(done.status.description)
