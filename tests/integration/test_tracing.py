@@ -47,7 +47,8 @@ async def traces_tagged(settings: Settings, correlation_id: str) -> list[list[di
 async def trace_with(
     settings: Settings, correlation_id: str, wanted: set[tuple[str, str]]
 ) -> list[list[dict[str, Any]]]:
-    """Poll Zipkin until one of the tagged traces holds every (service, span name) in `wanted`."""
+    """Poll Zipkin until the tagged traces hold every (service, span name) in `wanted` and each is
+    whole (one root: every other span's parent has arrived too; processes export in batches)."""
     wanted = {(service.lower(), span.lower()) for service, span in wanted}  # Zipkin lowercases names
     got: list[list[dict[str, Any]]] = []
     try:
@@ -55,13 +56,18 @@ async def trace_with(
             while True:
                 got = await traces_tagged(settings, correlation_id)
                 seen = {(s["localEndpoint"]["serviceName"], s["name"]) for t in got for s in t}
-                if wanted <= seen:
+                if wanted <= seen and all(len(_roots(t)) == 1 for t in got):
                     return got
                 await asyncio.sleep(1)  # spans arrive in other processes' batches: poll
     except TimeoutError:
         seen = {(s["localEndpoint"]["serviceName"], s["name"]) for t in got for s in t}
         missing = sorted(wanted - seen)
         pytest.fail(f"after {TRACE_WAIT}s Zipkin has {len(got)} trace(s) tagged; missing spans {missing}")
+
+
+def _roots(spans: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    ids = {s["id"] for s in spans}
+    return [s for s in spans if s.get("parentId") not in ids]
 
 
 async def test_one_booking_makes_one_trace_across_api_temporal_kafka_and_billing(
@@ -107,8 +113,7 @@ async def test_one_booking_makes_one_trace_across_api_temporal_kafka_and_billing
     assert len({s["traceId"] for s in spans}) == 1
 
     # Linked, not merely tagged: every span but the request's own has its parent in the trace.
-    ids = {s["id"] for s in spans}
-    roots = [s for s in spans if s.get("parentId") not in ids]
+    roots = _roots(spans)
     assert [r["name"] for r in roots] == ["post /api/v1/appointments"], [r["name"] for r in roots]
     by_name = {s["name"]: s for s in spans}
     consumed, published = by_name[f"process {topic}".lower()], by_name[f"publish {topic}".lower()]
