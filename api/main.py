@@ -29,7 +29,7 @@ from api.routes import (
     payments,
     users,
 )
-from healthcare import clients, probes
+from healthcare import clients, probes, tracing
 from healthcare import payments as payments_client
 from healthcare.db import create_engine, session_factory
 from healthcare.logging import configure_logging
@@ -121,6 +121,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app, include_in_schema=False
     )
     mount_portal(app, settings.portal_dir, s3_endpoint_url=settings.s3_endpoint_url)
+    tracing.instrument_fastapi(app, settings)  # a span per request when HC_TRACING_ENDPOINT is set
     return app
 
 
@@ -133,4 +134,5 @@ def app_factory() -> FastAPI:
     """Entry point for `uvicorn --factory api.main:app_factory`."""
     settings = get_settings()
     configure_logging(settings.log_level, json=settings.log_json)
+    tracing.configure(settings, "api")
     return create_app(settings)

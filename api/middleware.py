@@ -11,7 +11,7 @@ import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from healthcare import correlation
+from healthcare import correlation, tracing
 from healthcare.logging import get_logger
 
 log = get_logger("api.access")
@@ -50,6 +50,7 @@ class RequestContextMiddleware:
             await send(message)
 
         with correlation.bound(request_id):
+            tracing.tag_current_span(request_id)  # the request's server span, started outside this
             try:
                 await self.app(scope, receive, send_with_id)
             finally:

@@ -22,7 +22,7 @@ from temporalio.api.workflowservice.v1 import DeleteWorkflowExecutionRequest
 from temporalio.client import Client as TemporalClient
 
 from devstack.flink import flink, relay
-from devstack.install import kafka_libs, postgres_bin_dir
+from devstack.install import kafka_libs, postgres_bin_dir, zipkin_jar
 from devstack.paths import REPO, VENV_BIN, Paths
 from devstack.supervisor import Component, StackError
 from healthcare import clients, probes
@@ -584,6 +584,67 @@ async def _invoke_health(endpoint: str, settings: Settings, read_timeout: int = 
     await asyncio.shield(running)
 
 
+# -- Zipkin: the trace backend (in-memory) ---------------------------------------------------
+# The stacks that trace: a developer's and the tests'. Benchmarks measure the platform without an
+# exporter's cost, and chaos runs do not need one.
+TRACED_PROFILES = frozenset({"dev", "test"})
+
+
+def traced(settings: Settings) -> bool:
+    return settings.profile in TRACED_PROFILES
+
+
+def zipkin_url(settings: Settings) -> str:
+    return f"http://127.0.0.1:{settings.stack_port('zipkin')}"
+
+
+def zipkin(settings: Settings, paths: Paths) -> Component:
+    """Zipkin's server with in-memory storage: the UI and span collector our processes export to
+    (HC_TRACING_ENDPOINT, set for them by `tracing_env`). Spans live until it stops."""
+    port = settings.stack_port("zipkin")
+    jar = zipkin_jar(paths)
+
+    async def prepare() -> None:
+        if shutil.which("java") is None or not jar.exists():
+            raise StackError("zipkin: java or its server jar missing (run `make setup`)")
+
+    async def ready() -> None:
+        async with httpx.AsyncClient(timeout=2) as http:
+            (await http.get(f"{zipkin_url(settings)}/health")).raise_for_status()
+
+    return Component(
+        name="zipkin",
+        argv=lambda: [
+            "java",
+            "-Xms32m",
+            "-Xmx256m",
+            "-XX:+UseSerialGC",
+            "-XX:TieredStopAtLevel=1",
+            "-Djava.awt.headless=true",
+            "-jar",
+            str(jar),
+            f"--armeria.ports[0].port={port}",
+            "--armeria.ports[0].ip=127.0.0.1",
+            "--armeria.ports[0].protocols=http",
+            "--zipkin.self-tracing.enabled=false",
+            "--logging.level.root=WARN",
+        ],
+        env=lambda: {"STORAGE_TYPE": "mem", "MEM_MAX_SPANS": "200000"},
+        ready=ready,
+        prepare=prepare,
+        ports=[port],
+        ready_timeout=90,
+        describe=zipkin_url(settings),
+    )
+
+
+def tracing_env(settings: Settings) -> dict[str, str]:
+    """Our traced roles export to the stack's Zipkin unless HC_TRACING_ENDPOINT says otherwise."""
+    if "HC_TRACING_ENDPOINT" in os.environ or not traced(settings):
+        return {}
+    return {"HC_TRACING_ENDPOINT": f"{zipkin_url(settings)}/api/v2/spans"}
+
+
 # -- Our own processes ------------------------------------------------------------------------
 # Prometheus metrics of the background roles (the API serves /metrics on its own port): the
 # profile's `worker_metrics` and `consumer_metrics` ports (dev: 9464 and 9465).
@@ -617,7 +678,7 @@ def worker(settings: Settings, paths: Paths) -> Component:
         ready=ready,
         depends_on=["postgres", "temporal", "kafka", "s3", "lambda"],
         ports=[metrics_port],
-        env=lambda: {"HC_METRICS_PORT": str(metrics_port)},
+        env=lambda: {"HC_METRICS_PORT": str(metrics_port), **tracing_env(settings)},
         ready_timeout=60,
         describe=f"task queue {settings.temporal_task_queue}, metrics :{metrics_port}",
     )
@@ -644,6 +705,7 @@ def api(settings: Settings, paths: Paths) -> Component:
         ready=ready,
         depends_on=["postgres", "temporal"],
         ports=[settings.api_port],
+        env=lambda: tracing_env(settings),
         ready_timeout=60,
         describe=base,
     )
@@ -700,7 +762,7 @@ def consumer(settings: Settings, paths: Paths) -> Component:
         ready=ready,
         depends_on=["kafka", "temporal", "worker"],
         ports=[metrics_port],
-        env=lambda: {"HC_METRICS_PORT": str(metrics_port)},
+        env=lambda: {"HC_METRICS_PORT": str(metrics_port), **tracing_env(settings)},
         ready_timeout=60,
         describe=f"group billing-group, metrics :{metrics_port}",
     )
@@ -737,6 +799,7 @@ def all_components(settings: Settings, paths: Paths) -> list[Component]:
         kafka(settings, paths),
         s3(settings, paths),
         *lambda_pool(settings, paths),
+        *([zipkin(settings, paths)] if traced(settings) else []),
         worker(settings, paths),
         api(settings, paths),
         codec_server(settings, paths),
@@ -758,6 +821,11 @@ def urls(settings: Settings) -> dict[str, str]:
             f"consumer :{settings.stack_port('consumer_metrics')})"
         ),
         "Temporal UI": settings.temporal_ui_url,
+        **(
+            {"Traces (Zipkin)": f"{zipkin_url(settings)}/zipkin/ (tag correlation_id=<id>)"}
+            if traced(settings)
+            else {}
+        ),
         "Codec server": f"{codec_endpoint(settings)}/login (staff and admins: decoded payloads in the UI)",
         "Analytics WS": f"ws://{settings.ws_host}:{settings.ws_port}/ws/analytics?token=<access token>",
     }

@@ -27,6 +27,7 @@ KAFKA_VERSION = "4.4.0"  # also in devstack/kafka/pom.xml
 SEAWEEDFS_VERSION = "v0.0.0-20261109003541-7506e5f91cd6"  # SeaweedFS 4.53; see devstack/seaweedfs/go.mod
 RIE_VERSION = "v0.0.0-20261030222936-bef5c4ba774d"  # the upstream repo has no semver tags
 FLINK_KAFKA_CONNECTOR_VERSION = "5.0.0-2.2"  # also in devstack/flink/pom.xml
+ZIPKIN_VERSION = "3.6.1"  # also in devstack/zipkin/pom.xml
 
 APT_PACKAGES = {
     "postgres": ["postgresql"],
@@ -235,6 +236,16 @@ def install_kafka(paths: Paths) -> str:
     return _maven_jars("kafka", kafka_libs(paths), f"kafka_2.13-{KAFKA_VERSION}.jar")
 
 
+def zipkin_jar(paths: Paths) -> Path:
+    return paths.tools / f"zipkin-{ZIPKIN_VERSION}" / f"zipkin-server-{ZIPKIN_VERSION}-exec.jar"
+
+
+def install_zipkin(paths: Paths) -> str:
+    """Zipkin's self-contained server jar (the trace backend), from Maven Central: 135 MB, no build."""
+    jar = zipkin_jar(paths)
+    return _maven_jars("zipkin", jar.parent, jar.name)
+
+
 def install_postgres(paths: Paths) -> str:
     if postgres_bin_dir() is not None:
         return "present"
@@ -294,6 +305,7 @@ STEPS: list[tuple[str, Callable[[Paths], str]]] = [
     ("pdftotext", install_poppler),
     ("fonts", install_fonts),
     ("flink-connectors", install_flink_connectors),
+    ("zipkin", install_zipkin),
     ("kubernetes", install_kubernetes_tools),  # devstack/k8s.py: helm, kube-apiserver, etcd, kwok, CRDs
     ("chromium", install_chromium),  # the browser tests drive Debian's Chromium
     ("portal", build_portal),

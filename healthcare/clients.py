@@ -14,7 +14,7 @@ from temporalio.client import Client as TemporalClient
 from temporalio.runtime import Runtime
 from temporalio.service import TLSConfig
 
-from healthcare import codec
+from healthcare import codec, tracing
 from healthcare.correlation import CorrelationInterceptor
 from healthcare.settings import Settings
 
@@ -135,5 +135,7 @@ async def temporal_client(
         runtime=runtime,
         # Carries the request's correlation id into workflows and on to their activities; a worker
         # built on this client takes the worker half of it too.
-        interceptors=[CorrelationInterceptor()],
+        # With tracing on, the SDK's TracingInterceptor goes first (outermost, healthcare/tracing.py):
+        # an activity's log lines are then written inside its span and carry its trace id.
+        interceptors=[*tracing.temporal_interceptors(settings), CorrelationInterceptor()],
     )

@@ -25,6 +25,7 @@ from contextvars import ContextVar
 from typing import Any
 
 import structlog
+from opentelemetry import trace
 from temporalio import activity, client, converter, workflow
 from temporalio import worker as temporal_worker
 from temporalio.api.common.v1 import Payload
@@ -154,7 +155,11 @@ class _ClientOutbound(client.OutboundInterceptor):
 
 class _ActivityInbound(temporal_worker.ActivityInboundInterceptor):
     async def execute_activity(self, input: temporal_worker.ExecuteActivityInput) -> Any:
-        with bound(from_headers(input.headers)):
+        with bound(from_headers(input.headers)) as cid:
+            if cid:  # the tracing interceptor's span (when tracing is on) started before the id was bound
+                span = trace.get_current_span()
+                if span.is_recording():
+                    span.set_attribute(LOG_KEY, cid)
             info = activity.info()
             started = time.perf_counter()
             outcome = "failed"

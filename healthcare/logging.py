@@ -6,12 +6,25 @@ import logging
 import sys
 
 import structlog
+from opentelemetry import trace
+
+
+def add_trace_id(
+    logger: object, method: str, event_dict: structlog.types.EventDict
+) -> structlog.types.EventDict:
+    """A line written inside a traced span names its trace (healthcare/tracing.py): from a log line
+    to the trace in Zipkin, and from the trace's correlation id back to the lines."""
+    ctx = trace.get_current_span().get_span_context()
+    if ctx.is_valid:
+        event_dict.setdefault("trace_id", format(ctx.trace_id, "032x"))
+    return event_dict
 
 
 def configure_logging(level: str = "INFO", *, json: bool = True) -> None:
     """Route stdlib and structlog records through one JSON (or console) renderer on stderr."""
     shared: list[structlog.types.Processor] = [
         structlog.contextvars.merge_contextvars,
+        add_trace_id,
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),

@@ -244,6 +244,8 @@ class OutboxRecord(SQLModel, table=True):
     key: bytes | None = Field(default=None, sa_column=Column(LargeBinary))
     value: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
     correlation_id: str | None = Field(default=None, sa_column=Column(String(64)))  # sent as a Kafka header
+    # The W3C traceparent of the span that queued it (0014), sent as a Kafka header with tracing on.
+    trace_context: str | None = Field(default=None, sa_column=Column(String(128)))
     created_at: datetime = _ts()
     published_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
     # Failed sends of this row (see 0007_outbox_attempts): the next one waits until next_attempt_at;

@@ -43,7 +43,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from healthcare import correlation, metrics
+from healthcare import correlation, metrics, tracing
 from healthcare.contracts.events import AppointmentEvent
 from healthcare.logging import get_logger
 from healthcare.models import OutboxRecord
@@ -55,7 +55,8 @@ CHANNEL = "outbox"
 # Rows due for a send: not parked, not waiting out their back-off, and not behind a parked row of
 # their key (those wait for it; leaving them out keeps a pile of them from filling every batch).
 _CLAIM = text(
-    "SELECT o.seq, o.event_id, o.topic, o.key, o.value, o.attempts, o.correlation_id FROM outbox o"
+    "SELECT o.seq, o.event_id, o.topic, o.key, o.value, o.attempts, o.correlation_id, o.trace_context"
+    " FROM outbox o"
     " WHERE o.published_at IS NULL AND o.parked_at IS NULL"
     " AND (o.next_attempt_at IS NULL OR o.next_attempt_at <= now())"
     " AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.parked_at IS NOT NULL AND p.published_at IS NULL"
@@ -101,7 +102,8 @@ _CLEANUP = text(
 async def enqueue(session: AsyncSession, *, topic: str, event: AppointmentEvent) -> None:
     """Add the event to the session's transaction; an event id already queued is left as it is.
 
-    The request's correlation id (when one is bound) goes with it, and out as a Kafka header."""
+    The request's correlation id (when one is bound) goes with it, and out as a Kafka header; so
+    does the trace context of the span queueing it, when tracing is on."""
     stmt = (
         insert(OutboxRecord)
         .values(
@@ -110,6 +112,7 @@ async def enqueue(session: AsyncSession, *, topic: str, event: AppointmentEvent)
             key=event.key(),
             value=event.value(),
             correlation_id=correlation.current(),
+            trace_context=tracing.traceparent(),
         )
         .on_conflict_do_nothing(index_elements=["event_id"])
     )
@@ -286,7 +289,13 @@ class OutboxRelay:
                 if error is None:
                     try:
                         headers = correlation.kafka_headers(row.correlation_id)
-                        acking = await self._producer.send(row.topic, row.value, key=row.key, headers=headers)
+                        with tracing.producer_span(
+                            row.trace_context, topic=row.topic, event_id=str(row.event_id)
+                        ) as sent_in:
+                            headers += tracing.kafka_headers(sent_in)
+                            acking = await self._producer.send(
+                                row.topic, row.value, key=row.key, headers=headers
+                            )
                         pending.append((row, acking))
                         continue
                     except KafkaError as exc:

@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 
 import uvloop
 
-from healthcare import metrics
+from healthcare import metrics, tracing
 from healthcare.logging import configure_logging
 from healthcare.settings import Settings, get_settings
 
@@ -23,11 +23,16 @@ def tune_gc() -> None:
     gc.set_threshold(10_000, 20, 20)
 
 
-def run_until_stopped(role: Callable[[Settings, asyncio.Event], Awaitable[None]]) -> None:
-    """Run `role(settings, stop)`; `stop` is set by SIGTERM or SIGINT so the role can drain and exit."""
+def run_until_stopped(
+    role: Callable[[Settings, asyncio.Event], Awaitable[None]], *, name: str | None = None
+) -> None:
+    """Run `role(settings, stop)`; `stop` is set by SIGTERM or SIGINT so the role can drain and exit.
+    `name` is the role's traces' service (`healthcare-<name>`), when tracing is on."""
     settings = get_settings()
     configure_logging(settings.log_level, json=settings.log_json)
     metrics.serve(settings)
+    if name is not None:
+        tracing.configure(settings, name)
 
     async def _run() -> None:
         stop = asyncio.Event()

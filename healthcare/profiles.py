@@ -53,6 +53,7 @@ DEV_PORTS: dict[str, int] = {
     "consumer_metrics": 9465,
     "flink_rest": 8081,
     "payments": 8090,  # the local payment provider (devstack/payment_provider.py)
+    "zipkin": 9411,  # the trace backend (its UI and span collector)
     # Servers the integration tests start beside the stack.
     "moto": 8008,
     "dynamo_api": 8003,

@@ -93,6 +93,12 @@ class Settings(BaseSettings):
     codec_cookie_secure: bool | None = None
     codec_cookie_samesite: Literal["lax", "strict", "none"] = "lax"
 
+    # Traces (healthcare/tracing.py): a Zipkin-compatible collector's span endpoint, e.g.
+    # http://127.0.0.1:9411/api/v2/spans; empty = tracing off (no exporter, no interceptor). The
+    # local stacks start Zipkin and set it for their processes. A trace is kept whole or not at all.
+    tracing_endpoint: str = ""
+    tracing_sample_ratio: float = Field(default=1.0, ge=0.0, le=1.0)
+
     # Prometheus metrics of the worker and consumer roles (the API serves /metrics itself); 0 = off
     metrics_host: str = "127.0.0.1"
     metrics_port: int = Field(default=0, ge=0, le=65535)

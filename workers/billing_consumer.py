@@ -21,7 +21,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from temporalio.client import Client as TemporalClient
 
-from healthcare import clients, correlation, dead_letters, metrics
+from healthcare import clients, correlation, dead_letters, metrics, tracing
 from healthcare.contracts.billing import billing_workflow_id
 from healthcare.contracts.events import AppointmentEvent, RefusalReason
 from healthcare.db import create_engine
@@ -109,7 +109,13 @@ class BillingConsumer:
             for msg in batch:
                 # The booking request's correlation id came along as a Kafka header: the billing
                 # run it starts (header and memo) and this consumer's log lines carry it on.
-                with correlation.bound(correlation.from_kafka_headers(msg.headers)):
+                # Its `traceparent` header continues the booking's trace (healthcare/tracing.py).
+                with (
+                    correlation.bound(correlation.from_kafka_headers(msg.headers)),
+                    tracing.consumer_span(
+                        msg.headers, topic=msg.topic, partition=msg.partition, offset=msg.offset
+                    ),
+                ):
                     decision = await self._decide(msg, events[msg.offset], stored)
                     if decision.verdict is Verdict.park:
                         decision = await self._park(msg, events[msg.offset], decision)
@@ -261,7 +267,7 @@ async def run_consumer(
 
 
 def main() -> None:
-    run_until_stopped(lambda settings, stop: run_consumer(settings, stop=stop))
+    run_until_stopped(lambda settings, stop: run_consumer(settings, stop=stop), name="consumer")
 
 
 if __name__ == "__main__":

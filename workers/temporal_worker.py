@@ -37,6 +37,7 @@ PASSTHROUGH_MODULES = (
     "annotated_types",
     "typing_extensions",
     "healthcare.contracts",
+    "opentelemetry",  # the tracing interceptor's spans use the process's tracer provider
 )
 WORKFLOWS = [DiagnosticsWorkflow, AppointmentWorkflow, BillingWorkflow]
 ATTENTION_GAUGE_INTERVAL = 30.0
@@ -188,7 +189,7 @@ async def anchor_audit_trail(settings: Settings, engine: AsyncEngine, stop: asyn
 
 
 def main() -> None:
-    run_until_stopped(lambda settings, stop: run_worker(settings, stop=stop))
+    run_until_stopped(lambda settings, stop: run_worker(settings, stop=stop), name="worker")
 
 
 if __name__ == "__main__":
