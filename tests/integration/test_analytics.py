@@ -29,8 +29,6 @@ from healthcare import clients
 from healthcare.settings import Settings, get_settings
 from tests.integration.factories import Account
 
-pytestmark = pytest.mark.integration
-
 REST_PORT = get_settings().stack_port("it_flink_rest")
 RELAY_PORTS = (get_settings().stack_port("it_relay_1"), get_settings().stack_port("it_relay_2"))
 RUN = uuid.uuid4().hex[:8]

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 from temporalio.client import Client as TemporalClient
 
 from healthcare.contracts.billing import billing_workflow_id
@@ -27,8 +26,6 @@ from tests.integration.factories import (
     create_user,
     register_patient_user,
 )
-
-pytestmark = pytest.mark.integration
 
 V1 = "/api/v1"
 N = 3

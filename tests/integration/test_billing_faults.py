@@ -29,8 +29,6 @@ from healthcare.contracts.events import AppointmentEvent
 from healthcare.settings import Settings
 from tests.integration.factories import Account, create_doctor, create_patient
 
-pytestmark = pytest.mark.integration
-
 V1 = "/api/v1"
 
 

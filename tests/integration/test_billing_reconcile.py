@@ -10,7 +10,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
-import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client as TemporalClient
@@ -26,8 +25,6 @@ from healthcare.models import Appointment
 from healthcare.settings import Settings
 from tests.integration.factories import Account, create_doctor, create_patient
 from workflows.search_attributes import DOCTOR_ID, PATIENT_ID
-
-pytestmark = pytest.mark.integration
 
 V1 = "/api/v1"
 

@@ -5,14 +5,11 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime, timedelta
 
-import pytest
 from temporalio.client import Client as TemporalClient
 
 from devstack import components
 from devstack.paths import Paths
 from healthcare.settings import Settings
-
-pytestmark = pytest.mark.integration
 
 PROBES = "WorkflowId STARTS_WITH 'diagnostics-devstack-'"
 
