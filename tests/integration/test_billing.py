@@ -8,11 +8,9 @@ Needs the billing consumer and a worker that runs the billing workflow (the stac
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
 import uuid
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -26,10 +24,10 @@ from tests.integration.factories import (
     create_user,
     register_patient_user,
 )
+from tests.workflows import capture
 
 V1 = "/api/v1"
 N = 3
-HISTORIES = Path(__file__).parent.parent / "workflows" / "histories"
 
 
 def pdf_text(pdf: bytes) -> str:
@@ -70,12 +68,10 @@ async def status_of(api: httpx.AsyncClient, who: Account, invoice_id: str, wante
 
 
 async def keep_history(temporal: TemporalClient, appointment_id: str, name: str) -> None:
-    """With CAPTURE_HISTORIES=1, store the real run's history for the replay test."""
-    if os.environ.get("CAPTURE_HISTORIES") == "1":
-        history = await temporal.get_workflow_handle(
-            billing_workflow_id(uuid.UUID(appointment_id))
-        ).fetch_history()
-        (HISTORIES / f"{name}.json").write_text(history.to_json())
+    """`python -m tests.workflows.capture tests/integration/test_billing.py` (stack up) stores the real
+    run's history for the replay test."""
+    handle = temporal.get_workflow_handle(billing_workflow_id(uuid.UUID(appointment_id)))
+    capture.keep_history(await handle.fetch_history(), name)
 
 
 async def test_booked_visits_are_billed_paid_voided_and_downloadable(

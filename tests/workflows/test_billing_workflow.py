@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
 from temporalio import activity
@@ -43,10 +41,10 @@ from healthcare.contracts.billing import (
     RetryPdfRequest,
     billing_workflow_id,
 )
+from tests.workflows import capture
 from workflows.billing import PDF_RETRY, BillingWorkflow
 from workflows.search_attributes import BILLING_STATUS
 
-HISTORIES = Path(__file__).parent / "histories"
 GOOD_PDF = {
     "statusCode": 200,
     "pdfUrl": "s3://invoices/k.pdf",
@@ -165,10 +163,8 @@ async def until_status(
 
 
 async def keep_history(handle: WorkflowHandle[BillingWorkflow, BillingOutcome], name: str) -> None:
-    """With CAPTURE_HISTORIES=1, store the run's history for the replay test."""
-    if os.environ.get("CAPTURE_HISTORIES") == "1":
-        history = await handle.fetch_history()
-        (HISTORIES / f"{name}.json").write_text(history.to_json())
+    """`make histories` stores the run's history for the replay test (tests/workflows/capture.py)."""
+    capture.keep_history(await handle.fetch_history(), name)
 
 
 async def test_paid(client: Client, task_queue: str) -> None:
@@ -216,6 +212,19 @@ async def test_cancellation_before_the_invoice_bills_nothing(client: Client, tas
         outcome = await handle.result()
         assert outcome.final_status == "UNBILLED" and outcome.invoice_id is None
         assert fake.invoices == {} and fake.pdf_attempts == 0
+        await keep_history(handle, "unbilled_cancelled_before_invoice")
+
+
+async def test_overdue_then_cancelled(env: WorkflowEnvironment, client: Client, task_queue: str) -> None:
+    fake = FakeBilling(lambda_answers=ok_answers())
+    async with billing_worker(client, task_queue, fake):
+        handle = await start(client, task_queue, request(terms=timedelta(days=30)))
+        await until_status(handle, "ISSUED")
+        await env.sleep(timedelta(days=31))
+        await until_status(handle, "OVERDUE")
+        await handle.signal(BillingWorkflow.cancel, CancelSignal())
+        assert (await handle.result()).final_status == "VOID"
+        await keep_history(handle, "overdue_void")
 
 
 async def test_overdue_then_paid(env: WorkflowEnvironment, client: Client, task_queue: str) -> None:
