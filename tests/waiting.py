@@ -15,18 +15,26 @@ import asyncio
 import inspect
 import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import TypeVar, overload
 
 T = TypeVar("T")
 
 
+@overload
 async def eventually(
-    probe: Callable[[], T | Awaitable[T]],
+    probe: Callable[[], Awaitable[T]], *, timeout: float, interval: float = ..., what: str = ...
+) -> T: ...
+@overload
+async def eventually(
+    probe: Callable[[], T], *, timeout: float, interval: float = ..., what: str = ...
+) -> T: ...
+async def eventually(
+    probe: Callable[[], object],
     *,
     timeout: float,
     interval: float = 0.1,
     what: str = "the condition",
-) -> T:
+) -> object:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while True:

@@ -18,6 +18,7 @@ from typing import Any
 
 import httpx
 import pytest
+from aiokafka import TopicPartition
 from temporalio.api.enums.v1 import PendingActivityState
 from temporalio.client import Client as TemporalClient
 
@@ -28,6 +29,8 @@ from healthcare.contracts.billing import billing_workflow_id, invoice_id_for
 from healthcare.contracts.events import AppointmentEvent
 from healthcare.settings import Settings
 from tests.integration.factories import Account, create_doctor, create_patient
+from tests.waiting import eventually
+from workers.billing_consumer import GROUP_ID
 
 V1 = "/api/v1"
 
@@ -56,6 +59,43 @@ async def _book(api: httpx.AsyncClient, who: Account, patient: str, doctor: str)
     resp = await api.post(f"{V1}/appointments", json=body, headers=who.headers)
     assert resp.status_code == 201, resp.text
     return str(resp.json()["id"])
+
+
+async def _end_offsets(settings: Settings) -> dict[TopicPartition, int]:
+    """Where the events topic ends now, per partition."""
+    consumer = clients.kafka_consumer(settings)
+    await consumer.start()
+    try:
+        await consumer.topics()  # metadata for every topic
+        topic = settings.topic_appointment_events
+        parts = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        return dict(await consumer.end_offsets(parts))
+    finally:
+        await consumer.stop()
+
+
+async def _committed(settings: Settings) -> dict[TopicPartition, int]:
+    """What the billing consumer's group has committed, per partition."""
+    admin = clients.kafka_admin(settings)
+    await admin.start()
+    try:
+        offsets = await admin.list_consumer_group_offsets(GROUP_ID)
+    finally:
+        await admin.close()
+    return {tp: meta.offset for tp, meta in offsets.items() if tp.topic == settings.topic_appointment_events}
+
+
+async def _consumer_committed_everything(settings: Settings, timeout: float = 120) -> None:
+    """Wait until the billing consumer has committed every event written so far: it has read, and
+    handed to Temporal, each one (a redelivered copy included)."""
+    ends = await _end_offsets(settings)
+
+    async def caught_up() -> bool:
+        committed = await _committed(settings)
+        assert all(committed.get(tp, -1) >= end for tp, end in ends.items()), (committed, ends)
+        return True
+
+    await eventually(caught_up, timeout=timeout, interval=0.5, what="the billing consumer's commit")
 
 
 async def _pdf_call_in_flight(temporal: TemporalClient, appointment_id: str, timeout: float = 60) -> None:
@@ -181,17 +221,16 @@ async def test_consumer_killed_before_committing_bills_each_visit_once(
     consumer = _pid(paths, "consumer")
     with frozen(consumer):
         appointment_ids = [await _book(api, staff, patient_id, doctor_id) for _ in range(5)]
-    # It wakes up to five events, starts workflows, and dies before (or while) committing.
-    await asyncio.sleep(0.3)
+    # It wakes up to five events, starts workflows, and dies as soon as the first run exists: before
+    # (or while) committing, so the new consumer reads some of them again.
+    first = temporal.get_workflow_handle(billing_workflow_id(uuid.UUID(appointment_ids[0])))
+    await eventually(first.describe, timeout=60, interval=0.02, what="the first billing run")
     os.kill(consumer, signal.SIGKILL)
     for appointment_id in appointment_ids:
         await _issued(api, staff, appointment_id)
-    for _ in range(120):  # the stack restarts the consumer; redelivered events must stay no-ops
-        if _pid(paths, "consumer") != consumer:
-            break
-        await asyncio.sleep(0.5)
-    assert _pid(paths, "consumer") != consumer
-    await asyncio.sleep(3)  # the new consumer has re-read everything after the last commit
+    # The stack restarts the consumer; the redelivered events must stay no-ops.
+    await eventually(lambda: _pid(paths, "consumer") != consumer, timeout=60, what="the consumer restarted")
+    await _consumer_committed_everything(settings)
     await _exactly_once(api, staff, temporal, s3, settings, patient_id, appointment_ids)
 
 
@@ -225,5 +264,6 @@ async def test_the_same_event_produced_twice_bills_once(
             await producer.send_and_wait(settings.topic_appointment_events, event.value(), key=event.key())
     finally:
         await producer.stop()
-    await asyncio.sleep(5)  # time for the consumer to see both copies
+    # Both copies read and handed over: the second one found the run already there.
+    await _consumer_committed_everything(settings)
     await _exactly_once(api, staff, temporal, s3, settings, patient_id, [appointment_id])
