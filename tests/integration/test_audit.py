@@ -2,6 +2,7 @@
 
 import asyncio
 import sys
+import uuid
 
 import httpx
 import pytest
@@ -39,6 +40,25 @@ async def test_reads_writes_and_denials_are_recorded(
     assert ("read", intruder.id, "denied") in by_action
     read = next(r for r in records if r["requestId"] == request_id)
     assert read["actorRole"] == "staff" and read["resourceType"] == "patient" and read["clientIp"]
+
+
+async def test_every_item_of_a_list_is_recorded(
+    api: httpx.AsyncClient, admin: Account, staff: Account
+) -> None:
+    for _ in range(3):
+        await create_patient(api, staff)
+    request_id = f"audit-list-{uuid.uuid4().hex[:12]}"
+    resp = await api.get(
+        f"{V1}/patients", params={"limit": 3}, headers={**staff.headers, "X-Request-ID": request_id}
+    )
+    assert resp.status_code == 200
+    listed = [item["id"] for item in resp.json()["items"]]
+    assert len(listed) == 3
+    for patient_id in listed:  # one record per item shown, each naming it
+        records = await _records(api, admin, resourceId=patient_id, action="list")
+        mine = [r for r in records if r["requestId"] == request_id]
+        assert len(mine) == 1, (patient_id, records)
+        assert mine[0]["actorId"] == staff.id and mine[0]["resourceType"] == "patient"
 
 
 async def test_logins_are_recorded_failed_or_not(api: httpx.AsyncClient, admin: Account) -> None:

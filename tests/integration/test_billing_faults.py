@@ -19,8 +19,11 @@ from typing import Any
 import httpx
 import pytest
 from aiokafka import TopicPartition
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.api.enums.v1 import PendingActivityState
 from temporalio.client import Client as TemporalClient
+from temporalio.service import RPCError
 
 from devstack.paths import Paths
 from healthcare import clients
@@ -31,6 +34,7 @@ from healthcare.settings import Settings
 from tests.integration.factories import Account, create_doctor, create_patient
 from tests.waiting import eventually
 from workers.billing_consumer import GROUP_ID
+from workflows.billing import BillingWorkflow
 
 V1 = "/api/v1"
 
@@ -267,3 +271,55 @@ async def test_the_same_event_produced_twice_bills_once(
     # Both copies read and handed over: the second one found the run already there.
     await _consumer_committed_everything(settings)
     await _exactly_once(api, staff, temporal, s3, settings, patient_id, [appointment_id])
+
+
+async def _published(engine: AsyncEngine, event_id: uuid.UUID) -> bool:
+    async with engine.connect() as conn:
+        sql = text("SELECT published_at IS NOT NULL FROM outbox WHERE event_id = :id")
+        return bool(await conn.scalar(sql, {"id": event_id}))
+
+
+async def _signalled(temporal: TemporalClient, workflow_id: str) -> bool:
+    try:
+        history = await temporal.get_workflow_handle(workflow_id).fetch_history()
+    except RPCError as exc:
+        raise AssertionError(f"no run yet: {exc.status.name}") from exc
+    return any(e.HasField("workflow_execution_signaled_event_attributes") for e in history.events)
+
+
+async def test_a_visit_cancelled_before_billing_starts_is_never_invoiced(
+    api: httpx.AsyncClient,
+    staff: Account,
+    temporal: TemporalClient,
+    engine: AsyncEngine,
+    paths: Paths,
+    clinic: tuple[str, str],
+) -> None:
+    """End to end: the booking and its cancellation both reach Kafka while billing is held back (the
+    consumer frozen), then the worker is frozen while the consumer starts the run and signals it, so
+    the run's first step already knows of the cancellation: UNBILLED, and no invoice exists."""
+    patient_id, doctor_id = clinic
+    worker = _pid(paths, "worker")
+    with frozen(_pid(paths, "consumer")):
+        appointment_id = await _book(api, staff, patient_id, doctor_id)
+        cancelled = await api.post(f"{V1}/appointments/{appointment_id}/cancel", headers=staff.headers)
+        assert cancelled.status_code == 200, cancelled.text
+        cancel_event = event_id_for(uuid.UUID(appointment_id), "APPOINTMENT_CANCELLED")
+        await eventually(
+            lambda: _published(engine, cancel_event), timeout=60, what="the cancellation on Kafka"
+        )
+        os.kill(worker, signal.SIGSTOP)
+    workflow_id = billing_workflow_id(uuid.UUID(appointment_id))
+    try:
+        await eventually(
+            lambda: _signalled(temporal, workflow_id), timeout=60, what="the billing run, cancelled"
+        )
+    finally:
+        os.kill(worker, signal.SIGCONT)
+    run = temporal.get_workflow_handle_for(BillingWorkflow.run, workflow_id)
+    outcome = await asyncio.wait_for(run.result(), 120)
+    assert (outcome.final_status, outcome.invoice_id) == ("UNBILLED", None)
+    invoice = await api.get(
+        f"{V1}/invoices/{invoice_id_for(uuid.UUID(appointment_id))}", headers=staff.headers
+    )
+    assert invoice.status_code == 404
