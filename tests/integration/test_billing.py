@@ -7,7 +7,6 @@ Needs the billing consumer and a worker that runs the billing workflow (the stac
 
 from __future__ import annotations
 
-import asyncio
 import subprocess
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -24,6 +23,7 @@ from tests.integration.factories import (
     create_user,
     register_patient_user,
 )
+from tests.waiting import eventually
 from tests.workflows import capture
 
 V1 = "/api/v1"
@@ -46,25 +46,21 @@ async def book(api: httpx.AsyncClient, who: Account, patient_id: str, doctor_id:
 async def wait_for(
     api: httpx.AsyncClient, who: Account, params: dict[str, Any], count: int, timeout: float = 90
 ) -> list[dict[str, Any]]:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
+    async def listed() -> list[dict[str, Any]]:
         body = (await api.get(f"{V1}/invoices", params=params, headers=who.headers)).json()
-        if body["total"] >= count or asyncio.get_running_loop().time() > deadline:
-            break
-        await asyncio.sleep(0.5)
-    assert body["total"] >= count, (
-        f"expected {count} invoices {params}, got {body['total']}: is the consumer up?"
-    )
-    return list(body["items"])
+        assert body["total"] >= count, f"{body['total']} of {count} invoices {params}: is the consumer up?"
+        return list(body["items"])
+
+    return await eventually(listed, timeout=timeout, interval=0.5, what=f"{count} invoices")
 
 
 async def status_of(api: httpx.AsyncClient, who: Account, invoice_id: str, wanted: str) -> dict[str, Any]:
-    for _ in range(120):
+    async def reached() -> dict[str, Any]:
         got = (await api.get(f"{V1}/invoices/{invoice_id}", headers=who.headers)).json()
-        if got["status"] == wanted:
-            return dict(got)
-        await asyncio.sleep(0.5)
-    raise AssertionError(f"invoice {invoice_id} never became {wanted}")
+        assert got["status"] == wanted, got["status"]
+        return dict(got)
+
+    return await eventually(reached, timeout=60, interval=0.5, what=f"invoice {invoice_id} {wanted}")
 
 
 async def keep_history(temporal: TemporalClient, appointment_id: str, name: str) -> None:
