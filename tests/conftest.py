@@ -14,11 +14,12 @@ from healthcare.settings import Settings, get_settings
 TESTS = Path(__file__).resolve().parent
 # Folder -> marker (registered in pyproject.toml), so `-m "not integration"` and the like select by
 # what a test needs. A `pytestmark` in a conftest.py marks nothing, hence this hook.
-SUITES = {
-    "unit": "unit",  # no services, seconds
-    "workflows": "workflows",  # the Temporal time-skipping test server (a binary the tests start)
-    "integration": "integration",  # the real local stack
-    "deploy": "deploy",  # the chart, images and CloudFormation; a kube-apiserver the tests start
+SUITES: dict[str, tuple[str, ...]] = {
+    "unit": ("unit",),  # no services, seconds
+    "workflows": ("workflows",),  # the Temporal time-skipping test server (a binary the tests start)
+    "integration": ("integration",),  # the real local stack
+    "e2e": ("integration", "e2e"),  # a browser on the portal, on the real local stack
+    "deploy": ("deploy",),  # the chart, images and CloudFormation; a kube-apiserver the tests start
 }
 
 
@@ -28,8 +29,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             folder = item.path.resolve().relative_to(TESTS).parts[0]
         except ValueError:
             continue
-        if folder in SUITES:
-            item.add_marker(SUITES[folder])
+        for marker in SUITES.get(folder, ()):
+            item.add_marker(marker)
 
 
 @pytest.fixture(scope="session")

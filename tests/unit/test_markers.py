@@ -17,13 +17,16 @@ SAMPLES = {
     "deploy": "tests/deploy/test_containerfile.py",
 }
 
+# The browser tests need the stack too: they are integration tests as well as e2e ones.
+E2E_SAMPLE = "tests/e2e/test_patient_search.py"
+
 
 PYTEST_COLLECT = [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider"]
 
 
 def test_not_integration_selects_no_test_that_needs_the_stack() -> None:
     done = subprocess.run(
-        [*PYTEST_COLLECT, "-m", "not integration", *SAMPLES.values()],
+        [*PYTEST_COLLECT, "-m", "not integration", *SAMPLES.values(), E2E_SAMPLE],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -51,3 +54,9 @@ def test_each_folder_gets_its_suites_marker_and_no_other(suite: str) -> None:
     conftest.pytest_collection_modifyitems([item, outside])  # type: ignore[list-item]
     assert item.markers == ([suite] if suite in SAMPLES else [])
     assert outside.markers == []
+
+
+def test_browser_tests_are_e2e_and_need_the_stack() -> None:
+    item = _Item(REPO / "tests" / "e2e" / "test_x.py")
+    conftest.pytest_collection_modifyitems([item])  # type: ignore[list-item]
+    assert sorted(item.markers) == ["e2e", "integration"]
