@@ -16,6 +16,12 @@ from healthcare.contracts.billing import InvoiceStatus
 INVOICE_MOVES = {
     ("PENDING", "ISSUED"),
     ("PENDING", "VOID"),
+    # The PDF failed for good (patch billing-pdf-attention-v1): an operator retries it (back to
+    # PENDING), or the invoice is paid or voided while it waits.
+    ("PENDING", "NEEDS_ATTENTION"),
+    ("NEEDS_ATTENTION", "PENDING"),
+    ("NEEDS_ATTENTION", "PAID"),
+    ("NEEDS_ATTENTION", "VOID"),
     ("ISSUED", "PAID"),
     ("ISSUED", "VOID"),
     ("ISSUED", "OVERDUE"),
@@ -43,7 +49,13 @@ def test_an_issued_invoice_can_fall_overdue_and_a_paid_one_is_never_voided() -> 
 
 
 def test_paid_and_void_are_final_and_every_other_invoice_status_is_open() -> None:
-    assert {InvoiceStatus.pending, InvoiceStatus.issued, InvoiceStatus.overdue} == billing.OPEN_STATUSES
+    open_statuses = {
+        InvoiceStatus.pending,
+        InvoiceStatus.needs_attention,
+        InvoiceStatus.issued,
+        InvoiceStatus.overdue,
+    }
+    assert open_statuses == billing.OPEN_STATUSES
 
 
 @pytest.mark.parametrize(
