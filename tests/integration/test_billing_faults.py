@@ -227,8 +227,10 @@ async def test_consumer_killed_before_committing_bills_each_visit_once(
         appointment_ids = [await _book(api, staff, patient_id, doctor_id) for _ in range(5)]
     # It wakes up to five events, starts workflows, and dies as soon as the first run exists: before
     # (or while) committing, so the new consumer reads some of them again.
-    first = temporal.get_workflow_handle(billing_workflow_id(uuid.UUID(appointment_ids[0])))
-    await eventually(first.describe, timeout=60, interval=0.02, what="the first billing run")
+    first = billing_workflow_id(uuid.UUID(appointment_ids[0]))
+    await eventually(
+        lambda: _run_exists(temporal, first), timeout=60, interval=0.02, what="the first billing run"
+    )
     os.kill(consumer, signal.SIGKILL)
     for appointment_id in appointment_ids:
         await _issued(api, staff, appointment_id)
@@ -279,6 +281,14 @@ async def _published(engine: AsyncEngine, event_id: uuid.UUID) -> bool:
         return bool(await conn.scalar(sql, {"id": event_id}))
 
 
+async def _run_exists(temporal: TemporalClient, workflow_id: str) -> bool:
+    try:
+        await temporal.get_workflow_handle(workflow_id).describe()
+    except RPCError as exc:
+        raise AssertionError(f"no run yet: {exc.status.name}") from exc
+    return True
+
+
 async def _signalled(temporal: TemporalClient, workflow_id: str) -> bool:
     try:
         history = await temporal.get_workflow_handle(workflow_id).fetch_history()
@@ -287,6 +297,16 @@ async def _signalled(temporal: TemporalClient, workflow_id: str) -> bool:
     return any(e.HasField("workflow_execution_signaled_event_attributes") for e in history.events)
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "product bug (workflows/billing.py): the frozen worker's first workflow task times out (10 s) "
+        "and, when it resumes, still runs price_visit and record_invoice as local activities from that "
+        "stale task: the row is inserted PENDING, while the retried task sees the cancel signal and "
+        "ends the run UNBILLED, so a PENDING invoice is left that no run owns. Strict: once the "
+        "workflow voids (or never leaves) such a row, this passes and the marker must go."
+    ),
+)
 async def test_a_visit_cancelled_before_billing_starts_is_never_invoiced(
     api: httpx.AsyncClient,
     staff: Account,
