@@ -87,7 +87,7 @@ def test_token_as_the_subprotocol_pair_bearer_then_token(client: TestClient) -> 
         assert ws.accepted_subprotocol == "bearer"  # never the token itself
         assert ws.receive_text() == result(2)
     with client.websocket_connect("/ws/analytics", subprotocols=["analytics", "bearer", token()]) as ws:
-        assert ws.accepted_subprotocol == "analytics"
+        assert ws.accepted_subprotocol == "bearer"  # the only subprotocol the relay answers with
         assert ws.receive_text() == result(2)
 
 
@@ -116,7 +116,8 @@ class FakeSocket:
     """The websocket as `analytics_socket` sees it, in one event loop with the test (for looptime)."""
 
     def __init__(self, hub: Hub, *, query: dict[str, str]) -> None:
-        self.app = type("App", (), {"state": type("State", (), {"settings": SETTINGS, "hub": hub})()})()
+        state = {"settings": SETTINGS, "hub": hub, "accounts": staticmethod(every_account_active)}
+        self.app = type("App", (), {"state": type("State", (), state)()})()
         self.headers: dict[str, str] = {}
         self.query_params = query
         self.accepted: str | None = None
