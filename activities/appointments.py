@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import timedelta
 
+from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import select
@@ -16,8 +17,9 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from healthcare import outbox
+from healthcare import audit, outbox
 from healthcare.contracts.appointments import (
+    BOOKING_LIMIT,
     PARTY_NOT_FOUND,
     SLOT_TAKEN,
     AppointmentState,
@@ -31,7 +33,7 @@ from healthcare.contracts.appointments import (
 )
 from healthcare.contracts.events import AppointmentEvent, EventType
 from healthcare.db import session_factory
-from healthcare.models import Appointment, Doctor, utcnow
+from healthcare.models import Appointment, Doctor, open_bookings, utcnow
 from healthcare.stores.patients import PatientStore
 
 UNIQUE_VIOLATION = "23505"
@@ -64,10 +66,12 @@ class AppointmentActivities:
         engine: AsyncEngine,
         topic: str,
         patient_store: Callable[[AsyncSession], PatientStore],
+        audit_key: bytes,
     ) -> None:
         self._sessions = session_factory(engine)
         self._topic = topic
         self._patient_store = patient_store
+        self._audit_key = audit_key
 
     @activity.defn(name="appointments.check_parties")
     async def check_parties(self, data: PartiesCheck) -> None:
@@ -87,6 +91,8 @@ class AppointmentActivities:
             existing = await session.get(Appointment, data.appointment_id)
             if existing is not None:
                 return _state(existing)
+            if data.max_open_bookings is not None:
+                await _check_open_bookings(session, data)
             row = Appointment(
                 id=data.appointment_id,
                 patient_id=data.patient_id,
@@ -139,6 +145,7 @@ class AppointmentActivities:
                 raise ApplicationError("appointment not found", type=PARTY_NOT_FOUND, non_retryable=True)
             if not can_become(row.status, data.target):  # a retry: the change is already made
                 return _state(row)
+            before = row.status
             row.status = data.target.value
             row.updated_at = utcnow()
             session.add(row)
@@ -149,8 +156,32 @@ class AppointmentActivities:
                 await outbox.enqueue(
                     session, topic=self._topic, event=appointment_event(EventType.cancelled, state)
                 )
+            change = audit.Entry(
+                action="set_status",
+                resource_type="appointment",
+                resource_id=str(row.id),
+                actor_role="worker",
+                detail={"from": before, "to": row.status, "workflowId": row.workflow_id},
+            )
+            await audit.append(session, [change], key=self._audit_key)
             await session.commit()
             return state
+
+
+async def _check_open_bookings(session: AsyncSession, data: BookingRequest) -> None:
+    """The per-patient cap on open future bookings, under a lock per patient held until the insert
+    commits: concurrent self-service bookings cannot all pass the count."""
+    await session.execute(
+        text("SELECT pg_advisory_xact_lock(hashtextextended('booking:' || :patient, 0))"),
+        {"patient": str(data.patient_id)},
+    )
+    held = await session.scalar(open_bookings(data.patient_id))
+    if (held or 0) >= (data.max_open_bookings or 0):
+        raise ApplicationError(
+            f"this patient already has {data.max_open_bookings} upcoming appointments",
+            type=BOOKING_LIMIT,
+            non_retryable=True,
+        )
 
 
 def _sqlstate(exc: IntegrityError) -> str | None:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
+import uuid
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
@@ -16,10 +18,12 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from healthcare import audit, correlation
 from healthcare.contracts.billing import (
     DOCTOR_NOT_FOUND,
     INVALID_INVOICE_TRANSITION,
     INVOICE_NOT_FOUND,
+    PAYMENT_REQUIRED,
     PDF_FAILED,
     PDF_REJECTED,
     InvoiceDraft,
@@ -27,6 +31,7 @@ from healthcare.contracts.billing import (
     InvoiceStatus,
     InvoiceStatusChange,
     IssueRequest,
+    PdfRecord,
     PdfRequest,
     PdfResult,
     Price,
@@ -34,7 +39,7 @@ from healthcare.contracts.billing import (
     can_become,
 )
 from healthcare.db import session_factory
-from healthcare.models import Doctor, Invoice, utcnow
+from healthcare.models import Doctor, Invoice, Payment, PaymentStatus, utcnow
 from healthcare.stores.patients import PatientStore
 
 CURRENCY = "USD"
@@ -54,13 +59,26 @@ class BillingActivities:
         lambda_client: Any,
         function_name: str,
         patient_store: Callable[[AsyncSession], PatientStore],
+        audit_key: bytes,
         currency: str = CURRENCY,
     ) -> None:
         self._sessions = session_factory(engine)
         self._lambda = lambda_client
         self._function = function_name
         self._patient_store = patient_store
+        self._audit_key = audit_key
         self._currency = currency
+
+    async def _audit_change(self, session: AsyncSession, row: Invoice, before: str, **detail: str) -> None:
+        """A status change this worker made, in its transaction (the caller commits)."""
+        entry = audit.Entry(
+            action="set_status",
+            resource_type="invoice",
+            resource_id=str(row.id),
+            actor_role="worker",
+            detail={"from": before, "to": row.status, "workflowId": row.workflow_id, **detail},
+        )
+        await audit.append(session, [entry], key=self._audit_key)
 
     @activity.defn(name="billing.price_visit")
     async def price_visit(self, data: PriceRequest) -> Price:
@@ -86,6 +104,7 @@ class BillingActivities:
                     status=InvoiceStatus.pending.value,
                     workflow_id=data.workflow_id,
                     due_at=data.due_at,
+                    correlation_id=correlation.current(),
                 )
                 .on_conflict_do_nothing(index_elements=["appointment_id"])
             )
@@ -111,14 +130,19 @@ class BillingActivities:
             "patientId": str(invoice.patient_id),
             "amount": f"{invoice.amount:.2f}",
             "date": invoice.created_at.date().isoformat(),
-            "status": InvoiceStatus.issued.value,
+            # The first render happens before the invoice is issued, and shows it issued.
+            "status": (
+                InvoiceStatus.issued if invoice.status == InvoiceStatus.pending else invoice.status
+            ).value,
             "currency": invoice.currency,
             "patientName": _pdf_text(patient.name) if patient else None,
             "doctorName": _pdf_text(doctor.name) if doctor else None,
             "appointmentTime": data.appointment_time.isoformat(),
             "invoiceNumber": "INV-" + invoice.id.hex[:8].upper(),
         }
-        call = asyncio.ensure_future(asyncio.to_thread(self._invoke, json.dumps(payload).encode()))
+        call = asyncio.ensure_future(
+            asyncio.to_thread(self._invoke, json.dumps(payload).encode(), correlation.current())
+        )
         while True:
             done, _ = await asyncio.wait({call}, timeout=HEARTBEAT_EVERY)
             if done:
@@ -127,8 +151,14 @@ class BillingActivities:
         function_error, body = call.result()
         return _pdf_result(function_error, body)
 
-    def _invoke(self, payload: bytes) -> tuple[str | None, bytes]:
-        response = self._lambda.invoke(FunctionName=self._function, Payload=payload)
+    def _invoke(self, payload: bytes, correlation_id: str | None) -> tuple[str | None, bytes]:
+        extra = {}
+        if correlation_id:
+            # Lambda's client context (base64 JSON, `custom` reaches the handler as
+            # context.client_context.custom): the request contract itself stays as it is.
+            custom = json.dumps({"custom": {"correlationId": correlation_id}}).encode()
+            extra["ClientContext"] = base64.b64encode(custom).decode()
+        response = self._lambda.invoke(FunctionName=self._function, Payload=payload, **extra)
         return response.get("FunctionError"), response["Payload"].read()
 
     @activity.defn(name="billing.issue")
@@ -138,22 +168,20 @@ class BillingActivities:
             await session.execute(
                 update(Invoice)
                 .where(col(Invoice.id) == data.invoice_id, col(Invoice.pdf_key).is_(None))
-                .values(
-                    pdf_key=data.pdf.key,
-                    pdf_url=data.pdf.pdf_url,
-                    pdf_sha256=data.pdf.sha256,
-                    updated_at=utcnow(),
-                )
+                .values(**_pdf_columns(data.pdf, InvoiceStatus.issued))
             )
-            await session.execute(
+            issued = await session.execute(
                 update(Invoice)
                 .where(col(Invoice.id) == data.invoice_id, col(Invoice.status) == InvoiceStatus.pending.value)
                 .values(status=InvoiceStatus.issued.value, issued_at=data.at, updated_at=utcnow())
+                .returning(col(Invoice.id))
             )
-            await session.commit()
             row = await session.get(Invoice, data.invoice_id)
             if row is None:  # a retry cannot make a missing invoice appear: fail the run visibly
                 raise ApplicationError("invoice not found", type=INVOICE_NOT_FOUND, non_retryable=True)
+            if issued.first() is not None:  # not on a retry that finds it done
+                await self._audit_change(session, row, InvoiceStatus.pending.value, pdfSha256=data.pdf.sha256)
+            await session.commit()
             return _state(row)
 
     @activity.defn(name="billing.set_status")
@@ -170,14 +198,61 @@ class BillingActivities:
                         type=INVALID_INVOICE_TRANSITION,
                         non_retryable=True,
                     )
+                if data.target == InvoiceStatus.paid and data.payment_id is not None:
+                    await _check_payment(session, row, data.payment_id)
+                    row.payment_id = data.payment_id
+                before = row.status
                 row.status = data.target.value
                 if data.target == InvoiceStatus.paid:
                     row.paid_at = data.at
                 row.updated_at = utcnow()
                 session.add(row)
+                await session.flush()
+                await self._audit_change(session, row, before)
                 await session.commit()
                 await session.refresh(row)
             return _state(row)
+
+    @activity.defn(name="billing.record_pdf")
+    async def record_pdf(self, data: PdfRecord) -> InvoiceState:
+        """Store the PDF rendered for a later status, if the invoice still has it (a newer status's
+        PDF follows otherwise). A retry stores the same key and digest again."""
+        async with self._sessions() as session:
+            await session.execute(
+                update(Invoice)
+                .where(col(Invoice.id) == data.invoice_id, col(Invoice.status) == data.status.value)
+                .values(**_pdf_columns(data.pdf, data.status))
+            )
+            await session.commit()
+            row = await session.get(Invoice, data.invoice_id)
+            if row is None:
+                raise ApplicationError("invoice not found", type=INVOICE_NOT_FOUND, non_retryable=True)
+            return _state(row)
+
+
+async def _check_payment(session: AsyncSession, invoice: Invoice, payment_id: uuid.UUID) -> None:
+    """An invoice is PAID only by a confirmed payment of its own amount (the API records it first)."""
+    payment = await session.get(Payment, payment_id)
+    if (
+        payment is None
+        or payment.invoice_id != invoice.id
+        or payment.status != PaymentStatus.confirmed
+        or payment.amount != invoice.amount
+    ):
+        raise ApplicationError(
+            "the payment does not pay this invoice", type=PAYMENT_REQUIRED, non_retryable=True
+        )
+
+
+def _pdf_columns(pdf: PdfResult, status: InvoiceStatus) -> dict[str, object]:
+    """Where a rendered PDF is, its digest and the status it shows, as the invoice row stores them."""
+    return {
+        "pdf_key": pdf.key,
+        "pdf_url": pdf.pdf_url,
+        "pdf_sha256": pdf.sha256,
+        "pdf_status": status.value,
+        "updated_at": utcnow(),
+    }
 
 
 def _pdf_text(text: str, limit: int = PDF_MAX_TEXT) -> str | None:

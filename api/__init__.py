@@ -1,1 +1,2 @@
-"""FastAPI app: REST under /api/v1, health at the root; starts workflows. Imports services/ and the base."""
+"""FastAPI apps: the REST API (under /api/v1, health at the root; starts workflows) and the Temporal UI's
+codec server. Import services/ and the base."""

@@ -6,6 +6,7 @@ cost more than the work it does.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -16,8 +17,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel.ext.asyncio.session import AsyncSession
 from temporalio.client import Client as TemporalClient
 
+from api.refusals import record_refusal
 from healthcare import errors, security
 from healthcare.models import Role
+from healthcare.payments import PaymentProvider
 from healthcare.settings import Settings
 from healthcare.stores.patients import PatientStore
 from healthcare.stores.patients_pg import PostgresPatientStore
@@ -50,12 +53,17 @@ async def get_lambda(request: Request) -> Any:
     return request.app.state.lambda_client
 
 
+async def get_payment_provider(request: Request) -> PaymentProvider | None:
+    return request.app.state.payment_provider  # type: ignore[no-any-return]
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 EngineDep = Annotated[AsyncEngine, Depends(get_engine)]
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
 TemporalDep = Annotated[TemporalClient, Depends(get_temporal)]
 S3Dep = Annotated[Any, Depends(get_s3)]
 LambdaDep = Annotated[Any, Depends(get_lambda)]
+PaymentProviderDep = Annotated[PaymentProvider | None, Depends(get_payment_provider)]
 
 _bearer = HTTPBearer(auto_error=False, description="Access token from POST /api/v1/auth/login")
 
@@ -68,15 +76,41 @@ async def get_actor(
 ) -> Actor:
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise errors.Unauthorized("missing bearer token")
+    return await actor_from_token(session, settings, credentials.credentials, request=request)
+
+
+async def actor_from_token(
+    session: AsyncSession, settings: Settings, token: str, *, request: Request | None = None
+) -> Actor:
+    """The active account a token names; Unauthorized for a bad, expired, revoked or orphaned token.
+
+    With the `request`, a refusal is audited (sampled) and the actor kept for later refusals."""
     try:
-        claims = security.decode_token(credentials.credentials, settings=settings)
+        claims = security.decode_token(token, settings=settings)
     except security.InvalidToken as exc:
+        if request is not None:
+            subject = security.token_subject(token, settings=settings)
+            await _refused_token(request, settings, reason=str(exc), subject=subject)
         raise errors.Unauthorized("invalid or expired token") from exc
-    # The token alone is not enough: a deactivated or deleted account loses access at once.
-    actor = await users.active_actor(session, claims)
+    # The token alone is not enough: a deactivated or deleted account, or a token issued before the
+    # account's last password change, deactivation or role change, loses access at once
+    # (services.users.token_actor, the rule the websocket relay applies too).
+    actor, reason = await users.token_actor(session, claims)
     if actor is None:
+        if request is not None:
+            await _refused_token(request, settings, reason=reason or "inactive", subject=claims.user_id)
         raise errors.Unauthorized("invalid or expired token")
+    if request is not None:
+        request.state.actor = actor  # for the audit record of a refusal later in the request
     return actor
+
+
+async def _refused_token(
+    request: Request, settings: Settings, *, reason: str, subject: uuid.UUID | None
+) -> None:
+    ctx = request_context(request, None, settings)
+    if request.app.state.refusals.admit(ctx.client_ip, str(subject), reason):
+        await record_refusal(request, ctx, action="bad_token", actor_id=subject, detail={"reason": reason})
 
 
 CurrentActor = Annotated[Actor, Depends(get_actor)]
@@ -86,16 +120,21 @@ def client_ip(request: Request) -> str | None:
     return request.client.host if request.client else None
 
 
-async def get_context(request: Request, actor: CurrentActor) -> RequestContext:
+def request_context(request: Request, actor: Actor | None, settings: Settings) -> RequestContext:
     return RequestContext(
-        actor=actor, client_ip=client_ip(request), request_id=request.scope.get("state", {}).get("request_id")
+        actor=actor,
+        client_ip=client_ip(request),
+        request_id=request.scope.get("state", {}).get("request_id"),
+        audit_key=settings.audit_hmac_key.get_secret_value().encode(),
     )
 
 
-async def get_anonymous_context(request: Request) -> RequestContext:
-    return RequestContext(
-        actor=None, client_ip=client_ip(request), request_id=request.scope.get("state", {}).get("request_id")
-    )
+async def get_context(request: Request, actor: CurrentActor, settings: SettingsDep) -> RequestContext:
+    return request_context(request, actor, settings)
+
+
+async def get_anonymous_context(request: Request, settings: SettingsDep) -> RequestContext:
+    return request_context(request, None, settings)
 
 
 Ctx = Annotated[RequestContext, Depends(get_context)]

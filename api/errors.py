@@ -14,6 +14,8 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.deps import request_context
+from api.refusals import record_refusal
 from healthcare import errors
 from healthcare.logging import get_logger
 
@@ -27,6 +29,7 @@ _STATUS: dict[type[errors.DomainError], int] = {
     errors.Conflict: 409,
     errors.Unprocessable: 422,
     errors.RateLimited: 429,
+    errors.IntegrityFailure: 502,
     errors.DependencyUnavailable: 503,
 }
 
@@ -92,7 +95,11 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_middleware(UnhandledErrorMiddleware)
 
     @app.exception_handler(errors.DomainError)
-    async def _domain(_: Request, exc: errors.DomainError) -> JSONResponse:
+    async def _domain(request: Request, exc: errors.DomainError) -> JSONResponse:
+        if isinstance(exc, errors.Forbidden) and not exc.audited:
+            actor = getattr(request.state, "actor", None)
+            ctx = request_context(request, actor, request.app.state.settings)
+            await record_refusal(request, ctx, action="forbidden")
         headers = None
         body: dict[str, Any] = {"detail": exc.message}
         if isinstance(exc, errors.RateLimited | errors.DependencyUnavailable):

@@ -16,8 +16,21 @@ from api.errors import install_error_handlers
 from api.middleware import RequestContextMiddleware
 from api.portal import mount_portal
 from api.proxies import ClientAddressMiddleware
-from api.routes import appointments, audit, auth, clinic, doctors, health, invoices, patients, users
+from api.refusals import RefusalSampler
+from api.routes import (
+    appointments,
+    audit,
+    auth,
+    clinic,
+    doctors,
+    health,
+    invoices,
+    patients,
+    payments,
+    users,
+)
 from healthcare import clients, probes
+from healthcare import payments as payments_client
 from healthcare.db import create_engine, session_factory
 from healthcare.logging import configure_logging
 from healthcare.process import tune_gc
@@ -62,6 +75,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.s3 = clients.s3_client(settings)
         app.state.lambda_client = clients.lambda_client(settings, read_timeout=30)
         app.state.patient_store_factory = patient_store_factory(settings)
+        app.state.refusals = RefusalSampler()
+        app.state.payment_provider = payments_client.provider_from_settings(settings)
         kafka_probe = probes.KafkaProbe(settings)
         app.state.readiness = readiness(settings, app.state.engine, app.state.temporal, kafka_probe)
         tune_gc()
@@ -70,6 +85,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             app.state.readiness.close()
             await kafka_probe.close()
+            if app.state.payment_provider is not None:
+                await app.state.payment_provider.aclose()
             await app.state.engine.dispose()
 
     app = FastAPI(
@@ -96,6 +113,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         patients.router,
         appointments.router,
         invoices.router,
+        payments.router,
         audit.router,
     ):
         app.include_router(router, prefix=API_PREFIX)

@@ -140,7 +140,8 @@ async def durable(rate: float, seconds: float) -> tuple[float, list[float], int]
 
 async def baseline(rate: float, seconds: float) -> tuple[float, list[float], int]:
     settings = get_settings()
-    engine = create_engine(settings)
+    # The owner's role: the app role may not create tables (migration 0006).
+    engine = create_engine(settings, url=settings.owner_database_url)
     table = f"bench_baseline_{uuid.uuid4().hex[:8]}"
     async with engine.begin() as conn:
         await conn.execute(text(f"CREATE TABLE {table} (id uuid PRIMARY KEY, amount numeric, pdf_key text)"))

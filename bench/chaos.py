@@ -53,7 +53,6 @@ from healthcare import clients
 from healthcare.contracts.billing import billing_workflow_id
 from healthcare.db import create_engine, session_factory
 from healthcare.models import Role
-from healthcare.security import issue_token
 from healthcare.settings import Settings, get_settings
 from services import audit, users
 
@@ -399,7 +398,8 @@ class Observer:
         engine = create_engine(self.settings)
         try:
             async with session_factory(engine)() as session:
-                return (await audit.verify(session)).ok
+                key = self.settings.audit_hmac_key.get_secret_value().encode()
+                return (await audit.verify(session, key=key)).ok
         finally:
             await engine.dispose()
 
@@ -495,7 +495,9 @@ async def check(ctx: Context, result: Result, before: Totals) -> None:
             continue
         for inv in invoices:
             keys = await asyncio.to_thread(obs.objects, f"invoices/{inv['invoice']}")
-            if inv["pdf_key"] and keys != [inv["pdf_key"]]:
+            # One PDF per status the invoice showed (lambda/invoice_pdf.py): an ISSUED invoice has
+            # exactly its one; a VOID one may also keep the ISSUED one it had before.
+            if inv["pdf_key"] and (inv["pdf_key"] not in keys or not set(keys) <= _pdf_keys(inv)):
                 result.lost += 1
                 result.notes.append(
                     f"invoice {inv['invoice']}: PDF objects {keys}, row says {inv['pdf_key']}"
@@ -534,7 +536,8 @@ async def check(ctx: Context, result: Result, before: Totals) -> None:
                 result.notes.append(f"booking answered {b.status} left a row at {b.slot}")
     if obs.settings.profile == "chaos":  # a stack of its own: every object is some invoice's PDF
         (row,) = await obs.fetch("SELECT count(*) AS n FROM invoices WHERE pdf_key IS NOT NULL")
-        objects = len(await asyncio.to_thread(obs.objects, "invoices/"))
+        # Invoices with PDFs in the bucket (a PDF per status: `invoices/<id>.pdf`, `<id>-void.pdf`).
+        objects = len({_pdf_owner(k) for k in await asyncio.to_thread(obs.objects, "invoices/")})
         if objects != row["n"]:
             result.notes.append(f"bucket holds {objects} PDFs for {row['n']} invoices")
             result.orphaned += max(0, objects - row["n"])
@@ -788,7 +791,8 @@ async def relay_restarted(ctx: Context) -> int:
     """Restart of the websocket relay while browsers are connected: they reconnect and get the
     latest result (checked once analytics caught up, against the newest record of the topic)."""
     stack, settings = ctx.stack, ctx.stack.settings
-    token = issue_token(user_id=uuid.uuid4(), role="staff", settings=settings)
+    # The load's admin: the relay checks that the token's account exists and may still act.
+    token = ctx.load.headers["Authorization"].removeprefix("Bearer ")
     url = f"ws://{settings.ws_host}:{settings.ws_port}/ws/analytics?token={token}"
     browsers = [Browser(url) for _ in range(3)]
     ctx.extra_tasks += [asyncio.create_task(b.follow(), name=f"browser-{i}") for i, b in enumerate(browsers)]
@@ -916,6 +920,19 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(table(results), flush=True)
     return 0 if all(r.ok for r in results) else 1
+
+
+def _pdf_keys(invoice: asyncpg.Record) -> set[str]:
+    """The PDF objects an invoice may have: its ISSUED one, and one of its current status."""
+    keys = {f"invoices/{invoice['invoice']}.pdf"}
+    if invoice["invoice_status"] not in ("ISSUED", "PENDING"):
+        keys.add(f"invoices/{invoice['invoice']}-{invoice['invoice_status'].lower()}.pdf")
+    return keys
+
+
+def _pdf_owner(key: str) -> str:
+    """The invoice id a PDF object belongs to (`invoices/<id>.pdf` or `invoices/<id>-<status>.pdf`)."""
+    return key.removeprefix("invoices/").removesuffix(".pdf")[:36]
 
 
 if __name__ == "__main__":

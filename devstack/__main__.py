@@ -34,6 +34,7 @@ BENCHMARKS = [
     "bench.auth",
     "bench.billing",
     "bench.analytics_freshness",
+    "bench.replay",
     "bench.portal",
     "bench.appointments",
 ]
@@ -44,6 +45,7 @@ QUICK_BENCH_ARGS = {
     "bench.appointments": ["--seconds", "4", "--levels", "1", "8"],
     "bench.billing": ["--seconds", "6", "--rate", "10"],
     "bench.analytics_freshness": ["--events", "60", "--burst", "300"],
+    "bench.replay": ["--runs", "40"],
     "bench.portal": ["--bookings", "20", "--renders", "5"],
 }
 

@@ -131,15 +131,7 @@ def postgres(settings: Settings, paths: Paths) -> Component:
         await conn.close()
 
     async def bootstrap() -> None:
-        conn = await superuser()
-        try:
-            user, password, db = url.username, url.password, url.database
-            if not await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname=$1", user):
-                await conn.execute(f"CREATE ROLE \"{user}\" LOGIN PASSWORD '{password}'")
-            if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname=$1", db):
-                await conn.execute(f'CREATE DATABASE "{db}" OWNER "{user}"')
-        finally:
-            await conn.close()
+        await _ensure_roles(settings, sock, port)
         proc = await asyncio.create_subprocess_exec(
             str(VENV_BIN / "healthcare"),
             "migrate",
@@ -161,6 +153,38 @@ def postgres(settings: Settings, paths: Paths) -> Component:
         ready_timeout=60,
         describe=f"127.0.0.1:{port}",
     )
+
+
+async def _ensure_roles(settings: Settings, sock: Path, port: int) -> None:
+    """Two roles, as in production: the owner runs migrations and owns the schema (audit_log and its
+    triggers included); the app role (HC_DATABASE_URL) only gets what migration 0006 grants it."""
+    url, owner_url = make_url(settings.database_url), make_url(settings.owner_database_url)
+    app, owner, db = url.username, owner_url.username, url.database
+
+    async def superuser(database: str = "postgres") -> asyncpg.Connection:
+        return await asyncpg.connect(host=str(sock), port=port, user="postgres", database=database)
+
+    conn = await superuser()
+    try:
+        for role, password in ((app, url.password), (owner, owner_url.password)):
+            if not await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname=$1", role):
+                await conn.execute(f"CREATE ROLE \"{role}\" LOGIN PASSWORD '{password}'")
+        if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname=$1", db):
+            await conn.execute(f'CREATE DATABASE "{db}" OWNER "{owner}"')
+        else:
+            await conn.execute(f'ALTER DATABASE "{db}" OWNER TO "{owner}"')
+    finally:
+        await conn.close()
+    if app == owner:
+        return
+    # A database made before the owner role existed has everything owned by the app role.
+    conn = await superuser(db or "postgres")
+    try:
+        owned = "SELECT 1 FROM pg_class c JOIN pg_roles r ON r.oid = c.relowner WHERE r.rolname = $1"
+        if await conn.fetchval(owned, app):
+            await conn.execute(f'REASSIGN OWNED BY "{app}" TO "{owner}"')
+    finally:
+        await conn.close()
 
 
 # -- Temporal ---------------------------------------------------------------------------------
@@ -212,6 +236,9 @@ def temporal(settings: Settings, paths: Paths) -> Component:
             "warn",
             "--log-format",
             "json",
+            # The UI asks our codec server to decrypt payloads; it answers only signed-in operators.
+            "--ui-codec-endpoint",
+            codec_endpoint(settings),
         ]
         for attr, kind in search_attributes.TYPES.items():
             args += ["--search-attribute", f"{attr}={kind}"]
@@ -615,6 +642,35 @@ def api(settings: Settings, paths: Paths) -> Component:
     )
 
 
+def payments(settings: Settings, paths: Paths) -> Component:
+    """The local payment provider (devstack/payment_provider.py): checkouts, its payment page, and
+    signed callbacks to the API's webhook."""
+    port = _port(settings.payment_provider_url)
+    webhook = f"http://{settings.api_host}:{settings.api_port}/api/v1/payments/webhook"
+
+    async def ready() -> None:
+        async with httpx.AsyncClient(timeout=2) as http:
+            (await http.get(f"http://127.0.0.1:{port}/healthz")).raise_for_status()
+
+    return Component(
+        name="payments",
+        argv=lambda: [
+            str(VENV_BIN / "python"),
+            "-m",
+            "devstack.payment_provider",
+            f"127.0.0.1:{port}",
+            "--db",
+            str(paths.data / "payments" / "provider.sqlite"),
+            "--webhook-url",
+            webhook,
+        ],
+        ready=ready,
+        ports=[port],
+        ready_timeout=30,
+        describe=f"{settings.payment_provider_url} (callbacks to {webhook})",
+    )
+
+
 def consumer(settings: Settings, paths: Paths) -> Component:
     """The billing consumer: Kafka appointment events in, billing workflows started or signalled."""
     metrics_port = settings.stack_port("consumer_metrics")
@@ -643,6 +699,28 @@ def consumer(settings: Settings, paths: Paths) -> Component:
     )
 
 
+def codec_endpoint(settings: Settings) -> str:
+    return f"http://{settings.codec_host}:{settings.codec_port}"
+
+
+def codec_server(settings: Settings, paths: Paths) -> Component:
+    """The Temporal UI's codec server: decrypts payloads for signed-in staff and admins."""
+
+    async def ready() -> None:
+        async with httpx.AsyncClient(timeout=2) as http:
+            (await http.get(f"{codec_endpoint(settings)}/readyz")).raise_for_status()
+
+    return Component(
+        name="codec",
+        argv=lambda: [str(VENV_BIN / "healthcare"), "serve", "codec"],
+        ready=ready,
+        depends_on=["postgres"],
+        ports=[settings.codec_port],
+        ready_timeout=60,
+        describe=codec_endpoint(settings),
+    )
+
+
 def all_components(settings: Settings, paths: Paths) -> list[Component]:
     """The stack. A new component is a function returning its Component, one line here, and its
     ports as names in healthcare/profiles.py DEV_PORTS (read back with `settings.stack_port`)."""
@@ -654,6 +732,8 @@ def all_components(settings: Settings, paths: Paths) -> list[Component]:
         *lambda_pool(settings, paths),
         worker(settings, paths),
         api(settings, paths),
+        codec_server(settings, paths),
+        *([payments(settings, paths)] if settings.payment_provider == "local" else []),
         consumer(settings, paths),
         flink(settings, paths),
         relay(settings, paths),
@@ -671,5 +751,6 @@ def urls(settings: Settings) -> dict[str, str]:
             f"consumer :{settings.stack_port('consumer_metrics')})"
         ),
         "Temporal UI": settings.temporal_ui_url,
+        "Codec server": f"{codec_endpoint(settings)}/login (staff and admins: decoded payloads in the UI)",
         "Analytics WS": f"ws://{settings.ws_host}:{settings.ws_port}/ws/analytics?token=<access token>",
     }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -10,8 +11,11 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.helpers import create_ssl_context
 from botocore.config import Config as BotoConfig
 from temporalio.client import Client as TemporalClient
-from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.runtime import Runtime
+from temporalio.service import TLSConfig
 
+from healthcare import codec
+from healthcare.correlation import CorrelationInterceptor
 from healthcare.settings import Settings
 
 
@@ -93,17 +97,43 @@ def kafka_admin(settings: Settings) -> AIOKafkaAdminClient:
     return AIOKafkaAdminClient(**_kafka_kwargs(settings), request_timeout_ms=10000)
 
 
-async def temporal_client(settings: Settings, *, lazy: bool = False) -> TemporalClient:
-    """Temporal client with the pydantic converter, so workflow inputs and outputs are models.
+def temporal_tls(settings: Settings) -> bool | TLSConfig:
+    """TLS for Temporal Cloud (an API key always goes over TLS) or a cluster with (m)TLS: the
+    system's trust store unless a CA is given, a client certificate for mTLS."""
+    files = (settings.temporal_tls_ca_file, settings.temporal_tls_cert_file, settings.temporal_tls_key_file)
+    if not any(files) and settings.temporal_tls_server_name is None:
+        return settings.temporal_tls or settings.temporal_api_key is not None
 
-    `lazy` connects on first use, so a process can start while Temporal is still coming up.
+    def read(path: Path | None) -> bytes | None:
+        return path.read_bytes() if path is not None else None
+
+    return TLSConfig(
+        server_root_ca_cert=read(settings.temporal_tls_ca_file),
+        client_cert=read(settings.temporal_tls_cert_file),
+        client_private_key=read(settings.temporal_tls_key_file),
+        domain=settings.temporal_tls_server_name,
+    )
+
+
+async def temporal_client(
+    settings: Settings, *, lazy: bool = False, runtime: Runtime | None = None
+) -> TemporalClient:
+    """Temporal client with the platform's data converter (pydantic models, encrypted payloads) and
+    the connection security of the settings (TLS, mTLS, API key).
+
+    `lazy` connects on first use, so a process can start while Temporal is still coming up;
+    `runtime` carries the SDK's telemetry (healthcare.metrics.temporal_runtime).
     """
     api_key = settings.temporal_api_key.get_secret_value() if settings.temporal_api_key else None
     return await TemporalClient.connect(
         settings.temporal_address,
         namespace=settings.temporal_namespace,
-        data_converter=pydantic_data_converter,
-        tls=settings.temporal_tls or api_key is not None,
+        data_converter=codec.data_converter(settings),
+        tls=temporal_tls(settings),
         api_key=api_key,
         lazy=lazy,
+        runtime=runtime,
+        # Carries the request's correlation id into workflows and on to their activities; a worker
+        # built on this client takes the worker half of it too.
+        interceptors=[CorrelationInterceptor()],
     )

@@ -17,11 +17,12 @@ from healthcare.settings import Settings
 Row = TypeVar("Row", bound=SQLModel)
 
 
-def create_engine(settings: Settings, *, pre_ping: bool = True) -> AsyncEngine:
+def create_engine(settings: Settings, *, pre_ping: bool = True, url: str | None = None) -> AsyncEngine:
     """`pre_ping`: test a pooled connection before use, so one broken by a database restart is
-    replaced transparently. Callers whose work is retried anyway (activities) skip the round trip."""
+    replaced transparently. Callers whose work is retried anyway (activities) skip the round trip.
+    `url`: another role on the same database (migrations use the owner's, `owner_database_url`)."""
     return create_async_engine(
-        settings.database_url,
+        url or settings.database_url,
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_pool_size,
         pool_pre_ping=pre_ping,

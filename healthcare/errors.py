@@ -20,7 +20,12 @@ class Conflict(DomainError):
 
 
 class Forbidden(DomainError):
-    """The caller is known but their role does not allow this action."""
+    """The caller is known but their role does not allow this action. The API audits every one,
+    unless the service already did (`audited`)."""
+
+    def __init__(self, message: str, *, audited: bool = False) -> None:
+        super().__init__(message)
+        self.audited = audited
 
 
 class Unauthorized(DomainError):
@@ -39,6 +44,10 @@ class RateLimited(DomainError):
     def __init__(self, message: str, *, retry_after_seconds: int) -> None:
         super().__init__(message)
         self.retry_after_seconds = retry_after_seconds
+
+
+class IntegrityFailure(DomainError):
+    """Something we stored is not what we stored (a checksum mismatch): never served, always audited."""
 
 
 class DependencyUnavailable(DomainError):

@@ -17,14 +17,16 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     Numeric,
+    Select,
     SmallInteger,
     String,
     Text,
     func,
+    select,
     text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlmodel import Field, SQLModel
+from sqlmodel import Field, SQLModel, col
 
 from healthcare.contracts.appointments import AppointmentStatus
 from healthcare.contracts.billing import InvoiceStatus
@@ -56,6 +58,8 @@ class User(SQLModel, table=True):
     password_hash: str = Field(sa_column=Column(String(255), nullable=False))
     role: str = Field(sa_column=Column(String(16), nullable=False, index=True))
     is_active: bool = Field(default=True)
+    # In every access token (claim `tv`); incremented to revoke all of them (migration 0007).
+    token_version: int = Field(default=0)
     created_at: datetime = _ts()
 
 
@@ -108,9 +112,10 @@ class AuditRecord(SQLModel, table=True):
     outcome: str = Field(default="ok", sa_column=Column(String(16), nullable=False))
     prev_hash: str = Field(sa_column=Column(String(64), nullable=False))
     hash: str = Field(sa_column=Column(String(64), nullable=False, unique=True))
-    # 1: sha256 of the canonical JSON including prev_hash; 2: sha256(prev_hash "\n" body), written
-    # by the audit_append() database function (migration 0005).
-    hash_version: int = Field(default=2, sa_column=Column(SmallInteger, nullable=False, server_default="1"))
+    # Facts about the change that are not patient data (canonical JSON: a new role, a status change).
+    detail: str | None = Field(default=None, sa_column=Column(Text))
+    # 1 and 2: sha256 (before migration 0006); 3: HMAC-SHA256 under HC_AUDIT_HMAC_KEY (healthcare/audit.py).
+    hash_version: int = Field(default=3, sa_column=Column(SmallInteger, nullable=False, server_default="1"))
 
 
 class LoginThrottle(SQLModel, table=True):
@@ -147,6 +152,20 @@ class Appointment(SQLModel, table=True):
     updated_at: datetime = _ts()
 
 
+def open_bookings(patient_id: uuid.UUID) -> Select[int]:
+    """How many booked appointments of the patient are still to come: what the self-service cap
+    counts (the API before it starts a booking, the booking workflow under its lock)."""
+    return (
+        select(func.count())
+        .select_from(Appointment)
+        .where(
+            col(Appointment.patient_id) == patient_id,
+            col(Appointment.status) == AppointmentStatus.booked.value,
+            col(Appointment.time) > func.now(),
+        )
+    )
+
+
 class Invoice(SQLModel, table=True):
     """One invoice per appointment (the billing workflow is its only writer)."""
 
@@ -165,11 +184,44 @@ class Invoice(SQLModel, table=True):
     pdf_url: str | None = Field(default=None, sa_column=Column(String))
     pdf_key: str | None = Field(default=None, sa_column=Column(String))
     pdf_sha256: str | None = Field(default=None, sa_column=Column(String))
+    # The status the stored PDF shows (re-rendered on each status change); the API serves a PDF
+    # only when it matches `status`.
+    pdf_status: str | None = Field(default=None, sa_column=Column(String))
+    payment_id: uuid.UUID | None = Field(default=None, foreign_key="payments.id")
     workflow_id: str = Field(sa_column=Column(String, nullable=False))
+    # The request that booked the visit (healthcare.correlation), to follow it across logs and systems.
+    correlation_id: str | None = Field(default=None, sa_column=Column(String(64), index=True))
     due_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
     created_at: datetime = _ts()
     issued_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
     paid_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+    updated_at: datetime = _ts()
+
+
+class PaymentStatus(StrEnum):
+    pending = "PENDING"  # a checkout is open at the provider
+    confirmed = "CONFIRMED"  # the money arrived and paid the invoice
+    refund_due = "REFUND_DUE"  # the money arrived but the invoice was void or already paid
+    failed = "FAILED"  # the checkout was cancelled or expired
+
+
+class Payment(SQLModel, table=True):
+    """A payment of an invoice: online through a provider, or taken at the desk (migration 0008)."""
+
+    __tablename__ = "payments"
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    invoice_id: uuid.UUID = Field(foreign_key="invoices.id", index=True)
+    amount: Decimal = Field(sa_column=Column(Numeric(10, 2), nullable=False))
+    currency: str = Field(sa_column=Column(String(3), nullable=False))
+    method: str = Field(sa_column=Column(Text, nullable=False))  # cash | card | transfer | online
+    provider: str = Field(sa_column=Column(Text, nullable=False))  # desk | local | ...
+    reference: str | None = Field(default=None, sa_column=Column(Text))
+    status: str = Field(default=PaymentStatus.pending.value, sa_column=Column(Text, nullable=False))
+    actor_id: uuid.UUID | None = Field(default=None, foreign_key="users.id")
+    checkout_url: str | None = Field(default=None, sa_column=Column(Text))
+    created_at: datetime = _ts()
+    confirmed_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
     updated_at: datetime = _ts()
 
 
@@ -191,6 +243,7 @@ class OutboxRecord(SQLModel, table=True):
     topic: str = Field(sa_column=Column(Text, nullable=False))
     key: bytes | None = Field(default=None, sa_column=Column(LargeBinary))
     value: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    correlation_id: str | None = Field(default=None, sa_column=Column(String(64)))  # sent as a Kafka header
     created_at: datetime = _ts()
     published_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
     # Failed sends of this row (see 0007_outbox_attempts): the next one waits until next_attempt_at;

@@ -43,7 +43,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from healthcare import metrics
+from healthcare import correlation, metrics
 from healthcare.contracts.events import AppointmentEvent
 from healthcare.logging import get_logger
 from healthcare.models import OutboxRecord
@@ -55,7 +55,7 @@ CHANNEL = "outbox"
 # Rows due for a send: not parked, not waiting out their back-off, and not behind a parked row of
 # their key (those wait for it; leaving them out keeps a pile of them from filling every batch).
 _CLAIM = text(
-    "SELECT o.seq, o.event_id, o.topic, o.key, o.value, o.attempts FROM outbox o"
+    "SELECT o.seq, o.event_id, o.topic, o.key, o.value, o.attempts, o.correlation_id FROM outbox o"
     " WHERE o.published_at IS NULL AND o.parked_at IS NULL"
     " AND (o.next_attempt_at IS NULL OR o.next_attempt_at <= now())"
     " AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.parked_at IS NOT NULL AND p.published_at IS NULL"
@@ -99,10 +99,18 @@ _CLEANUP = text(
 
 
 async def enqueue(session: AsyncSession, *, topic: str, event: AppointmentEvent) -> None:
-    """Add the event to the session's transaction; an event id already queued is left as it is."""
+    """Add the event to the session's transaction; an event id already queued is left as it is.
+
+    The request's correlation id (when one is bound) goes with it, and out as a Kafka header."""
     stmt = (
         insert(OutboxRecord)
-        .values(event_id=event.event_id, topic=topic, key=event.key(), value=event.value())
+        .values(
+            event_id=event.event_id,
+            topic=topic,
+            key=event.key(),
+            value=event.value(),
+            correlation_id=correlation.current(),
+        )
         .on_conflict_do_nothing(index_elements=["event_id"])
     )
     await session.exec(stmt)
@@ -277,7 +285,9 @@ class OutboxRelay:
                 error: BaseException | None = UnknownTopicOrPartitionError() if row.topic in unknown else None
                 if error is None:
                     try:
-                        pending.append((row, await self._producer.send(row.topic, row.value, key=row.key)))
+                        headers = correlation.kafka_headers(row.correlation_id)
+                        acking = await self._producer.send(row.topic, row.value, key=row.key, headers=headers)
+                        pending.append((row, acking))
                         continue
                     except KafkaError as exc:
                         error = exc

@@ -48,11 +48,13 @@ DEV_PORTS: dict[str, int] = {
     "lambda_runtime": 9200,  # ... and its runtime API on lambda_runtime + i
     "api": 8000,
     "ws": 8001,
+    "codec": 8002,  # the Temporal UI's codec server
     "worker_metrics": 9464,
     "consumer_metrics": 9465,
     "flink_rest": 8081,
+    "payments": 8090,  # the local payment provider (devstack/payment_provider.py)
     # Servers the integration tests start beside the stack.
-    "moto": 8002,
+    "moto": 8008,
     "dynamo_api": 8003,
     "it_relay_1": 8004,
     "it_relay_2": 8005,
@@ -97,6 +99,8 @@ def defaults(profile: Profile, offset: int, repo_root: Path) -> dict[str, Any]:
         "s3_bucket": "invoices" if dev else f"invoices-{profile}",
         "lambda_endpoint_url": f"http://127.0.0.1:{port('lambda')}",
         "analytics_rest_port": port("flink_rest"),
+        "payment_provider_url": f"http://127.0.0.1:{port('payments')}",
         "api_port": port("api"),
         "ws_port": port("ws"),
+        "codec_port": port("codec"),
     }

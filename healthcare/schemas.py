@@ -8,7 +8,7 @@ import re
 import uuid
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
-from typing import Annotated, Any, Generic, TypeVar
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import (
     AfterValidator,
@@ -124,6 +124,11 @@ class UserCreate(RegisterIn):
 class UserUpdate(ApiIn):
     is_active: bool | None = None
     role: Role | None = None
+
+
+class PasswordChange(ApiIn):
+    current_password: Annotated[str, StringConstraints(min_length=1, max_length=128)]
+    new_password: Password
 
 
 class UserPublic(ApiOut):
@@ -264,6 +269,46 @@ class ClinicPublic(ApiOut):
     analytics_ws_url: str = Field(description="Websocket of live analytics results (token as `?token=`)")
 
 
+# -- payments ----------------------------------------------------------------------------------
+class DeskPaymentIn(ApiIn):
+    """A payment staff took at the desk. `reference` identifies it outside the platform (the receipt
+    number, the card terminal's or the bank's reference): the same reference again is the same
+    payment."""
+
+    method: Literal["cash", "card", "transfer"]
+    reference: Annotated[
+        str,
+        StringConstraints(
+            strip_whitespace=True, min_length=1, max_length=100, pattern=r"^[\x21-\x7e][\x20-\x7e]*$"
+        ),
+    ]
+    amount: Money | None = None
+
+
+class PaymentPublic(ApiOut):
+    id: uuid.UUID
+    invoice_id: uuid.UUID
+    amount: Money
+    currency: str
+    method: str
+    provider: str
+    reference: str | None
+    status: str
+    created_at: datetime
+    confirmed_at: datetime | None
+
+
+class CheckoutPublic(ApiOut):
+    """Where the patient pays: open `checkoutUrl` (the provider's page); the invoice turns PAID once
+    the provider confirms the payment to the API."""
+
+    payment_id: uuid.UUID
+    checkout_url: str
+    status: str
+    amount: Money
+    currency: str
+
+
 # -- audit -------------------------------------------------------------------------------------
 class AuditPublic(ApiOut):
     seq: int
@@ -276,3 +321,9 @@ class AuditPublic(ApiOut):
     client_ip: str | None
     request_id: str | None
     outcome: str
+    detail: dict[str, Any] | None = None
+
+    @field_validator("detail", mode="before")
+    @classmethod
+    def _parse_detail(cls, value: Any) -> Any:
+        return json.loads(value) if isinstance(value, str) else value

@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import jwt
 from passlib.context import CryptContext
@@ -112,17 +112,23 @@ class TokenClaims:
     user_id: uuid.UUID
     role: str
     expires_at: datetime
+    # The account's token version when the token was issued (users.token_version): a password
+    # change, deactivation or role change increments it, which revokes every older token.
+    token_version: int = 0
 
 
 class InvalidToken(Exception):
-    pass
+    """Why, in one word, never the token: `expired` (past `exp` or the age cap) or `invalid`."""
 
 
-def issue_token(*, user_id: uuid.UUID, role: str, settings: Settings, now: datetime | None = None) -> str:
+def issue_token(
+    *, user_id: uuid.UUID, role: str, settings: Settings, token_version: int = 0, now: datetime | None = None
+) -> str:
     now = now or datetime.now(UTC)
     payload = {
         "sub": str(user_id),
         "role": role,
+        "tv": token_version,
         "iat": int(now.timestamp()),
         "nbf": int(now.timestamp()),
         "exp": int((now + timedelta(seconds=settings.jwt_ttl_seconds)).timestamp()),
@@ -133,21 +139,44 @@ def issue_token(*, user_id: uuid.UUID, role: str, settings: Settings, now: datet
     return jwt.encode(payload, settings.jwt_secret.get_secret_value(), algorithm=settings.jwt_algorithm)
 
 
-def decode_token(token: str, *, settings: Settings) -> TokenClaims:
-    """Accepts only our algorithm, our issuer and audience, and an unexpired token with every claim."""
+def _payload(token: str, settings: Settings, *, verify_exp: bool) -> dict[str, Any]:
+    payload: dict[str, Any] = jwt.decode(
+        token,
+        settings.jwt_secret.get_secret_value(),
+        algorithms=[settings.jwt_algorithm],
+        audience=settings.jwt_audience,
+        issuer=settings.jwt_issuer,
+        options={"require": ["exp", "iat", "iss", "aud", "sub"], "verify_exp": verify_exp},
+    )
+    return payload
+
+
+def decode_token(token: str, *, settings: Settings, now: datetime | None = None) -> TokenClaims:
+    """Accepts only our algorithm, our issuer and audience, and an unexpired token with every claim,
+    issued at most HC_JWT_MAX_AGE_SECONDS ago whatever its `exp` says."""
     try:
-        payload = jwt.decode(
-            token,
-            settings.jwt_secret.get_secret_value(),
-            algorithms=[settings.jwt_algorithm],
-            audience=settings.jwt_audience,
-            issuer=settings.jwt_issuer,
-            options={"require": ["exp", "iat", "iss", "aud", "sub"]},
-        )
-        return TokenClaims(
+        payload = _payload(token, settings, verify_exp=True)
+        claims = TokenClaims(
             user_id=uuid.UUID(payload["sub"]),
             role=str(payload["role"]),
             expires_at=datetime.fromtimestamp(payload["exp"], UTC),
+            token_version=int(payload.get("tv", 0)),
         )
+        issued = int(payload["iat"])
+    except jwt.ExpiredSignatureError as exc:
+        raise InvalidToken("expired") from exc
     except (jwt.PyJWTError, KeyError, ValueError, TypeError) as exc:
-        raise InvalidToken(type(exc).__name__) from exc
+        raise InvalidToken("invalid") from exc
+    age = (now or datetime.now(UTC)).timestamp() - issued
+    if age > settings.jwt_max_age_seconds or payload["exp"] - issued > settings.jwt_max_age_seconds:
+        raise InvalidToken("expired")
+    return claims
+
+
+def token_subject(token: str, *, settings: Settings) -> uuid.UUID | None:
+    """The account a token names, when its signature is ours (even if it expired); else None. For
+    auditing refused tokens only: it never authenticates anyone."""
+    try:
+        return uuid.UUID(_payload(token, settings, verify_exp=False)["sub"])
+    except (jwt.PyJWTError, KeyError, ValueError, TypeError):
+        return None

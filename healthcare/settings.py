@@ -6,10 +6,12 @@ import ipaddress
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from sqlalchemy.engine import make_url
 
 from healthcare import profiles
 
@@ -19,6 +21,16 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 _DEV_JWT_SECRET = "local-dev-only-jwt-secret-change-me-0123456789"
 _DEV_AWS_KEY = "healthcare-local"
 _DEV_AWS_SECRET = "healthcare-local-secret"
+# Payload encryption key (AES-256) of the local stack; its id marks payloads that only it wrote.
+_DEV_PAYLOAD_KEY_ID = "local-dev-1"
+_DEV_PAYLOAD_KEYS = f"{_DEV_PAYLOAD_KEY_ID}:vLrW91zrumsjl5BlKR6KFZ9MYOtrxTogPFAs06HAmCI="
+_DEV_DB_PASSWORDS = frozenset({"healthcare", "healthcare_owner"})
+_DEV_AUDIT_KEY = "local-dev-only-audit-hmac-key-change-me-0123456789"
+_DEV_PAYMENT_API_KEY = "local-dev-only-payment-api-key"
+_DEV_PAYMENT_WEBHOOK_SECRET = "local-dev-only-payment-webhook-secret-0123456789"
+# The local stack's owner role (migrations); the app role is the one in HC_DATABASE_URL.
+LOCAL_OWNER_ROLE = "healthcare_owner"
+MIN_SECRET_LENGTH = 32
 
 
 class Settings(BaseSettings):
@@ -38,6 +50,14 @@ class Settings(BaseSettings):
 
     # PostgreSQL
     database_url: str = "postgresql+asyncpg://healthcare:healthcare@127.0.0.1:5432/healthcare"
+    # The role that owns the schema and runs migrations (`healthcare migrate`): the app role above
+    # only reads and writes rows, and appends to the audit trail through its functions. Unset: the
+    # local stack's owner role on the same server and database; in production HC_DATABASE_URL itself
+    # (a migration Job given only the owner's URL), and then HC_DATABASE_APP_ROLE names the app role.
+    database_owner_url: SecretStr | None = None
+    # The role the application connects as, which migrations grant privileges to (default: the user
+    # of HC_DATABASE_URL).
+    database_app_role: str | None = None
     db_pool_size: int = 10
 
     # Temporal
@@ -49,10 +69,29 @@ class Settings(BaseSettings):
     # where a non-deterministic change is caught); a production worker may turn it off, since it
     # re-imports and re-compiles the workflow module for every new run.
     temporal_workflow_sandbox: bool = True
-    # TLS to the frontend (a cluster outside the pod network, Temporal Cloud); an API key (Temporal
-    # Cloud) always goes over TLS.
+    # Connection security for Temporal Cloud or a self-hosted cluster with mTLS. TLS is on when any
+    # TLS file is given, when `temporal_tls` is set, or (the SDK's rule) when an API key is given.
     temporal_tls: bool = False
-    temporal_api_key: SecretStr | None = None
+    temporal_tls_ca_file: Path | None = None  # server CA; unset = the system's trust store
+    temporal_tls_cert_file: Path | None = None  # client certificate (mTLS)
+    temporal_tls_key_file: Path | None = None  # its private key
+    temporal_tls_server_name: str | None = None  # overrides the name checked in the server certificate
+    temporal_api_key: SecretStr | None = None  # Temporal Cloud API key (sent as a bearer token)
+    # Payload encryption (healthcare.codec): `id:base64key` pairs, comma-separated; every key
+    # decrypts, the one named by `payload_key_id` encrypts. Rotate by adding a key, then switching.
+    payload_keys: SecretStr = SecretStr(_DEV_PAYLOAD_KEYS)
+    payload_key_id: str = _DEV_PAYLOAD_KEY_ID
+
+    # Codec server for the Temporal UI (`healthcare serve codec`)
+    codec_host: str = "127.0.0.1"
+    codec_port: int = Field(default=8002, ge=1, le=65535)
+    # Browser origins allowed to call it (CORS), comma-separated: the Temporal UI's. Empty = the
+    # origin of temporal_ui_url.
+    codec_cors_origins: str = ""
+    # Its sign-in cookie: Secure (HTTPS only) by default in production; SameSite `none` only when the
+    # UI is on another site (Temporal Cloud's UI), which also needs Secure.
+    codec_cookie_secure: bool | None = None
+    codec_cookie_samesite: Literal["lax", "strict", "none"] = "lax"
 
     # Prometheus metrics of the worker and consumer roles (the API serves /metrics itself); 0 = off
     metrics_host: str = "127.0.0.1"
@@ -98,7 +137,9 @@ class Settings(BaseSettings):
     jwt_algorithm: Literal["HS256", "HS384", "HS512"] = "HS256"
     jwt_issuer: str = "healthcare-api"
     jwt_audience: str = "healthcare-portal"
-    jwt_ttl_seconds: int = 3600
+    jwt_ttl_seconds: int = Field(default=3600, ge=60)
+    # No token is accepted once this old (from `iat`), whatever its `exp` says.
+    jwt_max_age_seconds: int = Field(default=12 * 3600, ge=60, le=7 * 24 * 3600)
     bcrypt_rounds: int = Field(default=12, ge=10, le=16)
     # Failed logins before a back-off lock: per account and per client address; counters reset
     # once no failure happened for `login_failure_window_seconds`.
@@ -198,20 +239,43 @@ class Settings(BaseSettings):
         hosts = {self.api_host} | ({"localhost"} if self.api_host == "127.0.0.1" else set())
         return frozenset(f"http://{host}:{self.api_port}" for host in hosts)
 
+    # Business rules (README, "Security"): patients and doctors cancel only until this many hours
+    # before the visit; they hold at most this many open future bookings per patient and book at
+    # most `booking_rate_limit` times per `booking_rate_window_seconds` (staff and admins are exempt).
+    cancel_cutoff_hours: int = Field(default=24, ge=0, le=24 * 30)
+    booking_max_open_per_patient: int = Field(default=10, ge=1)
+    booking_rate_limit: int = Field(default=20, ge=1)
+    booking_rate_window_seconds: int = Field(default=3600, ge=1)
+
+    # Payments: `local` is the provider the local stack runs (devstack/payment_provider.py); `none`
+    # turns online payment off (desk payments only). Production refuses `local`.
+    payment_provider: Literal["local", "none"] = "local"
+    payment_provider_url: str = "http://127.0.0.1:8090"
+    payment_provider_api_key: SecretStr = SecretStr(_DEV_PAYMENT_API_KEY)
+    payment_webhook_secret: SecretStr = SecretStr(_DEV_PAYMENT_WEBHOOK_SECRET)
+    payment_webhook_tolerance_seconds: int = Field(default=300, ge=10, le=3600)
+    # Where the provider sends the patient back after paying (the portal); unset: the API's own /.
+    payment_return_url: str | None = None
+
+    # The audit trail: records are chained with HMAC-SHA256 under this key (kept outside the
+    # database); the worker writes the chain's head to object storage every interval (0 = never).
+    audit_hmac_key: SecretStr = SecretStr(_DEV_AUDIT_KEY)
+    audit_anchor_interval_seconds: int = Field(default=300, ge=0)
+    audit_anchor_prefix: str = "audit-anchors/"
+
     @model_validator(mode="after")
-    def _refuse_default_secrets_in_production(self) -> Settings:
+    def _token_ttl_within_max_age(self) -> Settings:
+        if self.jwt_ttl_seconds > self.jwt_max_age_seconds:
+            raise ValueError("HC_JWT_TTL_SECONDS must not exceed HC_JWT_MAX_AGE_SECONDS")
+        return self
+
+    @model_validator(mode="after")
+    def _refuse_local_defaults_in_production(self) -> Settings:
         if self.env != "production":
             return self
-        defaults = {
-            "HC_JWT_SECRET": self.jwt_secret.get_secret_value() == _DEV_JWT_SECRET,
-            "HC_AWS_SECRET_ACCESS_KEY": bool(self.aws_access_key_id)
-            and self.aws_secret_access_key.get_secret_value() == _DEV_AWS_SECRET,
-        }
-        bad = [name for name, is_default in defaults.items() if is_default]
-        if bad:
-            raise ValueError(f"refusing to start in production with default secrets: {bad}")
-        if len(self.jwt_secret.get_secret_value()) < 32:
-            raise ValueError("HC_JWT_SECRET must be at least 32 characters in production")
+        problems = production_problems(self)
+        if problems:
+            raise ValueError("refusing to start in production: " + "; ".join(problems))
         return self
 
     @field_validator("s3_endpoint_url", "lambda_endpoint_url", "dynamodb_endpoint_url", mode="before")
@@ -229,6 +293,37 @@ class Settings(BaseSettings):
             raise ValueError(f"unknown IANA time zone {value!r}") from exc
         return value
 
+    @model_validator(mode="after")
+    def _check_consistency(self) -> Settings:
+        from healthcare.codec import Keyring
+
+        try:
+            Keyring.parse(self.payload_keys.get_secret_value(), self.payload_key_id)
+        except ValueError as exc:
+            raise ValueError(f"HC_PAYLOAD_KEYS / HC_PAYLOAD_KEY_ID: {exc}") from None
+        if (self.temporal_tls_cert_file is None) != (self.temporal_tls_key_file is None):
+            raise ValueError("HC_TEMPORAL_TLS_CERT_FILE and HC_TEMPORAL_TLS_KEY_FILE go together (mTLS)")
+        if self.codec_cookie_samesite == "none" and not self.codec_cookie_is_secure:
+            raise ValueError("HC_CODEC_COOKIE_SAMESITE=none needs HC_CODEC_COOKIE_SECURE=true (HTTPS)")
+        return self
+
+    @property
+    def temporal_tls_enabled(self) -> bool:
+        files = (self.temporal_tls_ca_file, self.temporal_tls_cert_file, self.temporal_tls_key_file)
+        return self.temporal_tls or any(f is not None for f in files)
+
+    @property
+    def codec_origins(self) -> list[str]:
+        given = [o.strip().rstrip("/") for o in self.codec_cors_origins.split(",") if o.strip()]
+        if given:
+            return given
+        ui = urlsplit(self.temporal_ui_url)
+        return [f"{ui.scheme}://{ui.netloc}"]
+
+    @property
+    def codec_cookie_is_secure(self) -> bool:
+        return self.env == "production" if self.codec_cookie_secure is None else self.codec_cookie_secure
+
     @property
     def appointment_events_dlq(self) -> str:
         """The dead-letter topic of `appointment-events` (HC_TOPIC_APPOINTMENT_EVENTS_DLQ)."""
@@ -238,6 +333,97 @@ class Settings(BaseSettings):
     def database_url_sync(self) -> str:
         """The same database for tools that speak libpq-style URLs (asyncpg.connect, psql)."""
         return self.database_url.replace("postgresql+asyncpg://", "postgresql://", 1)
+
+    @property
+    def owner_database_url(self) -> str:
+        """The URL migrations run with: HC_DATABASE_OWNER_URL; else in production HC_DATABASE_URL (a
+        migration Job that holds only the owner's URL); else the owner role that the local stack
+        creates beside the app role (same server, same database)."""
+        if self.database_owner_url is not None:
+            return self.database_owner_url.get_secret_value()
+        if self.env == "production":
+            return self.database_url
+        url = make_url(self.database_url).set(username=LOCAL_OWNER_ROLE, password=LOCAL_OWNER_ROLE)
+        return url.render_as_string(hide_password=False)
+
+    @property
+    def app_role(self) -> str:
+        """The database role of every process but migrations: HC_DATABASE_APP_ROLE, else the user
+        of HC_DATABASE_URL."""
+        return self.database_app_role or make_url(self.database_url).username or ""
+
+    @property
+    def return_url(self) -> str:
+        return self.payment_return_url or f"http://{self.api_host}:{self.api_port}/"
+
+
+_TLS_MODES = frozenset({"require", "verify-ca", "verify-full"})
+_PLAINTEXT_KAFKA = frozenset({"PLAINTEXT", "SASL_PLAINTEXT"})
+
+
+def _database_problems(name: str, url_text: str) -> list[str]:
+    url = make_url(url_text)
+    problems = []
+    if url.password is None or url.password in _DEV_DB_PASSWORDS:
+        problems.append(f"{name} has no password or the local default one")
+    if str(url.query.get("ssl", url.query.get("sslmode", ""))) not in _TLS_MODES:
+        problems.append(f"{name} must ask for TLS (?ssl=verify-full, verify-ca or require)")
+    return problems
+
+
+def production_problems(s: Settings) -> list[str]:
+    """Each local default or plaintext channel that production refuses, naming its setting."""
+    problems = _database_problems("HC_DATABASE_URL", s.database_url)
+    if s.database_owner_url is not None:
+        problems += _database_problems("HC_DATABASE_OWNER_URL", s.database_owner_url.get_secret_value())
+    secrets = {
+        "HC_JWT_SECRET": (s.jwt_secret, _DEV_JWT_SECRET),
+        # No key id: the SDK's credential chain (a workload role), and the secret is not used.
+        **(
+            {"HC_AWS_SECRET_ACCESS_KEY": (s.aws_secret_access_key, _DEV_AWS_SECRET)}
+            if s.aws_access_key_id
+            else {}
+        ),
+        "HC_AUDIT_HMAC_KEY": (s.audit_hmac_key, _DEV_AUDIT_KEY),
+        # Online payment off: its secrets are not used.
+        **(
+            {
+                "HC_PAYMENT_WEBHOOK_SECRET": (s.payment_webhook_secret, _DEV_PAYMENT_WEBHOOK_SECRET),
+                "HC_PAYMENT_PROVIDER_API_KEY": (s.payment_provider_api_key, _DEV_PAYMENT_API_KEY),
+            }
+            if s.payment_provider != "none"
+            else {}
+        ),
+    }
+    for name, (value, default) in secrets.items():
+        if value.get_secret_value() == default:
+            problems.append(f"{name} has its local default")
+    for name, value in (("HC_JWT_SECRET", s.jwt_secret), ("HC_AUDIT_HMAC_KEY", s.audit_hmac_key)):
+        if len(value.get_secret_value()) < MIN_SECRET_LENGTH:
+            problems.append(f"{name} must be at least {MIN_SECRET_LENGTH} characters")
+    if s.kafka_security_protocol in _PLAINTEXT_KAFKA:
+        problems.append(
+            f"HC_KAFKA_SECURITY_PROTOCOL={s.kafka_security_protocol} is not encrypted (use SASL_SSL or SSL)"
+        )
+    endpoints = {
+        "HC_S3_ENDPOINT_URL": s.s3_endpoint_url,
+        "HC_LAMBDA_ENDPOINT_URL": s.lambda_endpoint_url,
+        "HC_DYNAMODB_ENDPOINT_URL": s.dynamodb_endpoint_url,
+    }
+    for name, endpoint in endpoints.items():
+        if endpoint is not None and not endpoint.lower().startswith("https://"):
+            problems.append(f"{name} must be https:// (or unset for AWS)")
+    if s.payment_provider == "local":
+        problems.append("HC_PAYMENT_PROVIDER=local is the local stack's simulated provider (set none)")
+    # The local payload key must not encrypt, nor stay as an old key that still decrypts.
+    if _DEV_PAYLOAD_KEYS.split(":", 1)[1] in s.payload_keys.get_secret_value():
+        problems.append("HC_PAYLOAD_KEYS holds the local stack's payload key")
+    if not (s.temporal_tls_enabled or s.temporal_api_key):
+        problems.append(
+            "refusing to connect to Temporal without TLS or an API key: set HC_TEMPORAL_API_KEY "
+            "(Temporal Cloud) or HC_TEMPORAL_TLS_CERT_FILE/KEY_FILE (mTLS)"
+        )
+    return problems
 
 
 @lru_cache

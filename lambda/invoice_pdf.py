@@ -13,6 +13,7 @@ A storage failure raises, so the invocation reports a function error and the cal
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import io
 import json
@@ -78,8 +79,12 @@ class Invoice:
 
     @property
     def key(self) -> str:
-        # Derived from the invoice id alone, so a retry overwrites the same object.
-        return f"invoices/{self.invoice_id}.pdf"
+        # Derived from the invoice id and the status it shows, so a retry overwrites the same
+        # object and a PDF of one status is never replaced by one of another (an ISSUED invoice
+        # keeps the key it always had).
+        if self.status in ("ISSUED", "PENDING"):
+            return f"invoices/{self.invoice_id}.pdf"
+        return f"invoices/{self.invoice_id}-{self.status.lower()}.pdf"
 
 
 # -- Validation -------------------------------------------------------------------------------
@@ -438,8 +443,10 @@ def _s3_client() -> Any:
 
 
 def _encryption() -> dict[str, str]:
-    mode = os.environ.get("INVOICE_SSE", "")
-    if not mode:
+    # Encrypted at rest unless told otherwise: SSE-S3 by default, KMS by setting; `none` only for
+    # an S3-compatible server that cannot encrypt.
+    mode = os.environ.get("INVOICE_SSE") or "AES256"
+    if mode == "none":
         return {}
     if mode not in SSE_MODES:
         raise RuntimeError(f"INVOICE_SSE must be one of {sorted(SSE_MODES)}")
@@ -458,6 +465,9 @@ def store_pdf(invoice: Invoice, body: bytes, digest: str, bucket: str) -> None:
         ContentDisposition=f'inline; filename="{invoice.invoice_number}.pdf"',
         CacheControl="private, no-store",
         Metadata={"invoice-id": invoice.invoice_id, "sha256": digest},
+        # S3 checks the body against this digest and keeps it: whoever serves the object can ask
+        # S3 for the checksum of what it holds (HEAD with ChecksumMode) and compare it.
+        ChecksumSHA256=base64.b64encode(bytes.fromhex(digest)).decode(),
         **_encryption(),
     )
 
@@ -468,17 +478,31 @@ def _log(**fields: Any) -> None:
     logger.info(json.dumps({"msg": "invoice_pdf", **fields}, sort_keys=True, separators=(",", ":")))
 
 
+def _correlation_id(context: Any) -> str | None:
+    """The caller's correlation id, sent in the invocation's client context (`custom`)."""
+    custom = getattr(getattr(context, "client_context", None), "custom", None)
+    value = custom.get("correlationId") if isinstance(custom, dict) else None
+    return value if isinstance(value, str) and 0 < len(value) <= 64 and value.isprintable() else None
+
+
 def handler(event: Any, context: Any) -> dict[str, Any]:
     if isinstance(event, dict) and event.get("healthcheck") is True:
         return {"statusCode": 200, "status": "ok"}
     started = time.monotonic()
     request_id = getattr(context, "aws_request_id", None)
+    correlation_id = _correlation_id(context)
     try:
         invoice = parse_request(event)
     except BadRequest as exc:
         raw_id = event.get("invoiceId") if isinstance(event, dict) else None
         safe_id = raw_id.lower() if isinstance(raw_id, str) and _UUID.fullmatch(raw_id) else None
-        _log(invoiceId=safe_id, outcome="rejected", invalidFields=exc.fields, requestId=request_id)
+        _log(
+            invoiceId=safe_id,
+            outcome="rejected",
+            invalidFields=exc.fields,
+            requestId=request_id,
+            correlationId=correlation_id,
+        )
         return {"statusCode": 400, "error": str(exc), "errorType": "BadRequest"}
 
     bucket = os.environ.get("INVOICE_BUCKET") or DEFAULT_BUCKET
@@ -494,6 +518,7 @@ def handler(event: Any, context: Any) -> dict[str, Any]:
             outcome=f"{stage}_failed",
             errorType=type(exc).__name__,
             requestId=request_id,
+            correlationId=correlation_id,
         )
         raise
     _log(
@@ -501,6 +526,7 @@ def handler(event: Any, context: Any) -> dict[str, Any]:
         outcome="stored",
         bytes=len(body),
         requestId=request_id,
+        correlationId=correlation_id,
         durationMs=round((time.monotonic() - started) * 1000),
     )
     return {

@@ -6,8 +6,9 @@ The CLI (`healthcare billing ...`) calls these; each takes its clients so it can
 
 from __future__ import annotations
 
+import asyncio
 import uuid
-from collections.abc import Collection
+from collections.abc import AsyncIterator, Callable, Collection
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -17,13 +18,13 @@ from temporalio.api.common.v1 import WorkflowExecution
 from temporalio.api.enums.v1 import EventType
 from temporalio.api.workflowservice.v1 import ResetWorkflowExecutionRequest
 from temporalio.client import Client as TemporalClient
+from temporalio.client import WorkflowExecution as ListedRun
 from temporalio.client import WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
 from healthcare.contracts.appointments import AppointmentStatus
 from healthcare.contracts.billing import (
     OPEN_STATUSES,
-    WORKFLOW_TYPE,
     CancelSignal,
     InvoiceState,
     PdfAttention,
@@ -32,11 +33,10 @@ from healthcare.contracts.billing import (
 from healthcare.db import session_factory
 from healthcare.models import Appointment, Invoice
 from healthcare.settings import Settings
-from ops.replay import replay
+from ops.replay import Replayable, ReplayOutcome, replay, replay_stream
+from ops.runs import RunFilter, failure_type, listed
 from services.billing import NEEDS_ATTENTION_QUERY, start_billing_run
 from workflows.billing import BillingWorkflow
-
-FAILED_QUERY = f'WorkflowType="{WORKFLOW_TYPE}" AND ExecutionStatus="Failed"'
 
 
 async def replay_one(
@@ -46,11 +46,72 @@ async def replay_one(
     return await replay(history)
 
 
-async def replay_failed(client: TemporalClient) -> dict[str, tuple[bool, str | None]]:
-    results: dict[str, tuple[bool, str | None]] = {}
-    async for wf in client.list_workflows(FAILED_QUERY):
-        results[f"{wf.id}/{wf.run_id}"] = await replay_one(client, wf.id, wf.run_id)
-    return results
+async def fetched(
+    client: TemporalClient, runs: RunFilter, *, concurrency: int = 8
+) -> AsyncIterator[Replayable]:
+    """The histories of the runs `runs` selects, fetched `concurrency` at a time, in the order they
+    arrive; the failure-type filter and the limit apply to what was fetched."""
+    queue: asyncio.Queue[Replayable | None] = asyncio.Queue(maxsize=concurrency * 2)
+    slots = asyncio.Semaphore(concurrency)
+
+    async def fetch(execution: ListedRun) -> None:
+        try:
+            handle = client.get_workflow_handle(execution.id, run_id=execution.run_id)
+            history = await handle.fetch_history()
+        except RPCError as exc:
+            await queue.put(Replayable(execution.id, execution.run_id, None, error=f"fetch failed: {exc}"))
+        else:
+            kind = failure_type(history.events)
+            if not runs.failure_types or kind in runs.failure_types:
+                await queue.put(Replayable(execution.id, execution.run_id, history, failure_type=kind))
+        finally:
+            slots.release()
+
+    async def produce() -> None:
+        try:
+            async with asyncio.TaskGroup() as group:
+                async for execution in listed(client, runs):
+                    await slots.acquire()
+                    group.create_task(fetch(execution))
+        finally:
+            await queue.put(None)
+
+    producer = asyncio.create_task(produce())
+    taken = 0
+    try:
+        while (item := await queue.get()) is not None:
+            yield item
+            taken += 1
+            if runs.limit is not None and taken >= runs.limit:
+                break
+        if producer.done():
+            await producer
+    finally:
+        producer.cancel()
+        await asyncio.gather(producer, return_exceptions=True)
+
+
+async def latest_failed(
+    client: TemporalClient, runs: RunFilter, *, concurrency: int = 8
+) -> AsyncIterator[Replayable]:
+    """Of the selected failed runs, those that are still their workflow's latest run (a run that
+    was reset, or restarted and failed again, is not listed twice)."""
+    async for item in fetched(client, runs, concurrency=concurrency):
+        try:
+            latest = await client.get_workflow_handle(item.workflow_id).describe()
+        except RPCError:
+            yield item
+            continue
+        if latest.run_id == item.run_id:
+            yield item
+
+
+async def replay_runs(
+    client: TemporalClient, runs: RunFilter, *, concurrency: int = 8
+) -> AsyncIterator[ReplayOutcome]:
+    """Replay every selected run's history on one replayer while the next ones are being fetched."""
+    async for outcome in replay_stream(fetched(client, runs, concurrency=concurrency)):
+        yield outcome
 
 
 async def _reset_point(client: TemporalClient, workflow_id: str, run_id: str | None) -> int:
@@ -85,19 +146,70 @@ async def reset(client: TemporalClient, workflow_id: str, *, reason: str, run_id
     return str(response.run_id)
 
 
-async def restart_failed(client: TemporalClient, *, reason: str = "restart-failed") -> list[tuple[str, str]]:
-    """Reset every billing workflow whose latest run failed; returns (workflow id, new run id)."""
-    restarted: list[tuple[str, str]] = []
-    seen: set[str] = set()
-    async for wf in client.list_workflows(FAILED_QUERY):
-        if wf.id in seen:
-            continue
-        seen.add(wf.id)
-        latest = await client.get_workflow_handle(wf.id).describe()
-        if latest.status != WorkflowExecutionStatus.FAILED:
-            continue  # already reset or restarted
-        restarted.append((wf.id, await reset(client, wf.id, reason=reason, run_id=latest.run_id)))
-    return restarted
+@dataclass(frozen=True)
+class Restart:
+    """One failed run's outcome: restarted, would restart (a dry run), or skipped and why; a run
+    that is no longer its workflow's latest is skipped as ALREADY_RESTARTED, which is no error."""
+
+    workflow_id: str
+    failure_type: str | None
+    new_run_id: str | None = None  # None: a dry run, or not restarted (see `skipped`)
+    skipped: str | None = None
+
+
+ALREADY_RESTARTED = "already restarted"
+
+
+async def restart_runs(
+    client: TemporalClient,
+    runs: RunFilter,
+    *,
+    dry_run: bool = False,
+    concurrency: int = 4,
+    reason: str = "restart-failed",
+) -> AsyncIterator[Restart]:
+    """Reset every selected workflow whose latest run failed, `concurrency` at a time; one result
+    per listed run as it is done (so the lines add up to the count), and only the latest run of a
+    workflow is reset. A dry run resets nothing and says what it would reset."""
+    results: asyncio.Queue[Restart | None] = asyncio.Queue()
+    slots = asyncio.Semaphore(concurrency)
+
+    async def one(item: Replayable) -> None:
+        try:
+            latest = await client.get_workflow_handle(item.workflow_id).describe()
+            if latest.run_id != item.run_id or latest.status != WorkflowExecutionStatus.FAILED:
+                await results.put(Restart(item.workflow_id, item.failure_type, skipped=ALREADY_RESTARTED))
+            elif dry_run:
+                await results.put(Restart(item.workflow_id, item.failure_type))
+            else:
+                new_run = await reset(client, item.workflow_id, reason=reason, run_id=item.run_id)
+                await results.put(Restart(item.workflow_id, item.failure_type, new_run_id=new_run))
+        except (RPCError, ValueError) as exc:
+            why = f"{type(exc).__name__}: {exc}"
+            await results.put(Restart(item.workflow_id, item.failure_type, skipped=why))
+        finally:
+            slots.release()
+
+    async def produce() -> None:
+        try:
+            async with asyncio.TaskGroup() as group:
+                async for item in fetched(client, runs, concurrency=concurrency):
+                    if item.history is None:
+                        await results.put(Restart(item.workflow_id, None, skipped=item.error))
+                        continue
+                    await slots.acquire()
+                    group.create_task(one(item))
+        finally:
+            await results.put(None)
+
+    producer = asyncio.create_task(produce())
+    try:
+        while (result := await results.get()) is not None:
+            yield result
+        await producer
+    finally:
+        producer.cancel()
+        await asyncio.gather(producer, return_exceptions=True)
 
 
 @dataclass(frozen=True)
@@ -113,13 +225,23 @@ class NeedsAttention:
     retries: int
 
 
+def needs_attention_line(run: NeedsAttention) -> str:
+    """One run waiting for an operator: its invoice, since when, its failure, and the command to run."""
+    why = f"{run.failure_type}: {run.message}" if run.failure_type else "(no worker answered the query)"
+    since = run.since.isoformat(timespec="seconds") if run.since else "?"
+    return (
+        f"needs attention: {run.workflow_id} (invoice {run.invoice_id}, {run.invoice_status}) since "
+        f"{since}, {run.retries} retries: {why}; once fixed: healthcare billing retry-pdf {run.workflow_id}"
+    )
+
+
 @dataclass
 class Reconciliation:
     missing: list[uuid.UUID] = field(default_factory=list)  # booked appointments with no billing at all
     not_voided: list[uuid.UUID] = field(default_factory=list)  # open invoices of cancelled appointments
     stuck: list[uuid.UUID] = field(default_factory=list)  # open invoices whose workflow is not running
     needs_attention: list[NeedsAttention] = field(default_factory=list)  # runs waiting for an operator
-    fixed: list[str] = field(default_factory=list)
+    fixed: list[str] = field(default_factory=list)  # what --fix did (or, dry run, would do)
 
 
 async def runs_needing_attention(
@@ -167,11 +289,14 @@ async def reconcile(
     settings: Settings,
     *,
     fix: bool = False,
+    dry_run: bool = False,
     appointment_ids: Collection[uuid.UUID] | None = None,
+    on_finding: Callable[[str], None] = lambda _line: None,
 ) -> Reconciliation:
     """Compare invoices with appointments and billing runs; with `fix`, start or signal what is
-    missing, exactly as the billing consumer would have (`start_billing_run`). `appointment_ids`
-    limits the check to those appointments."""
+    missing, exactly as the billing consumer would have (`start_billing_run`); with `dry_run` too,
+    only say what it would do. `appointment_ids` limits the check to those appointments;
+    `on_finding` hears each finding as it is made."""
     report = Reconciliation()
     only = [col(Appointment.id).in_(list(appointment_ids))] if appointment_ids is not None else []
     async with session_factory(engine)() as session:
@@ -193,23 +318,48 @@ async def reconcile(
         ).all()
     for appt in unbilled:
         if await _status(client, billing_workflow_id(appt.id)) is not None:
-            continue  # a run exists (maybe still pricing, or it failed: see restart-failed)
+            continue  # a run exists (maybe still pricing, or it failed: see the failed runs)
         report.missing.append(appt.id)
-        if fix and await _start(client, settings, appt):
-            report.fixed.append(f"started {billing_workflow_id(appt.id)}")
+        on_finding(f"appointment {appt.id} has no billing run")
+        if fix:
+            await _repair(client, settings, appt, report, on_finding, dry_run=dry_run)
     report.needs_attention = await runs_needing_attention(
         client,
         workflow_ids=None if appointment_ids is None else {billing_workflow_id(a) for a in appointment_ids},
     )
+    for run in report.needs_attention:
+        on_finding(needs_attention_line(run))
     for invoice, appt in open_rows:
         running = await _status(client, invoice.workflow_id) == WorkflowExecutionStatus.RUNNING
         if not running:
             report.stuck.append(invoice.id)
+            on_finding(f"invoice {invoice.id} is {invoice.status} but {invoice.workflow_id} is not running")
         if appt.status == AppointmentStatus.cancelled:
             report.not_voided.append(invoice.id)
-            if fix and running and await _start(client, settings, appt, cancel=CancelSignal()):
-                report.fixed.append(f"cancel signalled to {invoice.workflow_id}")
+            on_finding(f"invoice {invoice.id} is {invoice.status} for a cancelled appointment")
+            if fix and running:
+                cancel = CancelSignal()
+                await _repair(client, settings, appt, report, on_finding, dry_run=dry_run, cancel=cancel)
     return report
+
+
+async def _repair(
+    client: TemporalClient,
+    settings: Settings,
+    appt: Appointment,
+    report: Reconciliation,
+    on_finding: Callable[[str], None],
+    *,
+    dry_run: bool,
+    cancel: CancelSignal | None = None,
+) -> None:
+    what = f"{'cancel signalled to' if cancel else 'started'} {billing_workflow_id(appt.id)}"
+    if dry_run:
+        what = f"would have {what}"
+    elif not await _start(client, settings, appt, cancel=cancel):
+        return
+    report.fixed.append(what)
+    on_finding(what)
 
 
 async def _start(

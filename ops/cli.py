@@ -9,10 +9,10 @@ from enum import StrEnum
 from typing import Any, TypeVar
 
 import typer
-from temporalio.client import Client as TemporalClient
 
 from healthcare.logging import configure_logging
 from healthcare.settings import get_settings
+from ops.billing_cli import billing_app
 
 T = TypeVar("T")
 
@@ -32,6 +32,7 @@ class ProcessRole(StrEnum):
     consumer = "consumer"
     relay = "relay"
     analytics = "analytics"
+    codec = "codec"
 
 
 @app.command()
@@ -67,14 +68,40 @@ def serve(role: ProcessRole = typer.Argument(..., help="Which process this conta
         from analytics_flink.__main__ import main as analytics_main
 
         analytics_main(["run"])
+    elif role is ProcessRole.codec:
+        import uvicorn
+
+        # The Temporal UI's codec server (api/codec_server.py): its own port, so it can be exposed
+        # to operators without the API, and the API without it.
+        uvicorn.run(
+            "api.codec_server:app_factory",
+            factory=True,
+            host=settings.codec_host,
+            port=settings.codec_port,
+            log_config=None,
+            access_log=False,
+            proxy_headers=True,
+        )
 
 
 @app.command()
 def migrate(revision: str = typer.Option("head", help="Alembic revision to upgrade to.")) -> None:
-    """Apply database migrations."""
+    """Apply database migrations as the owner role (HC_DATABASE_OWNER_URL, or HC_DATABASE_URL with
+    HC_DATABASE_APP_ROLE naming the app role)."""
+    from sqlalchemy.engine import make_url
+
     from healthcare.migrate import upgrade
 
-    configure_logging(get_settings().log_level, json=False)
+    settings = get_settings()
+    configure_logging(settings.log_level, json=False)
+    if settings.env == "production" and make_url(settings.owner_database_url).username == settings.app_role:
+        # Migrating as the app role would leave it owning the schema (and the audit trail).
+        typer.echo(
+            "migrations run as the owner role and grant the app role its privileges: set "
+            "HC_DATABASE_APP_ROLE (the role the application connects as) or HC_DATABASE_OWNER_URL",
+            err=True,
+        )
+        raise typer.Exit(2)
     upgrade(revision)
     typer.echo(f"database at {revision}")
 
@@ -135,7 +162,12 @@ def create_admin(
             async with session_factory(engine)() as session:
                 user = await add_user(
                     session,
-                    RequestContext(actor=None, client_ip="cli", request_id=None),
+                    RequestContext(
+                        actor=None,
+                        client_ip="cli",
+                        request_id=None,
+                        audit_key=settings.audit_hmac_key.get_secret_value().encode(),
+                    ),
                     email=body.email,
                     password=body.password,
                     role=Role.admin,
@@ -159,242 +191,96 @@ app.add_typer(audit_app, name="audit")
 
 
 @audit_app.command("verify")
-def audit_verify() -> None:
-    """Recompute the audit hash chain; exit 1 and name the first bad record if it was tampered with."""
+def audit_verify(
+    anchored: bool = typer.Option(
+        True, "--anchored/--no-anchor", help="Compare the chain with the newest anchor in object storage."
+    ),
+) -> None:
+    """Recompute the keyed audit chain and compare it with the newest anchor (the head last written to
+    object storage); exit 1 and name the first bad or missing record if it was tampered with."""
+    from healthcare import clients
     from healthcare.db import create_engine, session_factory
-    from services.audit import VerifyResult, verify
+    from services.audit import VerifyResult, latest_anchor, verify
 
     settings = get_settings()
+    key = settings.audit_hmac_key.get_secret_value().encode()
 
     async def _run() -> VerifyResult:
+        anchor = None
+        if anchored:
+            anchor = await latest_anchor(
+                clients.s3_client(settings),
+                bucket=settings.s3_bucket,
+                prefix=settings.audit_anchor_prefix,
+                key=key,
+            )
         engine = create_engine(settings)
         try:
             async with session_factory(engine)() as session:
-                return await verify(session)
+                return await verify(session, key=key, anchor=anchor)
         finally:
             await engine.dispose()
 
     result = asyncio.run(_run())
     if result.ok:
-        typer.echo(f"ok: {result.checked} audit records, chain intact")
+        where = f"; anchored at record {result.anchored_seq}" if result.anchored_seq else "; no anchor yet"
+        typer.echo(f"ok: {result.checked} audit records, chain intact{where if anchored else ''}")
         return
-    typer.echo(f"TAMPERED: record {result.first_bad_seq}: {result.reason} ({result.checked} good before it)")
+    at = f"record {result.first_bad_seq}: " if result.first_bad_seq is not None else ""
+    typer.echo(f"TAMPERED: {at}{result.reason} ({result.checked} good before it)")
     raise typer.Exit(1)
 
 
-billing_app = typer.Typer(
-    help="Billing workflows: replay, reset, restart, reconcile, retry a PDF; the dead-letter topic.",
-    no_args_is_help=True,
-)
+@audit_app.command("anchor")
+def audit_anchor() -> None:
+    """Write the chain's head to object storage now (the worker does it every
+    HC_AUDIT_ANCHOR_INTERVAL_SECONDS)."""
+    from healthcare import clients
+    from healthcare.db import create_engine, session_factory
+    from services.audit import Anchor, write_anchor
+
+    settings = get_settings()
+
+    async def _run() -> Anchor | None:
+        engine = create_engine(settings)
+        try:
+            async with session_factory(engine)() as session:
+                return await write_anchor(
+                    session,
+                    clients.s3_client(settings),
+                    bucket=settings.s3_bucket,
+                    prefix=settings.audit_anchor_prefix,
+                    key=settings.audit_hmac_key.get_secret_value().encode(),
+                )
+        finally:
+            await engine.dispose()
+
+    anchor = asyncio.run(_run())
+    if anchor is None:
+        typer.echo("the audit trail is empty: nothing to anchor")
+        return
+    typer.echo(f"anchored record {anchor.seq} at {anchor.at.isoformat()}")
+
+
 app.add_typer(billing_app, name="billing")
 
 
-def _with_temporal(work: Callable[[TemporalClient], Awaitable[T]]) -> T:
-    from healthcare.clients import temporal_client
+@app.command("payload-key")
+def payload_key(key_id: str = typer.Argument(..., help="Its id, e.g. prod-2027-01.")) -> None:
+    """Print a new AES-256 payload key as `id:base64key`, to add to HC_PAYLOAD_KEYS.
 
-    async def _run() -> T:
-        return await work(await temporal_client(get_settings()))
+    Rotation: add the new key to HC_PAYLOAD_KEYS everywhere (every key decrypts), then set
+    HC_PAYLOAD_KEY_ID to it (it encrypts from then on); keep the old key while histories written
+    under it are retained."""
+    from healthcare.codec import Keyring, generate_key
 
-    return asyncio.run(_run())
-
-
-@billing_app.command("replay")
-def billing_replay(
-    workflow_id: str = typer.Argument(None, help="e.g. billing-<appointmentId>"),
-    all_failed: bool = typer.Option(False, "--all-failed", help="Replay every failed billing run."),
-) -> None:
-    """Replay histories against the current workflow code; non-zero exit on a non-determinism."""
-    from ops import billing
-
-    if not workflow_id and not all_failed:
-        typer.echo("give a workflow id or --all-failed", err=True)
-        raise typer.Exit(2)
-
-    async def work(client: TemporalClient) -> dict[str, tuple[bool, str | None]]:
-        if all_failed:
-            return await billing.replay_failed(client)
-        return {workflow_id: await billing.replay_one(client, workflow_id)}
-
-    results = _with_temporal(work)
-    for wid, (ok, error) in results.items():
-        typer.echo(f"ok: {wid}" if ok else f"NON-DETERMINISTIC: {wid}: {error}")
-    if not results:
-        typer.echo("no failed billing runs")
-    if not all(ok for ok, _ in results.values()):
-        raise typer.Exit(1)
-
-
-@billing_app.command("reset")
-def billing_reset(
-    workflow_id: str = typer.Argument(..., help="e.g. billing-<appointmentId>"),
-    reason: str = typer.Option(..., help="Why (kept in the workflow history)."),
-) -> None:
-    """Reset a billing run to just before its last failed activity (else its last completed workflow
-    task), so that step runs again on the current code."""
-    from ops import billing
-
-    run_id = _with_temporal(lambda c: billing.reset(c, workflow_id, reason=reason))
-    typer.echo(f"reset {workflow_id}: new run {run_id}")
-
-
-@billing_app.command("restart-failed")
-def billing_restart_failed() -> None:
-    """Reset every failed billing run so it continues on the current code."""
-    from ops import billing
-
-    restarted = _with_temporal(billing.restart_failed)
-    for wid, run in restarted:
-        typer.echo(f"restarted {wid}: new run {run}")
-    typer.echo(f"{len(restarted)} billing run(s) restarted")
-
-
-@billing_app.command("reconcile")
-def billing_reconcile(
-    fix: bool = typer.Option(False, "--fix", help="Start or signal what is missing."),
-    appointment: list[uuid.UUID] | None = typer.Option(
-        None, "--appointment", help="Check only this appointment (repeatable)."
-    ),
-) -> None:
-    """Find booked appointments with no billing run, cancellations whose invoice is still open, open
-    invoices whose run is not running, and runs that wait for an operator (their PDF failed for
-    good: `retry-pdf`); --fix starts or signals the runs as the billing consumer would (a stuck run
-    is repaired with `restart-failed`). Without --fix, exit 1 when anything is found."""
-    from healthcare.db import create_engine
-    from ops import billing
-
-    settings = get_settings()
-
-    async def work(client: TemporalClient) -> billing.Reconciliation:
-        engine = create_engine(settings)
-        try:
-            return await billing.reconcile(client, engine, settings, fix=fix, appointment_ids=appointment)
-        finally:
-            await engine.dispose()
-
-    report = _with_temporal(work)
-    for run in report.needs_attention:
-        why = f"{run.failure_type}: {run.message}" if run.failure_type else "(no worker answered the query)"
-        since = run.since.isoformat(timespec="seconds") if run.since else "?"
-        typer.echo(
-            f"needs attention: {run.workflow_id} (invoice {run.invoice_id}, {run.invoice_status}) since "
-            f"{since}, {run.retries} retries: {why}; once fixed: "
-            f"healthcare billing retry-pdf {run.workflow_id}"
-        )
-    typer.echo(
-        f"appointments without billing: {len(report.missing)}; cancellations not voided: "
-        f"{len(report.not_voided)}; open invoices whose run is not running: {len(report.stuck)}; "
-        f"runs needing attention: {len(report.needs_attention)}; fixed: {report.fixed}"
-    )
-    if (report.missing or report.not_voided or report.stuck or report.needs_attention) and not fix:
-        raise typer.Exit(1)
-
-
-@billing_app.command("retry-pdf")
-def billing_retry_pdf(
-    workflow_id: str = typer.Argument(..., help="A run that needs attention, e.g. billing-<appointmentId>"),
-    reason: str | None = typer.Option(None, help="Why it should work now (kept in the workflow history)."),
-) -> None:
-    """Render the PDF of a billing run that needs attention again, once what made it fail is fixed
-    (`billing reconcile` lists those runs and their failures). A retry that fails for good puts the
-    run back in NEEDS_ATTENTION."""
-    from healthcare import errors
-    from services.billing import retry_pdf
-
+    line = f"{key_id}:{generate_key()}"
     try:
-        accepted = _with_temporal(lambda c: retry_pdf(c, workflow_id, reason=reason))
-    except (errors.NotFound, errors.Conflict) as exc:
-        typer.echo(exc.message, err=True)
-        raise typer.Exit(1) from exc
-    failed = accepted.attention
-    typer.echo(
-        f"retrying the PDF of {workflow_id} (invoice {accepted.invoice_id}); it had failed with "
-        f"{failed.failure_type} since {failed.since.isoformat(timespec='seconds')}"
-    )
-
-
-dlq_app = typer.Typer(
-    help="The billing dead-letter topic: events the billing consumer refused for good.", no_args_is_help=True
-)
-billing_app.add_typer(dlq_app, name="dlq")
-
-
-@dlq_app.command("list")
-def dlq_list(
-    all_: bool = typer.Option(False, "--all", help="Also the dead letters already redriven."),
-) -> None:
-    """List the dead letters waiting for a redrive (oldest first per partition), with why each was
-    refused and where it came from. Exit 1 when some are waiting."""
-    from collections import Counter
-
-    from ops.dead_letters import list_dead_letters
-
-    listed = asyncio.run(list_dead_letters(get_settings(), waiting_only=not all_))
-    for item in listed:
-        letter, event = item.letter, item.event
-        what = f"{event.event} {event.appointment_id}" if event else "(not an appointment event)"
-        state = "waiting" if item.waiting else "redriven"
-        typer.echo(
-            f"{letter.dlq_partition}:{letter.dlq_offset} {state} "
-            f"{letter.parked_at.isoformat(timespec='seconds')} "
-            f"{letter.reason.value}: {letter.detail} | {what} from {letter.topic}/{letter.partition}:"
-            f"{letter.offset}, redriven {letter.redrives}x"
-        )
-    waiting = [i for i in listed if i.waiting]
-    by_reason = Counter(i.letter.reason.value for i in waiting)
-    typer.echo(f"{len(waiting)} dead letter(s) waiting" + (f": {dict(by_reason)}" if by_reason else ""))
-    if waiting:
-        raise typer.Exit(1)
-
-
-@dlq_app.command("redrive")
-def dlq_redrive(
-    limit: int | None = typer.Option(None, min=1, help="Redrive at most this many."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Only say what would be redriven."),
-) -> None:
-    """Hand the waiting dead letters to billing again, judged as the consumer judges fresh events:
-    accepted ones are done, ones refused for good again are parked again, and a partition stops at
-    one refused for now (Temporal or the database down). Safe to repeat. Exit 1 unless every one
-    was accepted (or skipped)."""
-    from healthcare import clients
-    from healthcare.db import create_engine
-    from ops.dead_letters import RedriveSummary, list_dead_letters, redrive
-
-    settings = get_settings()
-    if dry_run:
-        waiting = asyncio.run(list_dead_letters(settings))[:limit]
-        for item in waiting:
-            what = f"{item.event.event} {item.event.appointment_id}" if item.event else "(not an event)"
-            typer.echo(f"would redrive {item.letter.dlq_partition}:{item.letter.dlq_offset} {what}")
-        typer.echo(f"{len(waiting)} dead letter(s) would be redriven")
-        return
-
-    summary = RedriveSummary()
-
-    async def work(client: TemporalClient) -> None:
-        engine = create_engine(settings)
-        producer = clients.kafka_producer(settings)
-        await producer.start()
-        try:
-            count = 0
-            async for result in redrive(settings, client, engine, producer, limit=limit, summary=summary):
-                count += 1
-                letter, decision = result.letter, result.decision
-                why = f" ({decision.reason.value if decision.reason else ''} {decision.detail})".rstrip()
-                typer.echo(
-                    f"[{count}] {letter.dlq_partition}:{letter.dlq_offset} {decision.verdict.value}{why}"
-                )
-        finally:
-            await producer.stop()
-            await engine.dispose()
-
-    _with_temporal(work)
-    outcomes = ", ".join(f"{verdict}: {n}" for verdict, n in sorted(summary.outcomes.items()))
-    typer.echo(
-        f"redriven: {sum(summary.outcomes.values())} ({outcomes or 'none'}); "
-        f"left waiting: {summary.left_waiting}"
-    )
-    if not summary.clean:
-        raise typer.Exit(1)
+        Keyring.parse(line, key_id)
+    except ValueError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from exc
+    typer.echo(line)
 
 
 outbox_app = typer.Typer(

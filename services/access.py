@@ -7,9 +7,10 @@ from collections.abc import Sequence
 from typing import Any, TypeVar
 
 from sqlalchemy import ColumnElement
-from sqlmodel import select
+from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from healthcare.contracts.appointments import AppointmentStatus
 from healthcare.db import page
 from healthcare.models import Appointment, Doctor, Invoice, Role
 from healthcare.stores.patients import PatientStore
@@ -36,11 +37,22 @@ async def visible_patient_ids(
         doctor_id = await doctor_id_of(session, actor)
         if doctor_id is None:
             return set()
-        rows = await session.scalars(
-            select(Appointment.patient_id).where(Appointment.doctor_id == doctor_id).distinct()
-        )
-        return set(rows)
+        return await patients_in_care(session, doctor_id)
     return set()
+
+
+# A doctor's current care: patients with a booked or completed appointment with them. A cancelled
+# or missed appointment alone gives no access to the record (README, "Security").
+IN_CARE = (AppointmentStatus.booked.value, AppointmentStatus.completed.value)
+
+
+async def patients_in_care(session: AsyncSession, doctor_id: uuid.UUID) -> set[uuid.UUID]:
+    rows = await session.scalars(
+        select(Appointment.patient_id)
+        .where(Appointment.doctor_id == doctor_id, col(Appointment.status).in_(IN_CARE))
+        .distinct()
+    )
+    return set(rows)
 
 
 async def can_see_patient(

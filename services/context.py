@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from healthcare.models import Role
 
@@ -25,6 +25,8 @@ class RequestContext:
     actor: Actor | None
     client_ip: str | None
     request_id: str | None
+    # The key audit records of this request are chained with (HC_AUDIT_HMAC_KEY).
+    audit_key: bytes = field(repr=False, kw_only=True)
 
 
 def require_actor(ctx: RequestContext) -> Actor:

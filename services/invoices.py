@@ -1,38 +1,33 @@
-"""Invoices: reading them under the appointment role rules, paying through the billing workflow, PDF links."""
+"""Invoices: reading them under the appointment role rules and PDF links (paying: services/payments.py)."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import uuid
 from datetime import datetime
 from typing import Any
 
 from pydantic import Field
 from sqlmodel.ext.asyncio.session import AsyncSession
-from temporalio.client import Client as TemporalClient
-from temporalio.client import RPCTimeoutOrCancelledError, WorkflowUpdateFailedError
-from temporalio.exceptions import ApplicationError
-from temporalio.service import RPCError, RPCStatusCode
 
 from healthcare import errors
-from healthcare.contracts.billing import (
-    INVOICE_NOT_ISSUED,
-    INVOICE_VOID,
-    InvoiceState,
-    InvoiceStatus,
-    PayRequest,
-)
+from healthcare.contracts.billing import InvoiceState
 from healthcare.db import release_connection
-from healthcare.models import Invoice, Role
+from healthcare.logging import get_logger
+from healthcare.models import Invoice
 from healthcare.schemas import ApiOut, Money
 from healthcare.stores.patients import PatientStore
 from services import audit
-from services.access import list_care_records, read_care_record, visible_record
-from services.context import RequestContext, require_actor
-from workflows.billing import BillingWorkflow
+from services.access import list_care_records, read_care_record
+from services.context import RequestContext
 
 NOT_FOUND = "invoice not found"
 PDF_URL_SECONDS = 300
+PDF_MAX_BYTES = 5 * 1024 * 1024
+
+log = get_logger(__name__)
 
 
 class InvoicePublic(ApiOut):
@@ -42,9 +37,15 @@ class InvoicePublic(ApiOut):
     amount: Money
     currency: str
     status: str
+    # A PDF that shows the current status (after a status change it is re-rendered within seconds).
     pdf_available: bool = Field(default=False)
     created_at: datetime
     paid_at: datetime | None = None
+    payment_id: uuid.UUID | None = None
+
+
+def _pdf_current(row: Invoice | InvoiceState) -> bool:
+    return row.pdf_key is not None and row.pdf_status is not None and row.pdf_status == row.status
 
 
 def public(row: Invoice | InvoiceState) -> InvoicePublic:
@@ -55,9 +56,10 @@ def public(row: Invoice | InvoiceState) -> InvoicePublic:
         amount=row.amount,
         currency=row.currency.strip(),
         status=row.status,
-        pdf_available=row.pdf_key is not None,
+        pdf_available=_pdf_current(row),
         created_at=row.created_at,
         paid_at=row.paid_at,
+        payment_id=row.payment_id,
     )
 
 
@@ -100,73 +102,6 @@ async def list_invoices(
     return [public(r) for r in rows], total
 
 
-async def pay(
-    session: AsyncSession,
-    store: PatientStore,
-    temporal: TemporalClient,
-    ctx: RequestContext,
-    invoice_id: uuid.UUID,
-    *,
-    deadline_seconds: float,
-) -> InvoicePublic:
-    """Staff, admins and the patient who owns the invoice; paying a PAID invoice answers with it.
-    Temporal gets `deadline_seconds` to confirm, else 503 with Retry-After."""
-    actor = require_actor(ctx)
-    row = await visible_record(session, store, actor, Invoice, invoice_id)
-    if row is None:
-        await _audit_pay(session, ctx, invoice_id, "denied")
-        raise errors.NotFound(NOT_FOUND)
-    if not actor.is_clinic_wide and actor.role != Role.patient:
-        # A doctor sees their patients' invoices but does not take payments.
-        await _audit_pay(session, ctx, invoice_id, "denied")
-        raise errors.Forbidden("only staff or the patient pay an invoice")
-    result: Invoice | InvoiceState = row
-    if row.status == InvoiceStatus.void:
-        await _audit_pay(session, ctx, invoice_id, "conflict")
-        raise errors.Conflict("a void invoice cannot be paid")
-    if row.status != InvoiceStatus.paid:
-        await release_connection(session)
-        try:
-            result = await _pay_through_workflow(temporal, row, deadline_seconds)
-        except errors.DomainError as exc:
-            await _audit_pay(
-                session, ctx, invoice_id, "conflict" if isinstance(exc, errors.Conflict) else "error"
-            )
-            raise
-    await _audit_pay(session, ctx, invoice_id, "ok")
-    return public(result)
-
-
-async def _audit_pay(session: AsyncSession, ctx: RequestContext, invoice_id: uuid.UUID, outcome: str) -> None:
-    await audit.record(
-        session, ctx, action="pay", resource_type="invoice", resource_id=invoice_id, outcome=outcome
-    )
-
-
-async def _pay_through_workflow(temporal: TemporalClient, row: Invoice, deadline: float) -> InvoiceState:
-    handle = temporal.get_workflow_handle(row.workflow_id)
-    try:
-        state: InvoiceState = await asyncio.wait_for(
-            handle.execute_update(BillingWorkflow.pay, PayRequest(), result_type=InvoiceState), deadline
-        )
-    except WorkflowUpdateFailedError as exc:
-        cause = exc.cause
-        if isinstance(cause, ApplicationError) and cause.type in (INVOICE_VOID, INVOICE_NOT_ISSUED):
-            raise errors.Conflict(str(cause.message)) from exc
-        raise errors.DependencyUnavailable("the payment could not be recorded; try again") from exc
-    except RPCError as exc:
-        if exc.status == RPCStatusCode.NOT_FOUND:  # the run already ended (PAID or VOID) or failed
-            raise errors.Conflict("this invoice can no longer be paid") from exc
-        raise errors.DependencyUnavailable("billing is unavailable; try again") from exc
-    except (TimeoutError, RPCTimeoutOrCancelledError) as exc:
-        raise errors.DependencyUnavailable(
-            "billing did not confirm the payment in time; check the invoice before trying again",
-            retry_after_seconds=5,
-            details={"invoiceId": str(row.id)},
-        ) from exc
-    return state
-
-
 async def pdf_url(
     session: AsyncSession,
     store: PatientStore,
@@ -176,7 +111,8 @@ async def pdf_url(
     *,
     bucket: str,
 ) -> str:
-    """A presigned GET valid for five minutes, only after the same check as reading the invoice."""
+    """A presigned GET valid for five minutes, after the same check as reading the invoice, for a
+    PDF that shows the invoice's current status and is, byte for byte, the one billing stored."""
     row = await read_care_record(
         session,
         store,
@@ -189,6 +125,25 @@ async def pdf_url(
     )
     if row.pdf_key is None:
         raise errors.NotFound("this invoice has no PDF yet")
+    if not _pdf_current(row):
+        raise errors.NotFound(
+            f"the PDF of this {row.status.lower()} invoice is not ready yet; try again shortly"
+        )
+    await release_connection(session)
+    if not await _stored_pdf_matches(s3, bucket, row.pdf_key, row.pdf_sha256):
+        await audit.record(
+            session,
+            ctx,
+            action="download",
+            resource_type="invoice",
+            resource_id=invoice_id,
+            outcome="tampered",
+            detail={"key": row.pdf_key},
+        )
+        log.error("invoice PDF failed its checksum", invoice_id=str(invoice_id))
+        raise errors.IntegrityFailure(
+            "the stored PDF failed its integrity check; the clinic has been alerted"
+        )
     url: str = await asyncio.to_thread(
         s3.generate_presigned_url,
         "get_object",
@@ -196,3 +151,23 @@ async def pdf_url(
         ExpiresIn=PDF_URL_SECONDS,
     )
     return url
+
+
+async def _stored_pdf_matches(s3: Any, bucket: str, key: str, sha256: str | None) -> bool:
+    """Whether the object is the PDF billing recorded. S3 keeps the SHA-256 it checked the upload
+    against (the Lambda sends ChecksumSHA256), so a HEAD tells without moving the bytes; an object
+    stored without one (before that) is read and hashed here (PDFs are a few kilobytes, at most
+    PDF_MAX_BYTES)."""
+
+    def check() -> bool:
+        try:
+            head = s3.head_object(Bucket=bucket, Key=key, ChecksumMode="ENABLED")
+            kept = head.get("ChecksumSHA256")
+            if kept and "-" not in kept:  # a composite (multipart) checksum is not the file's digest
+                return bool(base64.b64decode(kept).hex() == sha256)
+            body = s3.get_object(Bucket=bucket, Key=key)["Body"].read(PDF_MAX_BYTES + 1)
+        except s3.exceptions.ClientError:  # missing, or unreadable: not the PDF we stored
+            return False
+        return len(body) <= PDF_MAX_BYTES and hashlib.sha256(body).hexdigest() == sha256
+
+    return sha256 is not None and await asyncio.to_thread(check)

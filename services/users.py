@@ -9,12 +9,12 @@ from sqlalchemy import func
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from healthcare import errors, security
+from healthcare import errors, ratelimit, security
 from healthcare.db import add_unique, page, release_connection
 from healthcare.models import Role, User, utcnow
 from healthcare.settings import Settings
 from services import audit, throttle
-from services.context import Actor, RequestContext
+from services.context import Actor, RequestContext, require_actor
 
 LOGIN_FAILED = "invalid email or password"
 
@@ -93,16 +93,31 @@ async def get_user(session: AsyncSession, user_id: uuid.UUID) -> User | None:
     return await session.get(User, user_id)
 
 
-async def active_actor(session: AsyncSession, claims: security.TokenClaims) -> Actor | None:
-    """Who a valid token speaks for, if that account may still act (it exists and is active): the
-    one rule for the API (every request) and the websocket relay (on connect and periodically).
-    A Core select of four columns: the ORM's identity map and object loading cost more than it."""
+async def token_actor(session: AsyncSession, claims: security.TokenClaims) -> tuple[Actor | None, str | None]:
+    """Who a valid token speaks for, if that account may still act: it exists, is active, and the
+    token carries its current token version (a password change, deactivation or role change since
+    the token was issued revokes it). The one rule for the API (every request) and the websocket
+    relay (on connect and periodically). Returns the actor, or None and why (`inactive`: deleted or
+    deactivated; `revoked`: an older token version). A Core select of a few columns: the ORM's
+    identity map and object loading cost more than the query."""
     row = (
         await session.execute(
-            select(User.id, User.role, User.email).where(col(User.id) == claims.user_id, col(User.is_active))
+            select(User.id, User.role, User.email, User.token_version).where(
+                col(User.id) == claims.user_id, col(User.is_active)
+            )
         )
     ).first()
-    return Actor(user_id=row.id, role=Role(row.role), email=row.email) if row else None
+    if row is None:
+        return None, "inactive"
+    if row.token_version != claims.token_version:
+        return None, "revoked"
+    return Actor(user_id=row.id, role=Role(row.role), email=row.email), None
+
+
+async def active_actor(session: AsyncSession, claims: security.TokenClaims) -> Actor | None:
+    """`token_actor` without the reason: the actor, or None if the token may no longer act."""
+    actor, _ = await token_actor(session, claims)
+    return actor
 
 
 async def login(
@@ -151,7 +166,10 @@ async def login(
         actor_id=user.id,
         actor_role=user.role,
     )
-    return security.issue_token(user_id=user.id, role=user.role, settings=settings), user
+    token = security.issue_token(
+        user_id=user.id, role=user.role, settings=settings, token_version=user.token_version
+    )
+    return token, user
 
 
 async def list_users(
@@ -171,16 +189,73 @@ async def update_user(
     is_active: bool | None,
     role: Role | None,
 ) -> User:
+    """Deactivate, reactivate or change the role of an account. A deactivation or a role change
+    revokes every token the account holds (its token version moves on), so the change applies at
+    once; the record says what the account became."""
     user = await session.get(User, user_id)
     if user is None:
         raise errors.NotFound("user not found")
     if ctx.actor and ctx.actor.user_id == user_id and (is_active is False or (role and role != Role.admin)):
         raise errors.Conflict("admins cannot deactivate or demote themselves")
+    before = {"previousRole": user.role, "wasActive": user.is_active}
+    revoke = (is_active is False and user.is_active) or (role is not None and role.value != user.role)
     if is_active is not None:
         user.is_active = is_active
     if role is not None:
         user.role = role.value
+    if revoke:
+        user.token_version += 1
     session.add(user)
-    await audit.record(session, ctx, action="update", resource_type="user", resource_id=user.id)
+    await audit.record(
+        session,
+        ctx,
+        action="update",
+        resource_type="user",
+        resource_id=user.id,
+        detail={"role": user.role, "isActive": user.is_active, **before, "tokensRevoked": revoke},
+    )
     await session.refresh(user)
     return user
+
+
+PASSWORD_TRIES = 5  # wrong current passwords per account ...
+PASSWORD_TRIES_WINDOW_SECONDS = 900  # ... per 15 minutes
+
+
+async def change_password(
+    session: AsyncSession, ctx: RequestContext, *, current: str, new: str, settings: Settings
+) -> str:
+    """The signed-in account's own password change: the current password is required (a stolen
+    session alone cannot take the account over, and guesses are limited), every token issued
+    before is revoked, and the answer is a fresh token for this session."""
+    actor = require_actor(ctx)
+    wait = await ratelimit.hit(
+        session,
+        f"password:{actor.user_id}",
+        limit=PASSWORD_TRIES,
+        window_seconds=PASSWORD_TRIES_WINDOW_SECONDS,
+    )
+    user = await session.get(User, actor.user_id)
+    if user is None:
+        raise errors.Unauthorized("invalid or expired token")
+    stored = user.password_hash
+    await release_connection(session)  # no pooled connection held while bcrypt runs
+    valid = not wait and await security.verify_password_async(
+        current, stored, rounds=settings.bcrypt_rounds, queue_limit=settings.hash_queue_limit
+    )
+    audited = {"action": "password_change", "resource_type": "user", "resource_id": user.id}
+    if not valid:
+        await audit.record(session, ctx, **audited, outcome="failed")
+        if wait:
+            raise errors.RateLimited("too many wrong passwords; try again later", retry_after_seconds=wait)
+        raise errors.Forbidden("the current password is wrong", audited=True)
+    new_hash = await security.hash_password_async(
+        new, rounds=settings.bcrypt_rounds, queue_limit=settings.hash_queue_limit
+    )
+    user.password_hash = new_hash
+    user.token_version += 1
+    session.add(user)
+    await audit.record(session, ctx, **audited, detail={"tokensRevoked": True})
+    return security.issue_token(
+        user_id=user.id, role=user.role, settings=settings, token_version=user.token_version
+    )

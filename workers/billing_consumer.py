@@ -21,7 +21,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from temporalio.client import Client as TemporalClient
 
-from healthcare import clients, dead_letters, metrics
+from healthcare import clients, correlation, dead_letters, metrics
 from healthcare.contracts.billing import billing_workflow_id
 from healthcare.contracts.events import AppointmentEvent, RefusalReason
 from healthcare.db import create_engine
@@ -63,6 +63,7 @@ class BillingConsumer:
         self._backoff = 0.5
         # Starts and signals in flight at once: each is a round trip to Temporal.
         self._in_flight = asyncio.Semaphore(max_in_flight)
+        self._committed: dict[TopicPartition, int] = {}
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -71,6 +72,16 @@ class BillingConsumer:
                 if stop.is_set():
                     return  # uncommitted messages are redelivered to whoever takes the partition
                 await self._handle_partition(tp, messages, stop)
+            self._report_lag()
+
+    def _report_lag(self) -> None:
+        """Lag per partition: the broker's high-water mark minus what this consumer committed."""
+        for tp in self._consumer.assignment():
+            high = self._consumer.highwater(tp)
+            done = self._committed.get(tp)
+            if high is None or done is None:
+                continue  # not fetched from, or nothing committed here yet
+            metrics.BILLING_CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(max(high - done, 0))
 
     async def _handle_partition(
         self, tp: TopicPartition, messages: list[ConsumerRecord[bytes, bytes]], stop: asyncio.Event
@@ -96,9 +107,12 @@ class BillingConsumer:
 
         async def lane(batch: list[ConsumerRecord[bytes, bytes]]) -> None:
             for msg in batch:
-                decision = await self._decide(msg, events[msg.offset], stored)
-                if decision.verdict is Verdict.park:
-                    decision = await self._park(msg, events[msg.offset], decision)
+                # The booking request's correlation id came along as a Kafka header: the billing
+                # run it starts (header and memo) and this consumer's log lines carry it on.
+                with correlation.bound(correlation.from_kafka_headers(msg.headers)):
+                    decision = await self._decide(msg, events[msg.offset], stored)
+                    if decision.verdict is Verdict.park:
+                        decision = await self._park(msg, events[msg.offset], decision)
                 if decision.verdict is Verdict.retry:
                     metrics.BILLING_EVENTS.labels("refused").inc()
                     retry[msg.offset] = decision
@@ -189,6 +203,7 @@ class BillingConsumer:
         if last_done is not None:
             # Kafka's committed offset is the next one to read.
             await self._consumer.commit({tp: last_done + 1})
+            self._committed[tp] = last_done + 1
 
 
 async def report_dead_letters(
@@ -211,7 +226,7 @@ async def report_dead_letters(
 async def run_consumer(
     settings: Settings, *, stop: asyncio.Event, group_id: str = GROUP_ID, **consumer_options: Any
 ) -> None:
-    temporal = await clients.temporal_client(settings)
+    temporal = await clients.temporal_client(settings, runtime=metrics.temporal_runtime(settings))
     engine = create_engine(settings)
     producer = clients.kafka_producer(settings)
     consumer = clients.kafka_consumer(
@@ -231,12 +246,14 @@ async def run_consumer(
         consumer=consumer, temporal=temporal, settings=settings, appointments=lookup, dead_letters=park
     )
     gauge = asyncio.create_task(report_dead_letters(settings, stop))
+    sdk_metrics = asyncio.create_task(metrics.drain_temporal_metrics_until(stop))
     log.info("billing consumer started", group=group_id, topic=settings.topic_appointment_events, dlq=dlq)
     try:
         await billing.run(stop)
     finally:
         gauge.cancel()
-        await asyncio.gather(gauge, return_exceptions=True)
+        sdk_metrics.cancel()
+        await asyncio.gather(gauge, sdk_metrics, return_exceptions=True)
         await consumer.stop()
         await producer.stop()
         await engine.dispose()

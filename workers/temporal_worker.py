@@ -7,6 +7,7 @@ import contextlib
 from datetime import timedelta
 from typing import Any
 
+from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client as TemporalClient
 from temporalio.worker import PollerBehaviorAutoscaling, UnsandboxedWorkflowRunner, Worker, WorkflowRunner
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
@@ -15,12 +16,13 @@ from activities.appointments import AppointmentActivities
 from activities.billing import BillingActivities
 from activities.diagnostics import DiagnosticsActivities
 from healthcare import clients, metrics, probes
-from healthcare.db import create_engine
+from healthcare.db import create_engine, session_factory
 from healthcare.logging import get_logger
 from healthcare.outbox import OutboxRelay
 from healthcare.process import run_until_stopped
 from healthcare.settings import Settings
 from healthcare.stores.factory import patient_store_factory
+from services import audit
 from services.billing import NEEDS_ATTENTION_QUERY
 from workflows.appointments import AppointmentWorkflow
 from workflows.billing import BillingWorkflow
@@ -78,7 +80,7 @@ def worker_options(settings: Settings) -> dict[str, Any]:
 
 
 async def run_worker(settings: Settings, *, stop: asyncio.Event) -> None:
-    client = await clients.temporal_client(settings)
+    client = await clients.temporal_client(settings, runtime=metrics.temporal_runtime(settings))
     missing = await probes.missing_search_attributes(client, settings.temporal_namespace)
     if missing:
         # Refuse to start: runs that set them would retry their workflow tasks for ever, unseen.
@@ -94,10 +96,12 @@ async def run_worker(settings: Settings, *, stop: asyncio.Event) -> None:
     producer = clients.kafka_producer(settings)
     await producer.start()
     diagnostics = DiagnosticsActivities(engine=engine)
+    audit_key = settings.audit_hmac_key.get_secret_value().encode()
     appointments = AppointmentActivities(
         engine=engine,
         topic=settings.topic_appointment_events,
         patient_store=patient_store_factory(settings),
+        audit_key=audit_key,
     )
     billing = BillingActivities(
         engine=engine,
@@ -105,6 +109,7 @@ async def run_worker(settings: Settings, *, stop: asyncio.Event) -> None:
         function_name=settings.lambda_function_name,
         patient_store=patient_store_factory(settings),
         currency=settings.clinic_currency,
+        audit_key=audit_key,
     )
     worker = Worker(
         client,
@@ -120,6 +125,7 @@ async def run_worker(settings: Settings, *, stop: asyncio.Event) -> None:
             billing.render_pdf,
             billing.issue,
             billing.set_status,
+            billing.record_pdf,
         ],
         **worker_options(settings),
     )
@@ -133,18 +139,52 @@ async def run_worker(settings: Settings, *, stop: asyncio.Event) -> None:
         )
     )
     relay.add_done_callback(lambda _task: stop.set())
+    sdk_metrics = asyncio.create_task(metrics.drain_temporal_metrics_until(stop))
     gauge = asyncio.create_task(report_runs_needing_attention(client, stop))
+    anchors = asyncio.create_task(anchor_audit_trail(settings, engine, relay_stop))
     log.info("worker started", task_queue=settings.temporal_task_queue)
     try:
         async with worker:
             await stop.wait()
     finally:
+        sdk_metrics.cancel()
         relay_stop.set()
         gauge.cancel()
-        await asyncio.gather(relay, gauge, return_exceptions=True)
+        await asyncio.gather(relay, gauge, anchors, return_exceptions=True)
         await producer.stop()
         await engine.dispose()
         log.info("worker stopped")
+
+
+async def anchor_audit_trail(settings: Settings, engine: AsyncEngine, stop: asyncio.Event) -> None:
+    """Write the audit chain's head to object storage every HC_AUDIT_ANCHOR_INTERVAL_SECONDS (when
+    it grew), so `healthcare audit verify` detects a deleted tail. Several workers may each write:
+    an anchor's key is its record's number, so they write the same objects."""
+    interval = settings.audit_anchor_interval_seconds
+    if interval <= 0:
+        return
+    s3 = clients.s3_client(settings)
+    sessions = session_factory(engine)
+    key = settings.audit_hmac_key.get_secret_value().encode()
+    last: int | None = None
+    while not stop.is_set():
+        try:
+            async with sessions() as session:
+                anchor = await audit.write_anchor(
+                    session,
+                    s3,
+                    bucket=settings.s3_bucket,
+                    prefix=settings.audit_anchor_prefix,
+                    key=key,
+                    after_seq=last,
+                )
+            if anchor is not None:
+                last = anchor.seq
+                log.info("audit chain anchored", seq=anchor.seq)
+        except Exception as exc:  # noqa: BLE001 - storage or database down: try again next round
+            log.warning("audit anchor failed", error=type(exc).__name__)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), interval)
 
 
 def main() -> None:

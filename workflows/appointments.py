@@ -19,6 +19,7 @@ from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from healthcare.contracts.appointments import (
+        BOOKING_LIMIT,
         IDEMPOTENCY_MISMATCH,
         INVALID_TRANSITION,
         PARTY_NOT_FOUND,
@@ -35,7 +36,9 @@ with workflow.unsafe.imports_passed_through():
     )
     from workflows.search_attributes import APPOINTMENT_STATUS
 
-REFUSALS = (SLOT_TAKEN, PARTY_NOT_FOUND)  # business refusals end the booking; anything else fails
+# Business refusals end the booking; anything else fails. (BOOKING_LIMIT ends it the same way:
+# the same commands as a taken slot, so no patch is needed.)
+REFUSALS = (SLOT_TAKEN, PARTY_NOT_FOUND, BOOKING_LIMIT)
 
 # Database steps: a few quick retries, then the run fails (the Temporal UI shows it FAILED and the
 # waiting request answers 503) instead of retrying for ever: 8 attempts span about 15 s.

@@ -12,6 +12,10 @@ A PDF step that fails for good (the Lambda refused the request, or every retry f
 the run: the invoice becomes NEEDS_ATTENTION, the run sets the BillingStatus search attribute and
 waits for an operator's `retry_pdf` update (`healthcare billing retry-pdf`), while it still takes
 payment (PAID, the PDF follows once a retry succeeds) and cancellation (VOID, no PDF needed).
+
+Once issued, each later status (OVERDUE, PAID, VOID) gets a PDF of its own, rendered and recorded
+after the change; one that fails for good waits for an operator the same way (the invoice keeps its
+status; a VOID invoice's wait is not ended by the cancellation that voided it).
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ with workflow.unsafe.imports_passed_through():
         INVOICE_NOT_ISSUED,
         INVOICE_VOID,
         NOT_NEEDING_ATTENTION,
+        PAYMENT_REQUIRED,
         PDF_REJECTED,
         UNBILLED,
         WORKFLOW_TYPE,
@@ -45,6 +50,7 @@ with workflow.unsafe.imports_passed_through():
         IssueRequest,
         PayRequest,
         PdfAttention,
+        PdfRecord,
         PdfRequest,
         PdfResult,
         Price,
@@ -86,6 +92,15 @@ LOCAL_DB_STEPS = "billing-local-db-steps-v1"
 # instead of failing it with the invoice PENDING. Decided where the paths part, after the failure, so
 # runs whose PDF never fails carry no marker. Old failed histories (pdf_rejected) replay the old path.
 PDF_ATTENTION = "billing-pdf-attention-v1"
+# Introduced: after each status change after ISSUED (OVERDUE, PAID, VOID) the PDF is rendered again
+# for that status and recorded, so a paid or void invoice never downloads one that says "amount due".
+# Runs without the marker keep their ISSUED PDF (the API then serves none for the later status).
+# Asked only after the invoice was issued (the first PDF exists) and outside an operator wait, so
+# runs whose invoice never got past NEEDS_ATTENTION carry no marker. A re-render that fails for good
+# waits for an operator like the first PDF (PDF_ATTENTION); voided meanwhile, nothing is recorded.
+STATUS_PDF = "billing-status-pdf-v1"
+# The statuses after ISSUED whose change is followed by a PDF for them (STATUS_PDF).
+STATUS_PDF_TARGETS = frozenset({InvoiceStatus.paid, InvoiceStatus.void, InvoiceStatus.overdue})
 
 
 @workflow.defn(name=WORKFLOW_TYPE)
@@ -99,6 +114,8 @@ class BillingWorkflow:
         self._attention: PdfAttention | None = None
         self._retry_pdf = False
         self._pdf_retries = 0
+        self._payment: PayRequest | None = None
+        self._issued = False
 
     @workflow.run
     async def run(self, request: BillingRequest) -> BillingOutcome:
@@ -139,6 +156,7 @@ class BillingWorkflow:
             IssueRequest(invoice_id=self._invoice.id, pdf=pdf, at=workflow.now()),
             InvoiceState,
         )
+        self._issued = True
 
         remaining = (due_at - workflow.now()).total_seconds()
         try:
@@ -196,13 +214,13 @@ class BillingWorkflow:
             await self._set_status(InvoiceStatus.needs_attention)
         workflow.upsert_search_attributes([BILLING_STATUS.value_set(BillingRunStatus.needs_attention.value)])
         while True:
-            await workflow.wait_condition(lambda: self._retry_pdf or self._cancelled or self._payment_due())
+            await workflow.wait_condition(lambda: self._retry_pdf or self._void_due() or self._payment_due())
             if not self._payment_due():
                 break
             await self._set_status(InvoiceStatus.paid)  # the money was taken: record it now
         workflow.upsert_search_attributes([BILLING_STATUS.value_unset()])
         self._attention = None
-        if self._cancelled:
+        if self._void_due():
             await self._set_status(InvoiceStatus.void)
             return False
         self._retry_pdf = False
@@ -211,6 +229,11 @@ class BillingWorkflow:
             await self._set_status(InvoiceStatus.pending)
         return True
 
+    def _void_due(self) -> bool:
+        """A cancellation ends an operator wait by voiding the invoice, unless it is VOID already (its
+        VOID PDF is what waits: STATUS_PDF)."""
+        return self._cancelled and self._invoice is not None and self._invoice.status != InvoiceStatus.void
+
     def _payment_due(self) -> bool:
         return (
             self._pay_requested and self._invoice is not None and self._invoice.status != InvoiceStatus.paid
@@ -218,11 +241,31 @@ class BillingWorkflow:
 
     async def _set_status(self, target: InvoiceStatus) -> None:
         assert self._invoice is not None
+        payment_id = self._payment.payment_id if self._payment and target == InvoiceStatus.paid else None
         self._invoice = await self._db_step(
             "billing.set_status",
-            InvoiceStatusChange(invoice_id=self._invoice.id, target=target, at=workflow.now()),
+            InvoiceStatusChange(
+                invoice_id=self._invoice.id, target=target, at=workflow.now(), payment_id=payment_id
+            ),
             InvoiceState,
         )
+        # Not before the first PDF (it is rendered for the status the invoice has by then), not for a
+        # payment recorded while an operator wait goes on (the retried PDF shows it), and not twice.
+        if (
+            target in STATUS_PDF_TARGETS
+            and self._issued
+            and self._attention is None
+            and self._invoice.pdf_status != target
+            and workflow.patched(STATUS_PDF)
+        ):
+            pdf = await self._render_pdf(self._request)
+            if pdf is None:  # voided while this PDF waited for an operator: the VOID PDF followed
+                return
+            self._invoice = await self._db_step(
+                "billing.record_pdf",
+                PdfRecord(invoice_id=self._invoice.id, status=target, pdf=pdf),
+                InvoiceState,
+            )
 
     async def _db_step(self, name: str, arg: object, result_type: type[T]) -> T:
         """A short, idempotent database step: a local activity retried with DB_RETRY."""
@@ -238,8 +281,10 @@ class BillingWorkflow:
             self._cancelled = True
 
     @workflow.update
-    async def pay(self, _: PayRequest) -> InvoiceState:
-        """PAID once; paying a PAID invoice answers with it (idempotent)."""
+    async def pay(self, request: PayRequest) -> InvoiceState:
+        """PAID once, by the first payment; paying a PAID invoice answers with it (idempotent)."""
+        if self._payment is None:
+            self._payment = request
         self._pay_requested = True
         await workflow.wait_condition(
             lambda: self._invoice is not None and self._invoice.status == InvoiceStatus.paid
@@ -248,8 +293,10 @@ class BillingWorkflow:
         return self._invoice
 
     @pay.validator
-    def _validate_pay(self, _: PayRequest) -> None:
-        # Refused updates leave no trace in the history.
+    def _validate_pay(self, request: PayRequest) -> None:
+        # Refused updates leave no trace in the history (and validators do not run on replay).
+        if request.payment_id is None:
+            raise ApplicationError("a payment must be recorded to pay an invoice", type=PAYMENT_REQUIRED)
         if self._cancelled or (self._invoice is not None and self._invoice.status == InvoiceStatus.void):
             raise ApplicationError("a void invoice cannot be paid", type=INVOICE_VOID)
         if self._invoice is None:
@@ -264,7 +311,7 @@ class BillingWorkflow:
 
     @retry_pdf.validator
     def _validate_retry_pdf(self, _: RetryPdfRequest) -> None:
-        if self._attention is None or self._retry_pdf or self._cancelled:
+        if self._attention is None or self._retry_pdf or self._void_due():
             raise ApplicationError(
                 "this billing run is not waiting for an operator", type=NOT_NEEDING_ATTENTION
             )

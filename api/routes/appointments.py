@@ -3,21 +3,32 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, status
+from fastapi import APIRouter, Depends, Header, Query, status
+from sqlmodel.ext.asyncio.session import AsyncSession
+from temporalio.client import Client as TemporalClient
 
 from api.deps import Ctx, PageDep, PatientStoreDep, SessionDep, SettingsDep, TemporalDep
 from healthcare.contracts.appointments import AppointmentStatus
 from healthcare.schemas import AppointmentCreate, AppointmentPublic, Page
+from healthcare.settings import Settings
+from healthcare.stores.patients import PatientStore
 from services import appointments
+from services.context import RequestContext
 
 router = APIRouter(prefix="/appointments", tags=["appointments"])
 
 RESPONSES: dict[int | str, dict[str, Any]] = {
+    403: {"description": "Not allowed for your role, or past the cancellation cutoff (call the clinic)"},
     404: {"description": "No such appointment, patient or doctor (or not yours to see)"},
-    409: {"description": "The slot overlaps a booked appointment, or the status cannot change so"},
+    409: {
+        "description": "The slot overlaps a booked appointment, the patient holds the most open "
+        "bookings allowed, or the status cannot change so"
+    },
+    429: {"description": "Too many bookings from this account; see Retry-After"},
     503: {"description": "Not confirmed in time (Retry-After; the body's appointmentId may still appear)"},
 }
 IdempotencyKey = Annotated[
@@ -52,7 +63,7 @@ async def book(
         temporal,
         ctx,
         body,
-        task_queue=settings.temporal_task_queue,
+        settings=settings,
         idempotency_key=idempotency_key,
         deadline_seconds=settings.temporal_update_timeout_seconds,
     )
@@ -95,69 +106,52 @@ async def get_appointment(
     return _public(await appointments.get(session, store, ctx, appointment_id))
 
 
-@router.post("/{appointment_id}/cancel", response_model=AppointmentPublic, responses=RESPONSES)
-async def cancel(
-    appointment_id: uuid.UUID,
-    session: SessionDep,
-    store: PatientStoreDep,
-    temporal: TemporalDep,
-    ctx: Ctx,
-    settings: SettingsDep,
-) -> AppointmentPublic:
-    return _public(
-        await appointments.transition(
-            session,
-            store,
-            temporal,
-            ctx,
+@dataclass(frozen=True)
+class StatusChange:
+    """What a status change needs; one dependency for the three routes below."""
+
+    session: AsyncSession
+    store: PatientStore
+    temporal: TemporalClient
+    settings: Settings
+    ctx: RequestContext
+
+    async def to(self, appointment_id: uuid.UUID, target: AppointmentStatus) -> AppointmentPublic:
+        state = await appointments.transition(
+            self.session,
+            self.store,
+            self.temporal,
+            self.ctx,
             appointment_id,
-            AppointmentStatus.cancelled,
-            deadline_seconds=settings.temporal_update_timeout_seconds,
+            target,
+            cancel_cutoff=timedelta(hours=self.settings.cancel_cutoff_hours),
+            deadline_seconds=self.settings.temporal_update_timeout_seconds,
         )
-    )
+        return _public(state)
+
+
+async def status_change(
+    session: SessionDep, store: PatientStoreDep, temporal: TemporalDep, settings: SettingsDep, ctx: Ctx
+) -> StatusChange:
+    return StatusChange(session, store, temporal, settings, ctx)
+
+
+StatusChangeDep = Annotated[StatusChange, Depends(status_change)]
+
+
+@router.post("/{appointment_id}/cancel", response_model=AppointmentPublic, responses=RESPONSES)
+async def cancel(appointment_id: uuid.UUID, change: StatusChangeDep) -> AppointmentPublic:
+    """Patients and doctors cancel until HC_CANCEL_CUTOFF_HOURS before the visit; staff at any time."""
+    return await change.to(appointment_id, AppointmentStatus.cancelled)
 
 
 @router.post("/{appointment_id}/complete", response_model=AppointmentPublic, responses=RESPONSES)
-async def complete(
-    appointment_id: uuid.UUID,
-    session: SessionDep,
-    store: PatientStoreDep,
-    temporal: TemporalDep,
-    ctx: Ctx,
-    settings: SettingsDep,
-) -> AppointmentPublic:
+async def complete(appointment_id: uuid.UUID, change: StatusChangeDep) -> AppointmentPublic:
     """Staff mark a visit that took place."""
-    return _public(
-        await appointments.transition(
-            session,
-            store,
-            temporal,
-            ctx,
-            appointment_id,
-            AppointmentStatus.completed,
-            deadline_seconds=settings.temporal_update_timeout_seconds,
-        )
-    )
+    return await change.to(appointment_id, AppointmentStatus.completed)
 
 
 @router.post("/{appointment_id}/no-show", response_model=AppointmentPublic, responses=RESPONSES)
-async def no_show(
-    appointment_id: uuid.UUID,
-    session: SessionDep,
-    store: PatientStoreDep,
-    temporal: TemporalDep,
-    ctx: Ctx,
-    settings: SettingsDep,
-) -> AppointmentPublic:
+async def no_show(appointment_id: uuid.UUID, change: StatusChangeDep) -> AppointmentPublic:
     """Staff mark a patient who did not come."""
-    return _public(
-        await appointments.transition(
-            session,
-            store,
-            temporal,
-            ctx,
-            appointment_id,
-            AppointmentStatus.no_show,
-            deadline_seconds=settings.temporal_update_timeout_seconds,
-        )
-    )
+    return await change.to(appointment_id, AppointmentStatus.no_show)

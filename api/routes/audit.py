@@ -8,7 +8,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from api.deps import AdminActor, PageDep, SessionDep
+from api.deps import AdminActor, Ctx, PageDep, SessionDep
 from healthcare.schemas import NO_NUL, AuditPublic, Page
 from services import audit
 
@@ -19,6 +19,7 @@ router = APIRouter(prefix="/audit", tags=["audit"])
 async def list_audit(
     _: AdminActor,
     session: SessionDep,
+    ctx: Ctx,
     page: PageDep,
     actor_id: Annotated[uuid.UUID | None, Query(alias="actorId")] = None,
     action: Annotated[str | None, Query(pattern=NO_NUL, max_length=32)] = None,
@@ -29,6 +30,7 @@ async def list_audit(
 ) -> Page[AuditPublic]:
     items, total = await audit.list_records(
         session,
+        ctx,
         limit=page.limit,
         offset=page.offset,
         actor_id=actor_id,

@@ -9,7 +9,7 @@ from fastapi import APIRouter, status
 from api.deps import AdminActor, Ctx, CurrentActor, PageDep, SessionDep, SettingsDep
 from healthcare import errors
 from healthcare.models import Role
-from healthcare.schemas import Page, UserCreate, UserPublic, UserUpdate
+from healthcare.schemas import Page, PasswordChange, TokenOut, UserCreate, UserPublic, UserUpdate
 from services import users
 
 router = APIRouter(prefix="/users", tags=["users"])
@@ -21,6 +21,25 @@ async def me(actor: CurrentActor, session: SessionDep) -> UserPublic:
     if user is None:
         raise errors.NotFound("user not found")
     return UserPublic.model_validate(user)
+
+
+@router.post(
+    "/me/password",
+    response_model=TokenOut,
+    responses={
+        403: {"description": "The current password is wrong"},
+        429: {"description": "Too many wrong passwords"},
+    },
+)
+async def change_password(
+    body: PasswordChange, session: SessionDep, settings: SettingsDep, ctx: Ctx
+) -> TokenOut:
+    """Change your own password (the current one is required). Every token issued before, on any
+    device, stops working; the answer is a new token for this session."""
+    token = await users.change_password(
+        session, ctx, current=body.current_password, new=body.new_password, settings=settings
+    )
+    return TokenOut(access_token=token, expires_in=settings.jwt_ttl_seconds)
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=UserPublic)

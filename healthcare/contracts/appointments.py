@@ -15,6 +15,8 @@ SLOT_TAKEN = "SlotTaken"
 PARTY_NOT_FOUND = "PartyNotFound"
 INVALID_TRANSITION = "InvalidTransition"
 IDEMPOTENCY_MISMATCH = "IdempotencyMismatch"
+# The patient already holds the most open future bookings a self-service booking may add to.
+BOOKING_LIMIT = "BookingLimit"
 
 # Event ids are derived from the appointment and the kind of event, so a retried publish carries
 # the same id and consumers can drop the duplicate.
@@ -76,6 +78,10 @@ class BookingRequest(BaseModel):
     duration_minutes: int
     reason: str | None = None
     created_by: uuid.UUID | None = None
+    # Self-service bookings (patients, doctors): the most open future bookings the patient may hold
+    # once this one is stored (checked by `appointments.store` under a per-patient lock); None for
+    # staff, who book for the clinic.
+    max_open_bookings: int | None = None
 
     def fingerprint(self) -> tuple[object, ...]:
         return (self.patient_id, self.doctor_id, self.time, self.duration_minutes, self.reason)

@@ -17,6 +17,8 @@ INVOICE_NOT_ISSUED = "InvoiceNotIssued"
 INVALID_INVOICE_TRANSITION = "InvalidInvoiceTransition"
 DOCTOR_NOT_FOUND = "DoctorNotFound"
 INVOICE_NOT_FOUND = "InvoiceNotFound"
+# A `pay` update without a recorded payment, or naming one that does not pay this invoice.
+PAYMENT_REQUIRED = "PaymentRequired"
 # The Lambda refused the request (statusCode 400): retrying the same request can never succeed.
 PDF_REJECTED = "InvoicePdfRejected"
 # A function error or an answer we cannot read: worth retrying.
@@ -99,7 +101,17 @@ class CancelSignal(BaseModel):
 
 
 class PayRequest(BaseModel):
+    """The `pay` update: the payment that pays the invoice (a row of `payments`, CONFIRMED). The
+    fields are optional so that histories of runs paid before payments were recorded still decode;
+    the update's validator refuses a request without `payment_id`."""
+
     actor_id: uuid.UUID | None = None
+    payment_id: uuid.UUID | None = None
+    provider: str | None = None  # desk | local | ...
+    method: str | None = None  # cash | card | transfer | online
+    reference: str | None = None
+    amount: Decimal | None = None
+    currency: str | None = None
 
 
 class PriceRequest(BaseModel):
@@ -139,6 +151,8 @@ class InvoiceState(BaseModel):
     issued_at: datetime | None = None
     paid_at: datetime | None = None
     updated_at: datetime
+    payment_id: uuid.UUID | None = None
+    pdf_status: InvoiceStatus | None = None
 
 
 class PdfRequest(BaseModel):
@@ -163,6 +177,17 @@ class InvoiceStatusChange(BaseModel):
     invoice_id: uuid.UUID
     target: InvoiceStatus
     at: datetime
+    # For PAID: the payment that pays it (checked by the activity, stored on the invoice).
+    payment_id: uuid.UUID | None = None
+
+
+class PdfRecord(BaseModel):
+    """A PDF rendered for a status after ISSUED (PAID, VOID, OVERDUE): stored on the invoice if it
+    still has that status."""
+
+    invoice_id: uuid.UUID
+    status: InvoiceStatus
+    pdf: PdfResult
 
 
 class PdfAttention(BaseModel):

@@ -1,4 +1,4 @@
-"""Alembic environment: runs migrations over the async engine built from Settings."""
+"""Alembic environment: runs migrations as the owner role (Settings.owner_database_url), async."""
 
 from __future__ import annotations
 
@@ -22,14 +22,15 @@ def _run(connection: Connection) -> None:
 
 
 async def _run_async() -> None:
-    engine = create_engine(get_settings())
+    settings = get_settings()
+    engine = create_engine(settings, url=settings.owner_database_url)
     async with engine.connect() as connection:
         await connection.run_sync(_run)
     await engine.dispose()
 
 
 if context.is_offline_mode():
-    context.configure(url=get_settings().database_url, target_metadata=target_metadata)
+    context.configure(url=get_settings().owner_database_url, target_metadata=target_metadata)
     with context.begin_transaction():
         context.run_migrations()
 else:

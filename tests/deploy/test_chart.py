@@ -317,6 +317,8 @@ def test_migration_job_is_a_hook_with_the_owner_role(render: Render) -> None:
     container = job["spec"]["template"]["spec"]["containers"][0]
     assert container["args"] == ["migrate"]
     assert [s["secretRef"]["name"] for s in container["envFrom"]] == ["healthcare-owner"]
+    # The owner migrates; the app role it grants privileges to is named apart.
+    assert {"name": "HC_DATABASE_APP_ROLE", "value": "healthcare_app"} in container["env"]
     app_secrets = {
         s["secretRef"]["name"]
         for d in docs

@@ -92,10 +92,12 @@ def test_patient_registers_books_and_pays(portal_for: Any, api: Api, admin: Acco
     assert open(pdf.path(), "rb").read(5) == b"%PDF-"  # noqa: SIM115 - tiny read
     portal.status("The PDF is downloaded.")
 
-    # Pay: the state moves from ISSUED to PAID.
+    # Pay online: the payment provider's page takes it, confirms it to the API and sends the patient
+    # back to the invoice, which moves from ISSUED to PAID.
     page.get_by_role("button", name="Pay", exact=True).click()
-    expect(status).to_have_text("PAID")
-    portal.status(re.compile(r"Payment of \$85.50 recorded"))
+    page.get_by_role("button", name=re.compile(r"^Pay USD 85\.50$")).click()
+    expect(page).to_have_url(re.compile(r"/invoices/[0-9a-f-]+\?checkout="))
+    expect(status).to_have_text("PAID", timeout=30_000)
     expect(page.get_by_role("button", name="Pay", exact=True)).to_have_count(0)
 
     # Someone else's record, even by its URL, is not there.

@@ -109,6 +109,8 @@ def test_staff_search_edit_conflict_and_payment(
     status = page.get_by_test_id("invoice-status")
     expect(status).to_have_text("ISSUED", timeout=60_000)
     expect(page.get_by_text("$140.00")).to_be_visible()
+    page.get_by_label("Method").select_option("card")
+    page.get_by_label("Reference").fill("TERM-0042")
     page.get_by_role("button", name="Record payment").click()
     expect(status).to_have_text("PAID")
     portal.status(re.compile(r"Payment of \$140.00 recorded"))

@@ -40,6 +40,20 @@ async def engine(settings: Settings) -> AsyncIterator[AsyncEngine]:
 
 
 @pytest.fixture(scope="session")
+async def owner_engine(settings: Settings) -> AsyncIterator[AsyncEngine]:
+    """The schema owner's connection (what migrations use): for tests that tamper like an attacker
+    with the database's keys would, or that make private tables."""
+    eng = create_engine(settings, url=settings.owner_database_url)
+    yield eng
+    await eng.dispose()
+
+
+@pytest.fixture(scope="session")
+def audit_key(settings: Settings) -> bytes:
+    return settings.audit_hmac_key.get_secret_value().encode()
+
+
+@pytest.fixture(scope="session")
 async def temporal(settings: Settings) -> TemporalClient:
     return await clients.temporal_client(settings)
 

@@ -6,6 +6,7 @@ import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -91,3 +92,19 @@ async def create_patient(api: httpx.AsyncClient, who: Account, **fields: Any) ->
     resp = await api.post("/api/v1/patients", json=body, headers=who.headers)
     assert resp.status_code == 201, resp.text
     return dict(resp.json())
+
+
+async def book_visit(
+    api: httpx.AsyncClient, who: Account, patient_id: str, doctor_id: str, *, days: int = 40
+) -> str:
+    """A booked appointment about `days` ahead, at a minute no other test is likely to take; its id."""
+    slot = (datetime.now(UTC) + timedelta(days=days, minutes=uuid.uuid4().int % 10_000)).replace(
+        second=0, microsecond=0
+    )
+    resp = await api.post(
+        "/api/v1/appointments",
+        json={"patientId": patient_id, "doctorId": doctor_id, "time": slot.isoformat()},
+        headers=who.headers,
+    )
+    assert resp.status_code == 201, resp.text
+    return str(resp.json()["id"])

@@ -43,9 +43,18 @@ class TopicProbe:
         self, *, until: Any, timeout: float = 30.0, settle: float = 1.0
     ) -> list[dict[str, Any]]:
         """Read until `until(values)` is true, then `settle` seconds more (to catch duplicates)."""
+        records = await self.collect_records(
+            until=lambda got: until([value for value, _ in got]), timeout=timeout, settle=settle
+        )
+        return [value for value, _ in records]
+
+    async def collect_records(
+        self, *, until: Any, timeout: float = 30.0, settle: float = 1.0
+    ) -> list[tuple[dict[str, Any], dict[str, bytes]]]:
+        """As `collect`, with each message's headers."""
         consumer = clients.kafka_consumer(self._settings)
         await consumer.start()
-        values: list[dict[str, Any]] = []
+        values: list[tuple[dict[str, Any], dict[str, bytes]]] = []
         try:
             consumer.assign(list(self._start))
             for tp, offset in self._start.items():
@@ -56,7 +65,7 @@ class TopicProbe:
             while loop.time() < deadline:
                 batch = await consumer.getmany(timeout_ms=200)
                 for records in batch.values():
-                    values.extend(json.loads(r.value) for r in records if r.value)
+                    values.extend((json.loads(r.value), dict(r.headers)) for r in records if r.value)
                 if settled_at is None and until(values):
                     settled_at = loop.time() + settle
                 if settled_at is not None and loop.time() >= settled_at:

@@ -20,7 +20,8 @@ from healthcare.settings import Settings
 @asynccontextmanager
 async def private_tables(engine: AsyncEngine, settings: Settings, *tables: str) -> AsyncIterator[AsyncEngine]:
     """Copies of `tables` (columns, defaults, checks, indexes, exclusion constraints; no foreign
-    keys), plus the outbox's NOTIFY trigger; dropped on exit."""
+    keys), plus the outbox's NOTIFY trigger; dropped on exit. `engine` is the owner's (the app role
+    may not create schemas); the copies are used as the owner too."""
     schema = f"test_{uuid.uuid4().hex[:12]}"
     async with engine.begin() as conn:
         await conn.execute(text(f"CREATE SCHEMA {schema}"))
@@ -34,7 +35,7 @@ async def private_tables(engine: AsyncEngine, settings: Settings, *tables: str) 
                 )
             )
     private = create_async_engine(
-        settings.database_url, connect_args={"server_settings": {"search_path": f"{schema},public"}}
+        settings.owner_database_url, connect_args={"server_settings": {"search_path": f"{schema},public"}}
     )
     try:
         yield private

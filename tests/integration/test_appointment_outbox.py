@@ -30,18 +30,19 @@ from tests.integration.private_schema import private_tables
 
 
 @pytest.fixture
-async def private(engine: AsyncEngine, settings: Settings) -> AsyncIterator[AsyncEngine]:
-    async with private_tables(engine, settings, "appointments", "outbox") as eng:
+async def private(owner_engine: AsyncEngine, settings: Settings) -> AsyncIterator[AsyncEngine]:
+    async with private_tables(owner_engine, settings, "appointments", "outbox") as eng:
         yield eng
 
 
 @pytest.fixture
-def acts(private: AsyncEngine, settings: Settings) -> AppointmentActivities:
+def acts(private: AsyncEngine, settings: Settings, audit_key: bytes) -> AppointmentActivities:
     # These activities only queue events; publishing is the relay's.
     return AppointmentActivities(
         engine=private,
         topic=settings.topic_appointment_events,
         patient_store=patient_store_factory(settings),
+        audit_key=audit_key,
     )
 
 

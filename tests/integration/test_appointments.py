@@ -232,3 +232,112 @@ async def test_killed_worker_between_store_and_publish_still_publishes(
             return await conn.scalar(query, {"id": uuid.UUID(events[0]["eventId"])}) is not None
 
     await eventually(marked, timeout=120, interval=0.2, what="the outbox row marked published")
+
+
+async def _refused_bookings(api: httpx.AsyncClient, admin: Account, who: Account) -> list[dict[str, Any]]:
+    params = {"actorId": who.id, "action": "create", "resourceType": "appointment", "limit": "100"}
+    records = (await api.get(f"{V1}/audit", params=params, headers=admin.headers)).json()["items"]
+    return [r for r in records if r["outcome"] == "denied"]
+
+
+async def test_doctors_book_and_see_only_patients_in_their_care(
+    api: httpx.AsyncClient, admin: Account, staff: Account
+) -> None:
+    """A doctor books follow-ups for patients in their care (a booked or completed visit with them),
+    never a stranger; a cancelled visit alone gives no access to the record."""
+    doctor_user = await create_user(api, admin, "doctor")
+    doctor = await create_doctor(api, admin, user=doctor_user)
+    stranger = await create_patient(api, staff)
+
+    refused = await _book(api, doctor_user, stranger["id"], doctor["id"])
+    assert refused.status_code == 404 and refused.json() == {"detail": "patient not found"}
+    assert (await api.get(f"{V1}/patients/{stranger['id']}", headers=doctor_user.headers)).status_code == 404
+    (record,) = await _refused_bookings(api, admin, doctor_user)
+    assert record["detail"] == {
+        "patientId": stranger["id"],
+        "doctorId": doctor["id"],
+        "reason": "not in care",
+    }
+
+    first = (await _book(api, staff, stranger["id"], doctor["id"])).json()
+    assert (await api.get(f"{V1}/patients/{stranger['id']}", headers=doctor_user.headers)).status_code == 200
+    follow_up = await _book(api, doctor_user, stranger["id"], doctor["id"])
+    assert follow_up.status_code == 201, follow_up.text
+
+    for appointment in (first, follow_up.json()):
+        resp = await api.post(f"{V1}/appointments/{appointment['id']}/cancel", headers=staff.headers)
+        assert resp.status_code == 200
+    assert (await api.get(f"{V1}/patients/{stranger['id']}", headers=doctor_user.headers)).status_code == 404
+    patch = await api.patch(
+        f"{V1}/patients/{stranger['id']}", json={"condition": "x"}, headers=doctor_user.headers
+    )
+    assert patch.status_code == 404
+    assert (await _book(api, doctor_user, stranger["id"], doctor["id"])).status_code == 404
+
+
+async def test_patients_cancel_only_before_the_cutoff(
+    api: httpx.AsyncClient, admin: Account, staff: Account, settings: Settings
+) -> None:
+    """Within HC_CANCEL_CUTOFF_HOURS of the visit (or after it) a patient cannot cancel, which would
+    void the invoice; staff can."""
+    doctor = await create_doctor(api, admin)
+    alice = await register_patient_user(api)
+    record = await create_patient(api, alice)
+    soon = (
+        datetime.now(UTC) + timedelta(hours=settings.cancel_cutoff_hours) - timedelta(minutes=30)
+    ).isoformat()
+    later = _slot(days=settings.cancel_cutoff_hours / 24 + 2)
+    near = (await _book(api, alice, record["id"], doctor["id"], time=soon)).json()
+    far = (await _book(api, alice, record["id"], doctor["id"], time=later)).json()
+
+    late = await api.post(f"{V1}/appointments/{near['id']}/cancel", headers=alice.headers)
+    assert late.status_code == 403 and "clinic" in late.json()["detail"]
+    assert (await api.get(f"{V1}/appointments/{near['id']}", headers=alice.headers)).json()[
+        "status"
+    ] == "BOOKED"
+    assert (await api.post(f"{V1}/appointments/{far['id']}/cancel", headers=alice.headers)).status_code == 200
+    assert (
+        await api.post(f"{V1}/appointments/{near['id']}/cancel", headers=staff.headers)
+    ).status_code == 200
+    trail = (
+        await api.get(
+            f"{V1}/audit", params={"resourceId": near["id"], "actorId": alice.id}, headers=admin.headers
+        )
+    ).json()["items"]
+    assert any(r["outcome"] == "denied" and r["detail"]["reason"] == "cancel cutoff" for r in trail)
+
+
+async def test_booking_volume_is_capped_per_patient_and_rate_limited_per_account(
+    api: httpx.AsyncClient, admin: Account, staff: Account, settings: Settings
+) -> None:
+    """One account cannot fill a calendar: a patient holds at most HC_BOOKING_MAX_OPEN_PER_PATIENT
+    open future bookings (checked atomically, so concurrent requests cannot slip past it), and an
+    account books at most HC_BOOKING_RATE_LIMIT times per window (429 with Retry-After)."""
+    cap, rate = settings.booking_max_open_per_patient, settings.booking_rate_limit
+    assert rate > cap + 2, "the rate limit must leave room to reach the cap"
+    doctor = await create_doctor(api, admin)
+    bob = await register_patient_user(api)
+    record = await create_patient(api, bob)
+    slots = iter(_slot(days=3 + i) for i in range(rate + 5))
+    for _ in range(cap - 2):
+        resp = await _book(api, bob, record["id"], doctor["id"], time=next(slots))
+        assert resp.status_code == 201, resp.text
+    # Five at once for the last two places: the pre-check lets all through, the workflow's lock two.
+    racing = await asyncio.gather(
+        *(_book(api, bob, record["id"], doctor["id"], time=next(slots)) for _ in range(5))
+    )
+    assert sorted(r.status_code for r in racing) == [201, 201, 409, 409, 409]
+    over = await _book(api, bob, record["id"], doctor["id"], time=next(slots))
+    assert over.status_code == 409 and f"{cap} upcoming" in over.json()["detail"]
+    listed = (await api.get(f"{V1}/appointments", params={"status": "BOOKED"}, headers=bob.headers)).json()
+    assert listed["total"] == cap
+    # Staff book for the clinic: neither limit applies to them.
+    assert (await _book(api, staff, record["id"], doctor["id"], time=next(slots))).status_code == 201
+
+    attempts = cap - 2 + 5 + 1
+    for _ in range(rate - attempts):
+        assert (await _book(api, bob, record["id"], doctor["id"], time=next(slots))).status_code == 409
+    limited = await _book(api, bob, record["id"], doctor["id"], time=next(slots))
+    assert limited.status_code == 429 and int(limited.headers["retry-after"]) >= 1
+    reasons = {r["detail"]["reason"] for r in await _refused_bookings(api, admin, bob)}
+    assert reasons == {"open bookings cap", "rate limited"}

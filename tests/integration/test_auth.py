@@ -15,6 +15,7 @@ from tests.integration.factories import (
     Account,
     create_user,
     fresh_ip,
+    login,
     post_from,
     register_patient_user,
     unique_email,
@@ -207,3 +208,54 @@ async def test_only_admins_manage_users(api: httpx.AsyncClient, admin: Account, 
     assert all(u["role"] == "doctor" for u in page["items"])
     me = await api.patch(f"{V1}/users/{admin.id}", json={"isActive": False}, headers=admin.headers)
     assert me.status_code == 409
+
+
+async def test_a_password_change_needs_the_current_password_and_revokes_every_token(
+    api: httpx.AsyncClient,
+) -> None:
+    user = await register_patient_user(api)
+    other_device = await login(api, user.email)
+    url = f"{V1}/users/me/password"
+    new_password = "a-new-battery-staple"
+    wrong = await api.post(
+        url, json={"currentPassword": "not-it", "newPassword": new_password}, headers=user.headers
+    )
+    assert wrong.status_code == 403
+    changed = await api.post(
+        url, json={"currentPassword": PASSWORD, "newPassword": new_password}, headers=user.headers
+    )
+    assert changed.status_code == 200, changed.text
+    fresh = changed.json()["access_token"]
+    for old in (user.token, other_device):
+        assert (
+            await api.get(f"{V1}/users/me", headers={"Authorization": f"Bearer {old}"})
+        ).status_code == 401
+    assert (await api.get(f"{V1}/users/me", headers={"Authorization": f"Bearer {fresh}"})).status_code == 200
+    old_login = await api.post(
+        f"{V1}/auth/login",
+        json={"email": user.email, "password": PASSWORD},
+        headers={"X-Forwarded-For": fresh_ip()},
+    )
+    assert old_login.status_code == 401
+    assert await login(api, user.email, new_password)
+
+
+async def test_role_changes_and_deactivation_revoke_tokens_for_good(
+    api: httpx.AsyncClient, admin: Account
+) -> None:
+    """A token issued before a role change or a deactivation never works again, not even after the
+    account is reactivated: the holder signs in again."""
+    staff = await create_user(api, admin, "staff")
+    demoted = await api.patch(f"{V1}/users/{staff.id}", json={"role": "doctor"}, headers=admin.headers)
+    assert demoted.status_code == 200
+    assert (await api.get(f"{V1}/users/me", headers=staff.headers)).status_code == 401
+    token = await login(api, staff.email)
+    as_doctor = {"Authorization": f"Bearer {token}"}
+    assert (await api.get(f"{V1}/users/me", headers=as_doctor)).json()["role"] == "doctor"
+    for active in (False, True):
+        resp = await api.patch(f"{V1}/users/{staff.id}", json={"isActive": active}, headers=admin.headers)
+        assert resp.status_code == 200
+    assert (await api.get(f"{V1}/users/me", headers=as_doctor)).status_code == 401
+    assert (
+        await api.get(f"{V1}/users/me", headers={"Authorization": f"Bearer {await login(api, staff.email)}"})
+    ).status_code == 200

@@ -54,10 +54,15 @@ async def wait_for(
     return await eventually(listed, timeout=timeout, interval=0.5, what=f"{count} invoices")
 
 
-async def status_of(api: httpx.AsyncClient, who: Account, invoice_id: str, wanted: str) -> dict[str, Any]:
+async def status_of(
+    api: httpx.AsyncClient, who: Account, invoice_id: str, wanted: str, *, pdf: bool = False
+) -> dict[str, Any]:
+    """The invoice once it has `wanted` (and, with `pdf`, a PDF that shows it)."""
+
     async def reached() -> dict[str, Any]:
         got = (await api.get(f"{V1}/invoices/{invoice_id}", headers=who.headers)).json()
         assert got["status"] == wanted, got["status"]
+        assert got["pdfAvailable"] or not pdf, "no PDF yet"
         return dict(got)
 
     return await eventually(reached, timeout=60, interval=0.5, what=f"invoice {invoice_id} {wanted}")
@@ -100,22 +105,30 @@ async def test_booked_visits_are_billed_paid_voided_and_downloadable(
             text = pdf_text(pdf.content)
             assert name in text and "USD 150.00" in text
 
-    # The patient pays one invoice; paying again answers the same PAID invoice.
+    # Staff record a payment at the desk; recording it again answers the same PAID invoice.
     first = by_appt[appointments[0]]
-    paid = await api.post(f"{V1}/invoices/{first['id']}/pay", headers=alice.headers)
+    desk = {"method": "cash", "reference": f"RCPT-{uuid.uuid4().hex[:8]}"}
+    paid = await api.post(f"{V1}/invoices/{first['id']}/pay", json=desk, headers=staff.headers)
     assert paid.status_code == 200, paid.text
     assert paid.json()["status"] == "PAID" and paid.json()["paidAt"]
-    again = await api.post(f"{V1}/invoices/{first['id']}/pay", headers=staff.headers)
+    again = await api.post(f"{V1}/invoices/{first['id']}/pay", json=desk, headers=staff.headers)
     assert again.status_code == 200 and again.json()["status"] == "PAID"
     await keep_history(temporal, appointments[0], "real_paid")
 
-    # Cancelling the appointment voids its invoice; the PDF stays; a void invoice cannot be paid.
+    # Cancelling the appointment voids its invoice; its PDF is rendered again to say so; a void
+    # invoice cannot be paid.
     second = by_appt[appointments[1]]
     cancelled = await api.post(f"{V1}/appointments/{appointments[1]}/cancel", headers=staff.headers)
     assert cancelled.status_code == 200, cancelled.text
-    void = await status_of(api, staff, second["id"], "VOID")
+    void = await status_of(api, staff, second["id"], "VOID", pdf=True)
     assert void["pdfAvailable"] is True
-    assert (await api.post(f"{V1}/invoices/{second['id']}/pay", headers=alice.headers)).status_code == 409
+    other_desk = {"method": "card", "reference": f"RCPT-{uuid.uuid4().hex[:8]}"}
+    assert (
+        await api.post(f"{V1}/invoices/{second['id']}/pay", json=other_desk, headers=staff.headers)
+    ).status_code == 409
+    assert (
+        await api.post(f"{V1}/invoices/{second['id']}/checkout", headers=alice.headers)
+    ).status_code == 409
     assert (await api.get(f"{V1}/invoices/{second['id']}/pdf", headers=staff.headers)).status_code == 307
     await keep_history(temporal, appointments[1], "real_cancelled")
 
@@ -124,7 +137,7 @@ async def test_booked_visits_are_billed_paid_voided_and_downloadable(
     assert {i["id"] for i in mine["items"]} == {i["id"] for i in issued}
     third = by_appt[appointments[2]]
     assert (
-        await api.post(f"{V1}/invoices/{third['id']}/pay", headers=doctor_user.headers)
+        await api.post(f"{V1}/invoices/{third['id']}/pay", json=other_desk, headers=doctor_user.headers)
     ).status_code == 403
 
     # Someone else's invoice looks exactly like a missing one.
@@ -139,7 +152,9 @@ async def test_booked_visits_are_billed_paid_voided_and_downloadable(
             absent = await api.get(f"{missing}{suffix}", headers=who.headers)
             assert hidden.status_code == absent.status_code == 404
             assert hidden.json() == absent.json()
-        assert (await api.post(f"{V1}/invoices/{third['id']}/pay", headers=who.headers)).status_code == 404
+        assert (
+            await api.post(f"{V1}/invoices/{third['id']}/pay", json=other_desk, headers=who.headers)
+        ).status_code == 404
         listed = (await api.get(f"{V1}/invoices", headers=who.headers)).json()
         assert listed["total"] == 0 and listed["items"] == []
 
@@ -162,4 +177,8 @@ async def test_invoice_routes_refuse_bad_input_and_anonymous_callers(
     assert (await api.get(f"{V1}/invoices/not-a-uuid", headers=staff.headers)).status_code == 422
     bad_status = await api.get(f"{V1}/invoices", params={"status": "LOST"}, headers=staff.headers)
     assert bad_status.status_code == 422
-    assert (await api.post(f"{V1}/invoices/{uuid.uuid4()}/pay", headers=staff.headers)).status_code == 404
+    assert (await api.post(f"{V1}/invoices/{uuid.uuid4()}/pay", headers=staff.headers)).status_code == 422
+    desk = {"method": "cash", "reference": "R-1"}
+    assert (
+        await api.post(f"{V1}/invoices/{uuid.uuid4()}/pay", json=desk, headers=staff.headers)
+    ).status_code == 404

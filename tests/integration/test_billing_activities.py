@@ -116,6 +116,7 @@ def billing(engine: AsyncEngine, settings: Settings, lambda_client: Any) -> Bill
         lambda_client=lambda_client,
         function_name=settings.lambda_function_name,
         patient_store=patient_store_factory(settings),
+        audit_key=settings.audit_hmac_key.get_secret_value().encode(),
     )
 
 

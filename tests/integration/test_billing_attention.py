@@ -214,10 +214,17 @@ async def test_a_pdf_refused_for_good_waits_visibly_and_an_operator_retry_issues
     code, out = await cli("billing", "retry-pdf", visit.workflow_id)
     assert code == 1 and "not waiting for an operator" in out
 
-    paid = await api.post(f"{V1}/invoices/{visit.invoice_id}/pay", headers=staff.headers)
+    paid = await api.post(
+        f"{V1}/invoices/{visit.invoice_id}/pay", json=_desk_payment(visit), headers=staff.headers
+    )
     assert paid.status_code == 200, paid.text
     assert await _until_closed(temporal, visit) == WorkflowExecutionStatus.COMPLETED
     assert (await temporal.count_workflows(f"WorkflowId = '{visit.workflow_id}'")).count == 1
+
+
+def _desk_payment(visit: Visit) -> dict[str, str]:
+    """A cash payment taken at the desk (an invoice is PAID only by a recorded payment)."""
+    return {"method": "cash", "reference": f"R-{visit.invoice_id}"}
 
 
 async def test_a_cancellation_while_the_pdf_needs_attention_voids_the_invoice(
@@ -253,7 +260,9 @@ async def test_a_payment_while_the_pdf_needs_attention_is_taken_and_the_pdf_foll
     visit = await _book_with_a_refused_invoice_row(api, admin, staff, engine, settings)
     await _until_invoice(api, staff, visit, "NEEDS_ATTENTION")
 
-    paid = await api.post(f"{V1}/invoices/{visit.invoice_id}/pay", headers=staff.headers)
+    paid = await api.post(
+        f"{V1}/invoices/{visit.invoice_id}/pay", json=_desk_payment(visit), headers=staff.headers
+    )
     assert paid.status_code == 200, paid.text
     assert paid.json()["status"] == "PAID" and paid.json()["pdfAvailable"] is False
     # Paid, but the PDF still waits for an operator: the run is still listed.

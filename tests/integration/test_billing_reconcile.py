@@ -14,15 +14,15 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client as TemporalClient
 from temporalio.client import WorkflowExecutionDescription, WorkflowExecutionStatus
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError, RPCStatusCode
 
+from healthcare import codec
 from healthcare.contracts.appointments import AppointmentStatus, appointment_workflow_id
 from healthcare.contracts.billing import WORKFLOW_TYPE, BillingRequest, billing_workflow_id
 from healthcare.contracts.search_attributes import SearchAttribute
 from healthcare.db import session_factory
 from healthcare.models import Appointment
-from healthcare.settings import Settings
+from healthcare.settings import Settings, get_settings
 from services.billing import start_billing_run
 from tests.integration.factories import Account, create_doctor, create_patient
 from tests.waiting import eventually
@@ -54,7 +54,8 @@ async def _input(temporal: TemporalClient, workflow_id: str) -> BillingRequest:
     started = history.events[0]
     assert started.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED
     payloads = started.workflow_execution_started_event_attributes.input.payloads
-    [request] = pydantic_data_converter.payload_converter.from_payloads(payloads, [BillingRequest])
+    # Stored encrypted: decoded with the platform's keys, as the worker decodes it.
+    [request] = await codec.data_converter(get_settings()).decode(payloads, [BillingRequest])
     assert isinstance(request, BillingRequest)
     return request
 

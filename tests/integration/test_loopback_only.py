@@ -21,7 +21,7 @@ def test_the_stack_and_the_servers_the_tests_start_listen_on_loopback_only(
     supervisor = int(paths.stack_pid.read_text())
     found = listeners(descendants(supervisor) | descendants(os.getpid()))
     ports = {item.port for item in found}
-    named = ("postgres", "temporal", "kafka", "s3", "s3_filer", "lambda", "api", "ws", "flink_rest")
+    named = ("postgres", "temporal", "kafka", "s3", "s3_filer", "lambda", "api", "ws", "codec", "flink_rest")
     # The check sees the stack and the second API with its DynamoDB server (so it can fail) ...
     assert {settings.stack_port(n) for n in (*named, "moto", "dynamo_api")} <= ports
     # ... and none of them listens beyond loopback.

@@ -41,8 +41,8 @@ from tests.waiting import eventually
 
 
 @pytest.fixture
-async def outbox_engine(settings: Settings, engine: AsyncEngine) -> AsyncIterator[AsyncEngine]:
-    async with private_tables(engine, settings, "outbox") as private:
+async def outbox_engine(settings: Settings, owner_engine: AsyncEngine) -> AsyncIterator[AsyncEngine]:
+    async with private_tables(owner_engine, settings, "outbox") as private:
         yield private
 
 
@@ -244,13 +244,15 @@ class _FlakyProducer:
         self.failures = failures
         self.calls = 0
 
-    async def send(self, topic: str, value: bytes, key: bytes | None = None) -> asyncio.Future[Any]:
+    async def send(
+        self, topic: str, value: bytes, key: bytes | None = None, headers: Any = None
+    ) -> asyncio.Future[Any]:
         self.calls += 1
         if self.calls <= self.failures:
             failed: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
             failed.set_exception(ConnectionError("broker unavailable"))
             return failed
-        sent: asyncio.Future[Any] = await self.real.send(topic, value, key=key)
+        sent: asyncio.Future[Any] = await self.real.send(topic, value, key=key, headers=headers)
         return sent
 
 
@@ -415,7 +417,9 @@ class _DownProducer:
     def __init__(self, real: AIOKafkaProducer) -> None:
         self.client = real.client
 
-    async def send(self, topic: str, value: bytes, key: bytes | None = None) -> asyncio.Future[Any]:
+    async def send(
+        self, topic: str, value: bytes, key: bytes | None = None, headers: Any = None
+    ) -> asyncio.Future[Any]:
         failed: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         failed.set_exception(KafkaTimeoutError())
         return failed

@@ -51,3 +51,22 @@ async def test_a_booking_is_counted_by_the_outbox_relay_and_the_billing_consumer
         text = (await http.get(f"http://127.0.0.1:{WORKER_METRICS_PORT}/metrics")).text
     assert "process_resident_memory_bytes" in text  # the process collector is there too
     assert patient["id"] not in text and doctor["id"] not in text  # labels carry no ids
+    # The Temporal SDK's own worker metrics, on the same endpoint.
+    for name in (
+        "temporal_workflow_task_execution_latency_seconds_count",
+        "temporal_activity_execution_latency_seconds_bucket",
+        "temporal_worker_task_slots_available",
+        "temporal_sticky_cache_size",
+        "temporal_num_pollers",
+    ):
+        assert re.search(rf"^{name}{{[^}}]*task_queue=\"healthcare\"", text, re.MULTILINE), name
+    async with httpx.AsyncClient(timeout=5) as http:
+        consumer = (await http.get(f"http://127.0.0.1:{CONSUMER_METRICS_PORT}/metrics")).text
+    topic = re.escape(get_settings().topic_appointment_events)
+    lag = re.findall(
+        rf'^healthcare_billing_consumer_lag\{{partition="\d+",topic="{topic}"\}} (\S+)$',
+        consumer,
+        re.MULTILINE,
+    )
+    assert lag and all(float(v) >= 0 for v in lag)
+    assert "temporal_request_latency_seconds_count" in consumer  # the consumer's client calls

@@ -78,7 +78,8 @@ async def test_booking_cancelling_and_paying_answer_503_while_the_worker_is_down
             booking = await other.post(
                 f"{V1}/appointments", json=body, headers={**staff.headers, "Idempotency-Key": key}
             )
-            pay = await other.post(f"{V1}/invoices/{invoice}/pay", headers=staff.headers)
+            desk = {"method": "cash", "reference": f"deadline-{invoice}"}  # a payment taken at the desk
+            pay = await other.post(f"{V1}/invoices/{invoice}/pay", json=desk, headers=staff.headers)
             cancel = await other.post(
                 f"{V1}/appointments/{earlier.json()['id']}/cancel", headers=staff.headers
             )

@@ -20,6 +20,7 @@ from temporalio.common import TypedSearchAttributes, WorkflowIDConflictPolicy, W
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from healthcare import metrics
 from healthcare.contracts.billing import BillingRequest, CancelSignal, billing_workflow_id
 from healthcare.contracts.events import SYNTHETIC_HEADER, AppointmentEvent, RefusalReason
 from healthcare.dead_letters import DeadLetter
@@ -139,6 +140,12 @@ class FakeKafka:
     async def commit(self, offsets: dict[TopicPartition, int]) -> None:
         assert list(offsets) == [TP]
         self.timeline.append(("commit", offsets[TP]))
+
+    def assignment(self) -> set[TopicPartition]:
+        return {TP}
+
+    def highwater(self, tp: TopicPartition) -> int:
+        return len(self.log)  # the broker's next offset: the log is all written
 
 
 class FakeTemporal:
@@ -342,6 +349,16 @@ async def test_created_event_starts_the_billing_run_under_its_business_key() -> 
         "start_signal": None,
         "start_signal_args": [],
     }
+
+
+async def test_consumer_lag_is_what_the_topic_holds_beyond_the_committed_offset() -> None:
+    events = [event() for _ in range(3)]
+    h = Harness(
+        [message(e) for e in events], script={events[2].appointment_id: [refused()]}, stop_on_refusal=True
+    )
+    await h.run()
+    lag = metrics.BILLING_CONSUMER_LAG.labels(TP.topic, str(TP.partition))._value.get()
+    assert h.commits() == [2] and lag == 1  # the refused third event is still to be billed
 
 
 async def test_a_batch_is_committed_once_after_temporal_accepted_every_event() -> None:

@@ -1,6 +1,7 @@
 """The invoice-PDF Lambda handler without services: validation, rendering, the S3 put it makes."""
 
 import ast
+import base64
 import hashlib
 import importlib.util
 import json
@@ -294,9 +295,10 @@ def test_a_rejected_request_never_logs_an_invoice_id_that_is_not_one(
     answer = invoice_pdf.handler({**REQUEST, "invoiceId": raw_id}, None)
     assert answer["statusCode"] == 400
     (line,) = [r.getMessage() for r in caplog.records if "invoice_pdf" in r.getMessage()]
-    assert line.startswith('{"invalidFields"')  # one compact line, keys sorted
     logged = json.loads(line)
+    assert line == json.dumps(logged, sort_keys=True, separators=(",", ":"))  # one compact line, keys sorted
     assert logged == {
+        "correlationId": None,
         "msg": "invoice_pdf",
         "invoiceId": None,
         "outcome": "rejected",
@@ -384,6 +386,8 @@ def test_handler_stores_the_pdf_under_a_key_from_the_invoice_id(
         "ContentDisposition": 'inline; filename="INV-2025-000123.pdf"',
         "CacheControl": "private, no-store",
         "Metadata": {"invoice-id": INVOICE_ID, "sha256": answer["sha256"]},
+        "ChecksumSHA256": base64.b64encode(hashlib.sha256(body).digest()).decode(),
+        "ServerSideEncryption": "AES256",
     }
     (line,) = [r.getMessage() for r in caplog.records if "invoice_pdf" in r.getMessage()]
     logged = json.loads(line)
@@ -408,6 +412,30 @@ def test_bucket_and_encryption_come_from_the_environment(s3: FakeS3, monkeypatch
     assert put["Bucket"] == "prod-invoices"
     assert put["ServerSideEncryption"] == "aws:kms"
     assert put["SSEKMSKeyId"] == "alias/invoices"
+
+
+def test_pdfs_are_encrypted_at_rest_unless_told_otherwise(
+    s3: FakeS3, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    invoice_pdf.handler(REQUEST, None)
+    monkeypatch.setenv("INVOICE_SSE", "none")
+    invoice_pdf.handler(REQUEST, None)
+    encrypted, plain = s3.puts
+    assert encrypted["ServerSideEncryption"] == "AES256" and "SSEKMSKeyId" not in encrypted
+    assert "ServerSideEncryption" not in plain
+
+
+def test_each_status_has_its_own_key(s3: FakeS3) -> None:
+    keys = {
+        status: invoice_pdf.handler({**REQUEST, "status": status}, None)["key"]
+        for status in ("ISSUED", "PAID", "VOID", "OVERDUE")
+    }
+    assert keys == {
+        "ISSUED": f"invoices/{INVOICE_ID}.pdf",
+        "PAID": f"invoices/{INVOICE_ID}-paid.pdf",
+        "VOID": f"invoices/{INVOICE_ID}-void.pdf",
+        "OVERDUE": f"invoices/{INVOICE_ID}-overdue.pdf",
+    }
 
 
 def test_an_unknown_encryption_mode_fails_loudly(s3: FakeS3, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -18,8 +18,9 @@ pytestmark = pytest.mark.skipif(
 
 
 def test_a_stack_outside_tmp_gets_a_tmp_of_its_own() -> None:
-    # A folder outside /tmp for the stack (the repository's .state in a normal clone).
-    root = Path.cwd() / ".state" / "unit-private-tmp"
+    # A folder outside /tmp for the stack, as the repository's .state is in a clone made elsewhere
+    # (not the working directory: CI may clone under /tmp).
+    root = Path(tempfile.mkdtemp(dir="/var/tmp", prefix="unit-private-tmp-"))
     try:
         argv = _private_tmp(root / "tmp", needs=(root / "bin", root / "data"))
         assert argv[:3] == ["unshare", "--mount", "--propagation"]
@@ -32,7 +33,7 @@ def test_a_stack_outside_tmp_gets_a_tmp_of_its_own() -> None:
 def test_a_stack_whose_binary_or_data_is_under_tmp_shares_tmp() -> None:
     # A clone made under /tmp: binding a folder onto /tmp would hide the weed binary and its data.
     clone = Path(tempfile.mkdtemp(dir="/tmp", prefix="unit-clone-"))
-    outside = Path.cwd() / ".state" / "unit-private-tmp-2"
+    outside = Path(tempfile.mkdtemp(dir="/var/tmp", prefix="unit-private-tmp-"))
     try:
         assert _private_tmp(clone / "tmp", needs=(clone / "bin",)) == []
         assert _private_tmp(outside / "tmp", needs=(clone / "bin",)) == []

@@ -24,7 +24,7 @@ def test_dev_keeps_the_documented_defaults() -> None:
         "http://127.0.0.1:8333",
         "http://127.0.0.1:8080",
     )
-    assert (s.api_port, s.ws_port, s.s3_bucket) == (8000, 8001, "invoices")
+    assert (s.api_port, s.ws_port, s.codec_port, s.s3_bucket) == (8000, 8001, 8002, "invoices")
     assert (s.topic_appointment_events, s.topic_analytics_results) == (
         "appointment-events",
         "analytics-results",
@@ -50,6 +50,8 @@ def test_other_profiles_share_nothing_with_dev_but_the_tools(profile: profiles.P
         "lambda_endpoint_url",
         "api_port",
         "ws_port",
+        "codec_port",
+        "payment_provider_url",
     ):
         assert getattr(other, field) != getattr(dev, field), field
     assert other.database_url.rsplit("/", 1)[1] == f"healthcare_{profile}"

@@ -13,7 +13,9 @@ from healthcare.schemas import (
     MAX_ATTRIBUTES_BYTES,
     AppointmentCreate,
     Credentials,
+    DeskPaymentIn,
     DoctorCreate,
+    PasswordChange,
     PatientCreate,
     PatientUpdate,
     RegisterIn,
@@ -71,6 +73,8 @@ BODIES: dict[type[BaseModel], dict[str, Any]] = {
         "doctorId": DOCTOR,
         "time": (datetime.now(UTC) + timedelta(days=7)).isoformat(),
     },
+    PasswordChange: {"currentPassword": "x", "newPassword": "y" * 10},
+    DeskPaymentIn: {"method": "cash", "reference": "R-1"},
 }
 
 

@@ -75,6 +75,7 @@ def test_an_issued_token_carries_every_claim_we_check() -> None:
     assert claims == {
         "sub": str(uid),
         "role": "doctor",
+        "tv": 0,
         "iat": int(NOW.timestamp()),
         "nbf": int(NOW.timestamp()),
         "exp": int(NOW.timestamp()) + SETTINGS.jwt_ttl_seconds,
@@ -87,6 +88,9 @@ def test_an_issued_token_carries_every_claim_we_check() -> None:
         options={"verify_signature": False},
     )
     assert again["jti"] != jti  # each token is told apart
+    versioned = security.issue_token(user_id=uid, role="doctor", settings=SETTINGS, token_version=3)
+    assert jwt.decode(versioned, options={"verify_signature": False})["tv"] == 3
+    assert security.decode_token(versioned, settings=SETTINGS).token_version == 3
 
 
 def test_token_round_trip() -> None:
@@ -114,8 +118,40 @@ def test_tampered_token_is_invalid(mutate) -> None:  # type: ignore[no-untyped-d
 def test_expired_token_is_invalid() -> None:
     old = datetime.now(UTC) - timedelta(hours=2)
     token = security.issue_token(user_id=uuid.uuid4(), role="staff", settings=SETTINGS, now=old)
-    with pytest.raises(security.InvalidToken, match="ExpiredSignature"):
+    with pytest.raises(security.InvalidToken, match="expired"):
         security.decode_token(token, settings=SETTINGS)
+
+
+def test_a_token_older_than_the_age_cap_is_refused_whatever_its_exp() -> None:
+    """A token minted with a far `exp` (a longer TTL once configured, or a copied key's work) stops
+    at HC_JWT_MAX_AGE_SECONDS from its `iat`."""
+    issued = datetime.now(UTC) - timedelta(seconds=SETTINGS.jwt_max_age_seconds + 60)
+    claims = {
+        "sub": str(uuid.uuid4()),
+        "role": "staff",
+        "iat": int(issued.timestamp()),
+        "exp": int((datetime.now(UTC) + timedelta(days=30)).timestamp()),
+        "iss": SETTINGS.jwt_issuer,
+        "aud": SETTINGS.jwt_audience,
+    }
+    token = jwt.encode(claims, SETTINGS.jwt_secret.get_secret_value(), algorithm="HS256")
+    with pytest.raises(security.InvalidToken, match="expired"):
+        security.decode_token(token, settings=SETTINGS)
+    fresh = {**claims, "iat": int(datetime.now(UTC).timestamp())}  # exp - iat beyond the cap too
+    with pytest.raises(security.InvalidToken, match="expired"):
+        security.decode_token(jwt.encode(fresh, SETTINGS.jwt_secret.get_secret_value()), settings=SETTINGS)
+
+
+def test_tokens_carry_the_account_token_version() -> None:
+    user = uuid.uuid4()
+    token = security.issue_token(user_id=user, role="patient", settings=SETTINGS, token_version=7)
+    assert security.decode_token(token, settings=SETTINGS).token_version == 7
+    expired = security.issue_token(
+        user_id=user, role="patient", settings=SETTINGS, now=datetime.now(UTC) - timedelta(hours=2)
+    )
+    assert security.token_subject(expired, settings=SETTINGS) == user  # for the audit of refusals only
+    forged = jwt.encode({"sub": str(user)}, "not-our-key-" * 4, algorithm="HS256")
+    assert security.token_subject(forged, settings=SETTINGS) is None
 
 
 def test_alg_none_and_other_algorithms_are_refused() -> None:
@@ -149,8 +185,9 @@ def test_only_the_pinned_algorithm_is_accepted_even_with_our_key(algorithm: str)
     }
     secret = SETTINGS.jwt_secret.get_secret_value()
     assert security.decode_token(jwt.encode(claims, secret, algorithm="HS256"), settings=SETTINGS)
-    with pytest.raises(security.InvalidToken, match="InvalidAlgorithmError"):
+    with pytest.raises(security.InvalidToken, match=r"^invalid$") as refused:
         security.decode_token(jwt.encode(claims, secret, algorithm=algorithm), settings=SETTINGS)
+    assert type(refused.value.__cause__).__name__ == "InvalidAlgorithmError"
 
 
 @pytest.mark.parametrize(
@@ -178,8 +215,9 @@ def test_a_token_for_someone_else_or_of_the_wrong_shape_is_refused(
     token = jwt.encode(
         {k: v for k, v in claims.items() if v is not None}, SETTINGS.jwt_secret.get_secret_value()
     )
-    with pytest.raises(security.InvalidToken, match=error):
+    with pytest.raises(security.InvalidToken, match=r"^invalid$") as refused:  # one word, never why
         security.decode_token(token, settings=SETTINGS)
+    assert type(refused.value.__cause__).__name__ == error
 
 
 def test_missing_claims_are_refused() -> None:

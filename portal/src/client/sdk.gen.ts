@@ -2,7 +2,7 @@
 
 import type { Client, Options as Options2, TDataShape } from './client';
 import { client } from './client.gen';
-import type { AppointmentsBookData, AppointmentsBookErrors, AppointmentsBookResponses, AppointmentsCancelData, AppointmentsCancelErrors, AppointmentsCancelResponses, AppointmentsCompleteData, AppointmentsCompleteErrors, AppointmentsCompleteResponses, AppointmentsGetAppointmentData, AppointmentsGetAppointmentErrors, AppointmentsGetAppointmentResponses, AppointmentsListAppointmentsData, AppointmentsListAppointmentsErrors, AppointmentsListAppointmentsResponses, AppointmentsNoShowData, AppointmentsNoShowErrors, AppointmentsNoShowResponses, AuditListAuditData, AuditListAuditErrors, AuditListAuditResponses, AuthLoginData, AuthLoginErrors, AuthLoginResponses, AuthRegisterData, AuthRegisterErrors, AuthRegisterResponses, ClinicGetClinicData, ClinicGetClinicResponses, DoctorsCreateDoctorData, DoctorsCreateDoctorErrors, DoctorsCreateDoctorResponses, DoctorsGetDoctorData, DoctorsGetDoctorErrors, DoctorsGetDoctorResponses, DoctorsListDoctorsData, DoctorsListDoctorsErrors, DoctorsListDoctorsResponses, HealthHealthzData, HealthHealthzResponses, HealthReadyzData, HealthReadyzErrors, HealthReadyzResponses, InvoicesGetInvoiceData, InvoicesGetInvoiceErrors, InvoicesGetInvoiceResponses, InvoicesListInvoicesData, InvoicesListInvoicesErrors, InvoicesListInvoicesResponses, InvoicesPayData, InvoicesPayErrors, InvoicesPayResponses, InvoicesPdfData, InvoicesPdfErrors, PatientsCreatePatientData, PatientsCreatePatientErrors, PatientsCreatePatientResponses, PatientsGetPatientData, PatientsGetPatientErrors, PatientsGetPatientResponses, PatientsListPatientsData, PatientsListPatientsErrors, PatientsListPatientsResponses, PatientsUpdatePatientData, PatientsUpdatePatientErrors, PatientsUpdatePatientResponses, UsersCreateUserData, UsersCreateUserErrors, UsersCreateUserResponses, UsersListUsersData, UsersListUsersErrors, UsersListUsersResponses, UsersMeData, UsersMeResponses, UsersUpdateUserData, UsersUpdateUserErrors, UsersUpdateUserResponses } from './types.gen';
+import type { AppointmentsBookData, AppointmentsBookErrors, AppointmentsBookResponses, AppointmentsCancelData, AppointmentsCancelErrors, AppointmentsCancelResponses, AppointmentsCompleteData, AppointmentsCompleteErrors, AppointmentsCompleteResponses, AppointmentsGetAppointmentData, AppointmentsGetAppointmentErrors, AppointmentsGetAppointmentResponses, AppointmentsListAppointmentsData, AppointmentsListAppointmentsErrors, AppointmentsListAppointmentsResponses, AppointmentsNoShowData, AppointmentsNoShowErrors, AppointmentsNoShowResponses, AuditListAuditData, AuditListAuditErrors, AuditListAuditResponses, AuthLoginData, AuthLoginErrors, AuthLoginResponses, AuthRegisterData, AuthRegisterErrors, AuthRegisterResponses, ClinicGetClinicData, ClinicGetClinicResponses, DoctorsCreateDoctorData, DoctorsCreateDoctorErrors, DoctorsCreateDoctorResponses, DoctorsGetDoctorData, DoctorsGetDoctorErrors, DoctorsGetDoctorResponses, DoctorsListDoctorsData, DoctorsListDoctorsErrors, DoctorsListDoctorsResponses, HealthHealthzData, HealthHealthzResponses, HealthReadyzData, HealthReadyzErrors, HealthReadyzResponses, InvoicesCheckoutData, InvoicesCheckoutErrors, InvoicesCheckoutResponses, InvoicesGetInvoiceData, InvoicesGetInvoiceErrors, InvoicesGetInvoiceResponses, InvoicesListInvoicesData, InvoicesListInvoicesErrors, InvoicesListInvoicesResponses, InvoicesListPaymentsData, InvoicesListPaymentsErrors, InvoicesListPaymentsResponses, InvoicesPayData, InvoicesPayErrors, InvoicesPayResponses, InvoicesPdfData, InvoicesPdfErrors, PatientsCreatePatientData, PatientsCreatePatientErrors, PatientsCreatePatientResponses, PatientsGetPatientData, PatientsGetPatientErrors, PatientsGetPatientResponses, PatientsListPatientsData, PatientsListPatientsErrors, PatientsListPatientsResponses, PatientsUpdatePatientData, PatientsUpdatePatientErrors, PatientsUpdatePatientResponses, PaymentsWebhookData, PaymentsWebhookErrors, PaymentsWebhookResponses, UsersChangePasswordData, UsersChangePasswordErrors, UsersChangePasswordResponses, UsersCreateUserData, UsersCreateUserErrors, UsersCreateUserResponses, UsersListUsersData, UsersListUsersErrors, UsersListUsersResponses, UsersMeData, UsersMeResponses, UsersUpdateUserData, UsersUpdateUserErrors, UsersUpdateUserResponses } from './types.gen';
 
 export type Options<TData extends TDataShape = TDataShape, ThrowOnError extends boolean = boolean, TResponse = unknown> = Options2<TData, ThrowOnError, TResponse> & {
     /**
@@ -51,6 +51,8 @@ export const appointmentsGetAppointment = <ThrowOnError extends boolean = false>
 
 /**
  * Cancel
+ *
+ * Patients and doctors cancel until HC_CANCEL_CUTOFF_HOURS before the visit; staff at any time.
  */
 export const appointmentsCancel = <ThrowOnError extends boolean = false>(options: Options<AppointmentsCancelData, ThrowOnError>) => (options.client ?? client).post<AppointmentsCancelResponses, AppointmentsCancelErrors, ThrowOnError>({
     security: [{ scheme: 'bearer', type: 'http' }],
@@ -173,13 +175,43 @@ export const invoicesGetInvoice = <ThrowOnError extends boolean = false>(options
 });
 
 /**
+ * Checkout
+ *
+ * Start paying your invoice online: open the answer's `checkoutUrl` (the payment provider's
+ * page). The provider confirms the payment to the API, which marks the invoice PAID; the provider
+ * then sends the browser back to the portal. Calling again while that checkout is open answers
+ * with the same one.
+ */
+export const invoicesCheckout = <ThrowOnError extends boolean = false>(options: Options<InvoicesCheckoutData, ThrowOnError>) => (options.client ?? client).post<InvoicesCheckoutResponses, InvoicesCheckoutErrors, ThrowOnError>({
+    security: [{ scheme: 'bearer', type: 'http' }],
+    url: '/api/v1/invoices/{invoice_id}/checkout',
+    ...options
+});
+
+/**
  * Pay
  *
- * Idempotent: paying a PAID invoice answers with it.
+ * Record a payment taken at the desk (staff and admins) and mark the invoice PAID. Idempotent:
+ * the same reference again answers with the invoice it paid.
  */
 export const invoicesPay = <ThrowOnError extends boolean = false>(options: Options<InvoicesPayData, ThrowOnError>) => (options.client ?? client).post<InvoicesPayResponses, InvoicesPayErrors, ThrowOnError>({
     security: [{ scheme: 'bearer', type: 'http' }],
     url: '/api/v1/invoices/{invoice_id}/pay',
+    ...options,
+    headers: {
+        'Content-Type': 'application/json',
+        ...options.headers
+    }
+});
+
+/**
+ * List Payments
+ *
+ * The invoice's payments and payment attempts, newest first.
+ */
+export const invoicesListPayments = <ThrowOnError extends boolean = false>(options: Options<InvoicesListPaymentsData, ThrowOnError>) => (options.client ?? client).get<InvoicesListPaymentsResponses, InvoicesListPaymentsErrors, ThrowOnError>({
+    security: [{ scheme: 'bearer', type: 'http' }],
+    url: '/api/v1/invoices/{invoice_id}/payments',
     ...options
 });
 
@@ -241,6 +273,13 @@ export const patientsUpdatePatient = <ThrowOnError extends boolean = false>(opti
 });
 
 /**
+ * Webhook
+ *
+ * Called by the payment provider when a checkout is paid or cancelled.
+ */
+export const paymentsWebhook = <ThrowOnError extends boolean = false>(options?: Options<PaymentsWebhookData, ThrowOnError>) => (options?.client ?? client).post<PaymentsWebhookResponses, PaymentsWebhookErrors, ThrowOnError>({ url: '/api/v1/payments/webhook', ...options });
+
+/**
  * List Users
  */
 export const usersListUsers = <ThrowOnError extends boolean = false>(options?: Options<UsersListUsersData, ThrowOnError>) => (options?.client ?? client).get<UsersListUsersResponses, UsersListUsersErrors, ThrowOnError>({
@@ -269,6 +308,22 @@ export const usersMe = <ThrowOnError extends boolean = false>(options?: Options<
     security: [{ scheme: 'bearer', type: 'http' }],
     url: '/api/v1/users/me',
     ...options
+});
+
+/**
+ * Change Password
+ *
+ * Change your own password (the current one is required). Every token issued before, on any
+ * device, stops working; the answer is a new token for this session.
+ */
+export const usersChangePassword = <ThrowOnError extends boolean = false>(options: Options<UsersChangePasswordData, ThrowOnError>) => (options.client ?? client).post<UsersChangePasswordResponses, UsersChangePasswordErrors, ThrowOnError>({
+    security: [{ scheme: 'bearer', type: 'http' }],
+    url: '/api/v1/users/me/password',
+    ...options,
+    headers: {
+        'Content-Type': 'application/json',
+        ...options.headers
+    }
 });
 
 /**

@@ -110,6 +110,12 @@ export type AuditPublic = {
      */
     clientIp: string | null;
     /**
+     * Detail
+     */
+    detail?: {
+        [key: string]: unknown;
+    } | null;
+    /**
      * Outcome
      */
     outcome: string;
@@ -129,6 +135,35 @@ export type AuditPublic = {
      * Seq
      */
     seq: number;
+};
+
+/**
+ * CheckoutPublic
+ *
+ * Where the patient pays: open `checkoutUrl` (the provider's page); the invoice turns PAID once
+ * the provider confirms the payment to the API.
+ */
+export type CheckoutPublic = {
+    /**
+     * Amount
+     */
+    amount: string;
+    /**
+     * Checkouturl
+     */
+    checkoutUrl: string;
+    /**
+     * Currency
+     */
+    currency: string;
+    /**
+     * Paymentid
+     */
+    paymentId: string;
+    /**
+     * Status
+     */
+    status: string;
 };
 
 /**
@@ -171,6 +206,28 @@ export type Credentials = {
      * Password
      */
     password: string;
+};
+
+/**
+ * DeskPaymentIn
+ *
+ * A payment staff took at the desk. `reference` identifies it outside the platform (the receipt
+ * number, the card terminal's or the bank's reference): the same reference again is the same
+ * payment.
+ */
+export type DeskPaymentIn = {
+    /**
+     * Amount
+     */
+    amount?: number | string | null;
+    /**
+     * Method
+     */
+    method: 'cash' | 'card' | 'transfer';
+    /**
+     * Reference
+     */
+    reference: string;
 };
 
 /**
@@ -263,6 +320,10 @@ export type InvoicePublic = {
      * Patientid
      */
     patientId: string;
+    /**
+     * Paymentid
+     */
+    paymentId?: string | null;
     /**
      * Pdfavailable
      */
@@ -413,6 +474,20 @@ export type PageUserPublic = {
 };
 
 /**
+ * PasswordChange
+ */
+export type PasswordChange = {
+    /**
+     * Currentpassword
+     */
+    currentPassword: string;
+    /**
+     * Newpassword
+     */
+    newPassword: string;
+};
+
+/**
  * PatientCreate
  */
 export type PatientCreate = {
@@ -508,6 +583,52 @@ export type PatientUpdate = {
      * Name
      */
     name?: string | null;
+};
+
+/**
+ * PaymentPublic
+ */
+export type PaymentPublic = {
+    /**
+     * Amount
+     */
+    amount: string;
+    /**
+     * Confirmedat
+     */
+    confirmedAt: string | null;
+    /**
+     * Createdat
+     */
+    createdAt: string;
+    /**
+     * Currency
+     */
+    currency: string;
+    /**
+     * Id
+     */
+    id: string;
+    /**
+     * Invoiceid
+     */
+    invoiceId: string;
+    /**
+     * Method
+     */
+    method: string;
+    /**
+     * Provider
+     */
+    provider: string;
+    /**
+     * Reference
+     */
+    reference: string | null;
+    /**
+     * Status
+     */
+    status: string;
 };
 
 /**
@@ -701,17 +822,25 @@ export type AppointmentsBookData = {
 
 export type AppointmentsBookErrors = {
     /**
+     * Not allowed for your role, or past the cancellation cutoff (call the clinic)
+     */
+    403: unknown;
+    /**
      * No such appointment, patient or doctor (or not yours to see)
      */
     404: unknown;
     /**
-     * The slot overlaps a booked appointment, or the status cannot change so
+     * The slot overlaps a booked appointment, the patient holds the most open bookings allowed, or the status cannot change so
      */
     409: unknown;
     /**
      * Validation Error
      */
     422: HttpValidationError;
+    /**
+     * Too many bookings from this account; see Retry-After
+     */
+    429: unknown;
     /**
      * Not confirmed in time (Retry-After; the body's appointmentId may still appear)
      */
@@ -743,17 +872,25 @@ export type AppointmentsGetAppointmentData = {
 
 export type AppointmentsGetAppointmentErrors = {
     /**
+     * Not allowed for your role, or past the cancellation cutoff (call the clinic)
+     */
+    403: unknown;
+    /**
      * No such appointment, patient or doctor (or not yours to see)
      */
     404: unknown;
     /**
-     * The slot overlaps a booked appointment, or the status cannot change so
+     * The slot overlaps a booked appointment, the patient holds the most open bookings allowed, or the status cannot change so
      */
     409: unknown;
     /**
      * Validation Error
      */
     422: HttpValidationError;
+    /**
+     * Too many bookings from this account; see Retry-After
+     */
+    429: unknown;
     /**
      * Not confirmed in time (Retry-After; the body's appointmentId may still appear)
      */
@@ -785,17 +922,25 @@ export type AppointmentsCancelData = {
 
 export type AppointmentsCancelErrors = {
     /**
+     * Not allowed for your role, or past the cancellation cutoff (call the clinic)
+     */
+    403: unknown;
+    /**
      * No such appointment, patient or doctor (or not yours to see)
      */
     404: unknown;
     /**
-     * The slot overlaps a booked appointment, or the status cannot change so
+     * The slot overlaps a booked appointment, the patient holds the most open bookings allowed, or the status cannot change so
      */
     409: unknown;
     /**
      * Validation Error
      */
     422: HttpValidationError;
+    /**
+     * Too many bookings from this account; see Retry-After
+     */
+    429: unknown;
     /**
      * Not confirmed in time (Retry-After; the body's appointmentId may still appear)
      */
@@ -827,17 +972,25 @@ export type AppointmentsCompleteData = {
 
 export type AppointmentsCompleteErrors = {
     /**
+     * Not allowed for your role, or past the cancellation cutoff (call the clinic)
+     */
+    403: unknown;
+    /**
      * No such appointment, patient or doctor (or not yours to see)
      */
     404: unknown;
     /**
-     * The slot overlaps a booked appointment, or the status cannot change so
+     * The slot overlaps a booked appointment, the patient holds the most open bookings allowed, or the status cannot change so
      */
     409: unknown;
     /**
      * Validation Error
      */
     422: HttpValidationError;
+    /**
+     * Too many bookings from this account; see Retry-After
+     */
+    429: unknown;
     /**
      * Not confirmed in time (Retry-After; the body's appointmentId may still appear)
      */
@@ -869,17 +1022,25 @@ export type AppointmentsNoShowData = {
 
 export type AppointmentsNoShowErrors = {
     /**
+     * Not allowed for your role, or past the cancellation cutoff (call the clinic)
+     */
+    403: unknown;
+    /**
      * No such appointment, patient or doctor (or not yours to see)
      */
     404: unknown;
     /**
-     * The slot overlaps a booked appointment, or the status cannot change so
+     * The slot overlaps a booked appointment, the patient holds the most open bookings allowed, or the status cannot change so
      */
     409: unknown;
     /**
      * Validation Error
      */
     422: HttpValidationError;
+    /**
+     * Too many bookings from this account; see Retry-After
+     */
+    429: unknown;
     /**
      * Not confirmed in time (Retry-After; the body's appointmentId may still appear)
      */
@@ -1202,7 +1363,7 @@ export type InvoicesGetInvoiceData = {
 
 export type InvoicesGetInvoiceErrors = {
     /**
-     * No such invoice (or not yours to see), or no PDF yet
+     * No such invoice (or not yours to see), or no PDF of its status yet
      */
     404: unknown;
     /**
@@ -1222,8 +1383,54 @@ export type InvoicesGetInvoiceResponses = {
 
 export type InvoicesGetInvoiceResponse = InvoicesGetInvoiceResponses[keyof InvoicesGetInvoiceResponses];
 
-export type InvoicesPayData = {
+export type InvoicesCheckoutData = {
     body?: never;
+    path: {
+        /**
+         * Invoice Id
+         */
+        invoice_id: string;
+    };
+    query?: never;
+    url: '/api/v1/invoices/{invoice_id}/checkout';
+};
+
+export type InvoicesCheckoutErrors = {
+    /**
+     * Online checkout is for the patient who owns the invoice
+     */
+    403: unknown;
+    /**
+     * No such invoice (or not yours to see), or no PDF of its status yet
+     */
+    404: unknown;
+    /**
+     * The invoice is void, not issued yet, or already paid
+     */
+    409: unknown;
+    /**
+     * Validation Error
+     */
+    422: HttpValidationError;
+    /**
+     * The payment provider is unavailable, or online payment is off
+     */
+    503: unknown;
+};
+
+export type InvoicesCheckoutError = InvoicesCheckoutErrors[keyof InvoicesCheckoutErrors];
+
+export type InvoicesCheckoutResponses = {
+    /**
+     * Successful Response
+     */
+    201: CheckoutPublic;
+};
+
+export type InvoicesCheckoutResponse = InvoicesCheckoutResponses[keyof InvoicesCheckoutResponses];
+
+export type InvoicesPayData = {
+    body: DeskPaymentIn;
     path: {
         /**
          * Invoice Id
@@ -1236,24 +1443,26 @@ export type InvoicesPayData = {
 
 export type InvoicesPayErrors = {
     /**
-     * Doctors do not take payments
+     * Only staff and admins record payments (patients use /checkout)
      */
     403: unknown;
     /**
-     * No such invoice (or not yours to see), or no PDF yet
+     * No such invoice (or not yours to see), or no PDF of its status yet
      */
     404: unknown;
     /**
-     * The invoice is void
+     * The invoice is void, not issued yet, or already paid with another reference
      */
     409: unknown;
     /**
-     * Validation Error
+     * The amount is not the invoice's (partial payments are not supported)
      */
-    422: HttpValidationError;
+    422: unknown;
+    /**
+     * Billing did not confirm in time (Retry-After; the body's invoiceId)
+     */
+    503: unknown;
 };
-
-export type InvoicesPayError = InvoicesPayErrors[keyof InvoicesPayErrors];
 
 export type InvoicesPayResponses = {
     /**
@@ -1263,6 +1472,42 @@ export type InvoicesPayResponses = {
 };
 
 export type InvoicesPayResponse = InvoicesPayResponses[keyof InvoicesPayResponses];
+
+export type InvoicesListPaymentsData = {
+    body?: never;
+    path: {
+        /**
+         * Invoice Id
+         */
+        invoice_id: string;
+    };
+    query?: never;
+    url: '/api/v1/invoices/{invoice_id}/payments';
+};
+
+export type InvoicesListPaymentsErrors = {
+    /**
+     * No such invoice (or not yours to see), or no PDF of its status yet
+     */
+    404: unknown;
+    /**
+     * Validation Error
+     */
+    422: HttpValidationError;
+};
+
+export type InvoicesListPaymentsError = InvoicesListPaymentsErrors[keyof InvoicesListPaymentsErrors];
+
+export type InvoicesListPaymentsResponses = {
+    /**
+     * Response Invoices-List Payments
+     *
+     * Successful Response
+     */
+    200: Array<PaymentPublic>;
+};
+
+export type InvoicesListPaymentsResponse = InvoicesListPaymentsResponses[keyof InvoicesListPaymentsResponses];
 
 export type InvoicesPdfData = {
     body?: never;
@@ -1278,13 +1523,17 @@ export type InvoicesPdfData = {
 
 export type InvoicesPdfErrors = {
     /**
-     * No such invoice (or not yours to see), or no PDF yet
+     * No such invoice (or not yours to see), or no PDF of its status yet
      */
     404: unknown;
     /**
      * Validation Error
      */
     422: HttpValidationError;
+    /**
+     * The stored PDF is not the one billing recorded (never served)
+     */
+    502: unknown;
 };
 
 export type InvoicesPdfError = InvoicesPdfErrors[keyof InvoicesPdfErrors];
@@ -1426,6 +1675,31 @@ export type PatientsUpdatePatientResponses = {
 
 export type PatientsUpdatePatientResponse = PatientsUpdatePatientResponses[keyof PatientsUpdatePatientResponses];
 
+export type PaymentsWebhookData = {
+    body?: never;
+    path?: never;
+    query?: never;
+    url: '/api/v1/payments/webhook';
+};
+
+export type PaymentsWebhookErrors = {
+    /**
+     * Not signed by the provider, or not now (replayed)
+     */
+    400: unknown;
+    /**
+     * Billing could not be reached: the provider delivers again later
+     */
+    503: unknown;
+};
+
+export type PaymentsWebhookResponses = {
+    /**
+     * Handled (or ignored: nothing the platform knows)
+     */
+    200: unknown;
+};
+
 export type UsersListUsersData = {
     body?: never;
     path?: never;
@@ -1508,6 +1782,39 @@ export type UsersMeResponses = {
 };
 
 export type UsersMeResponse = UsersMeResponses[keyof UsersMeResponses];
+
+export type UsersChangePasswordData = {
+    body: PasswordChange;
+    path?: never;
+    query?: never;
+    url: '/api/v1/users/me/password';
+};
+
+export type UsersChangePasswordErrors = {
+    /**
+     * The current password is wrong
+     */
+    403: unknown;
+    /**
+     * Validation Error
+     */
+    422: HttpValidationError;
+    /**
+     * Too many wrong passwords
+     */
+    429: unknown;
+};
+
+export type UsersChangePasswordError = UsersChangePasswordErrors[keyof UsersChangePasswordErrors];
+
+export type UsersChangePasswordResponses = {
+    /**
+     * Successful Response
+     */
+    200: TokenOut;
+};
+
+export type UsersChangePasswordResponse = UsersChangePasswordResponses[keyof UsersChangePasswordResponses];
 
 export type UsersUpdateUserData = {
     body: UserUpdate;

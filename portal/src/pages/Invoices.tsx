@@ -1,9 +1,9 @@
-import { Alert, Button, Card, Group, NativeSelect, SimpleGrid, Stepper, Table, Text } from "@mantine/core";
+import { Alert, Button, Card, Group, NativeSelect, SimpleGrid, Stepper, Table, Text, TextInput } from "@mantine/core";
 import { keepPreviousData, useMutation, useQuery, useQueryClient } from "@tanstack/react-query";
 import { useNavigate, useParams, useSearch } from "@tanstack/react-router";
 import { useState } from "react";
-import { invoicesGetInvoice, invoicesListInvoices, invoicesPay, invoicesPdf } from "../client/sdk.gen";
-import type { InvoicePublic, InvoiceStatus } from "../client/types.gen";
+import { invoicesCheckout, invoicesGetInvoice, invoicesListInvoices, invoicesPay, invoicesPdf } from "../client/sdk.gen";
+import type { DeskPaymentIn, InvoicePublic, InvoiceStatus } from "../client/types.gen";
 import { PatientPicker } from "../components/Pickers";
 import { Empty, ErrorState, Loading, PageHeader, StatusBadge, notifyDone, notifyFailed, MissingRecord } from "../components/ui";
 import { Paging } from "../components/Paging";
@@ -104,15 +104,31 @@ export function InvoicePage() {
   const clinic = useClinic();
   const queryClient = useQueryClient();
   const [downloading, setDownloading] = useState(false);
+  const [method, setMethod] = useState<DeskPaymentIn["method"]>("cash");
+  const [reference, setReference] = useState("");
+  // The payment provider sends the patient back with `?checkout=<id>`; its confirmation reaches the
+  // API separately, so the page looks again until the invoice is PAID (or VOID).
+  const back = useSearch({ strict: false }) as { checkout?: string };
   const inv = useQuery({
     queryKey: ["invoice", invoiceId],
     queryFn: () => unwrap(invoicesGetInvoice({ path: { invoice_id: invoiceId } })),
     retry: false,
     // Until the PDF is made (PENDING → ISSUED) look again; then the invoice changes only by action.
-    refetchInterval: (q) => (q.state.data?.status === "PENDING" ? 1500 : false),
+    refetchInterval: (q) => {
+      const s = q.state.data?.status;
+      return s === "PENDING" || (back.checkout && s !== "PAID" && s !== "VOID") ? 1500 : false;
+    },
   });
+  // Patients pay online: the API opens a checkout at the payment provider, whose page takes it.
+  const checkout = useMutation({
+    mutationFn: () => unwrap(invoicesCheckout({ path: { invoice_id: invoiceId } })),
+    onSuccess: (opened) => window.location.assign(opened.checkoutUrl),
+    onError: (e) => notifyFailed(e, "The payment could not be started"),
+  });
+  // Staff record a payment taken at the desk; its reference (receipt, terminal or bank) makes it unique.
   const pay = useMutation({
-    mutationFn: () => unwrap(invoicesPay({ path: { invoice_id: invoiceId } })),
+    mutationFn: () =>
+      unwrap(invoicesPay({ path: { invoice_id: invoiceId }, body: { method, reference: reference.trim() } })),
     onSuccess: async (saved: InvoicePublic) => {
       queryClient.setQueryData(["invoice", invoiceId], saved);
       await queryClient.invalidateQueries({ queryKey: ["invoices"] });
@@ -126,8 +142,8 @@ export function InvoicePage() {
   const i = inv.data;
   // NEEDS_ATTENTION: the PDF failed for good and waits for an operator; payment is still accepted.
   const payable = i.status === "ISSUED" || i.status === "OVERDUE" || i.status === "NEEDS_ATTENTION";
-  const payLabel = me?.role === "patient" ? "Pay" : "Record payment";
-  const mayPay = me?.role === "patient" || me?.role === "staff" || me?.role === "admin";
+  const isPatient = me?.role === "patient";
+  const takesDeskPayments = me?.role === "staff" || me?.role === "admin";
   // Stepper's `active` is the step in progress: the ones before it show as done.
   const step = { PENDING: 1, ISSUED: 2, OVERDUE: 2, PAID: 3 }[i.status] ?? 0;
 
@@ -202,12 +218,49 @@ export function InvoicePage() {
           <Button variant="light" onClick={download} loading={downloading} disabled={!i.pdfAvailable}>
             Download PDF
           </Button>
-          {mayPay && payable ? (
-            <Button onClick={() => pay.mutate()} loading={pay.isPending}>
-              {payLabel}
+          {isPatient && payable ? (
+            <Button onClick={() => checkout.mutate()} loading={checkout.isPending}>
+              Pay
             </Button>
           ) : null}
         </Group>
+        {takesDeskPayments && payable ? (
+          <form
+            onSubmit={(e) => {
+              e.preventDefault();
+              pay.mutate();
+            }}
+          >
+            <Group mt="md" align="flex-end">
+              <NativeSelect
+                label="Method"
+                value={method}
+                onChange={(e) => setMethod(e.currentTarget.value as DeskPaymentIn["method"])}
+                data={[
+                  { value: "cash", label: "Cash" },
+                  { value: "card", label: "Card" },
+                  { value: "transfer", label: "Transfer" },
+                ]}
+              />
+              <TextInput
+                label="Reference"
+                description="Receipt number, or the card terminal's or bank's reference"
+                required
+                maxLength={100}
+                value={reference}
+                onChange={(e) => setReference(e.currentTarget.value)}
+              />
+              <Button type="submit" loading={pay.isPending} disabled={!reference.trim()}>
+                Record payment
+              </Button>
+            </Group>
+          </form>
+        ) : null}
+        {isPatient && back.checkout && payable ? (
+          <Text size="sm" mt="xs" c="dimmed">
+            Waiting for the payment provider to confirm your payment; this page updates by itself.
+          </Text>
+        ) : null}
         {i.status === "NEEDS_ATTENTION" && !i.pdfAvailable ? (
           <Text size="sm" mt="xs" c="dimmed">
             The PDF could not be made; the clinic has been asked to look at it. Payment is still possible.
