@@ -12,7 +12,7 @@ import contextlib
 import os
 import signal
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -28,7 +28,7 @@ from temporalio.service import RPCError
 from devstack.paths import Paths
 from healthcare import clients
 from healthcare.contracts.appointments import event_id_for
-from healthcare.contracts.billing import billing_workflow_id, invoice_id_for
+from healthcare.contracts.billing import BillingOutcome, billing_workflow_id, invoice_id_for
 from healthcare.contracts.events import AppointmentEvent
 from healthcare.settings import Settings
 from tests.integration.factories import Account, create_doctor, create_patient
@@ -297,27 +297,18 @@ async def _signalled(temporal: TemporalClient, workflow_id: str) -> bool:
     return any(e.HasField("workflow_execution_signaled_event_attributes") for e in history.events)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "product bug (workflows/billing.py): the frozen worker's first workflow task times out (10 s) "
-        "and, when it resumes, still runs price_visit and record_invoice as local activities from that "
-        "stale task: the row is inserted PENDING, while the retried task sees the cancel signal and "
-        "ends the run UNBILLED, so a PENDING invoice is left that no run owns. Strict: once the "
-        "workflow voids (or never leaves) such a row, this passes and the marker must go."
-    ),
-)
-async def test_a_visit_cancelled_before_billing_starts_is_never_invoiced(
+async def _cancelled_while_billing_is_held(
     api: httpx.AsyncClient,
     staff: Account,
     temporal: TemporalClient,
     engine: AsyncEngine,
     paths: Paths,
     clinic: tuple[str, str],
-) -> None:
-    """End to end: the booking and its cancellation both reach Kafka while billing is held back (the
-    consumer frozen), then the worker is frozen while the consumer starts the run and signals it, so
-    the run's first step already knows of the cancellation: UNBILLED, and no invoice exists."""
+    before_billing: Callable[[str], Awaitable[None]] | None = None,
+) -> tuple[str, BillingOutcome]:
+    """The booking and its cancellation both reach Kafka while billing is held back (the consumer
+    frozen); then the worker is frozen while the consumer starts the run and signals it. The frozen
+    worker's first workflow task times out; the retried one sees the cancellation first."""
     patient_id, doctor_id = clinic
     worker = _pid(paths, "worker")
     with frozen(_pid(paths, "consumer")):
@@ -328,6 +319,8 @@ async def test_a_visit_cancelled_before_billing_starts_is_never_invoiced(
         await eventually(
             lambda: _published(engine, cancel_event), timeout=60, what="the cancellation on Kafka"
         )
+        if before_billing is not None:
+            await before_billing(appointment_id)
         os.kill(worker, signal.SIGSTOP)
     workflow_id = billing_workflow_id(uuid.UUID(appointment_id))
     try:
@@ -337,9 +330,71 @@ async def test_a_visit_cancelled_before_billing_starts_is_never_invoiced(
     finally:
         os.kill(worker, signal.SIGCONT)
     run = temporal.get_workflow_handle_for(BillingWorkflow.run, workflow_id)
-    outcome = await asyncio.wait_for(run.result(), 120)
-    assert (outcome.final_status, outcome.invoice_id) == ("UNBILLED", None)
-    invoice = await api.get(
-        f"{V1}/invoices/{invoice_id_for(uuid.UUID(appointment_id))}", headers=staff.headers
+    return appointment_id, await asyncio.wait_for(run.result(), 120)
+
+
+async def test_a_visit_cancelled_before_billing_starts_is_never_invoiced(
+    api: httpx.AsyncClient,
+    staff: Account,
+    temporal: TemporalClient,
+    engine: AsyncEngine,
+    paths: Paths,
+    clinic: tuple[str, str],
+) -> None:
+    """End to end, the run's first step already knows of the cancellation. When the frozen worker
+    resumes, the stale task's local activities (price_visit, record_invoice) may still run and
+    insert the row. Either no invoice exists (UNBILLED) or the run voided that row (VOID, never
+    issued, no PDF): never a PENDING invoice no run owns (bug 1, billing-cancel-before-issue-v1)."""
+    appointment_id, outcome = await _cancelled_while_billing_is_held(
+        api, staff, temporal, engine, paths, clinic
     )
-    assert invoice.status_code == 404
+    invoice_id = invoice_id_for(uuid.UUID(appointment_id))
+    invoice = await api.get(f"{V1}/invoices/{invoice_id}", headers=staff.headers)
+    if outcome.final_status == "UNBILLED":
+        assert outcome.invoice_id is None and invoice.status_code == 404, invoice.text
+    else:
+        assert (outcome.final_status, outcome.invoice_id) == ("VOID", invoice_id)
+        body = invoice.json()
+        assert (body["status"], body["pdfAvailable"]) == ("VOID", False), body
+
+
+async def test_a_row_a_lost_workflow_task_left_is_voided_by_the_cancelled_run(
+    api: httpx.AsyncClient,
+    staff: Account,
+    temporal: TemporalClient,
+    engine: AsyncEngine,
+    paths: Paths,
+    clinic: tuple[str, str],
+) -> None:
+    """Bug 1, made deterministic: the row a lost workflow task's record_invoice inserted (its local
+    activity ran, its completion never landed) is written before billing runs, exactly as that
+    activity writes it. The run, which sees the cancellation before recording anything, voids it:
+    before billing-cancel-before-issue-v1 it ended UNBILLED and left the row PENDING, owned by no run."""
+    patient_id, doctor_id = clinic
+
+    async def lost_task_inserts(appointment_id: str) -> None:
+        appointment = uuid.UUID(appointment_id)
+        async with engine.begin() as conn:
+            await conn.execute(
+                text(
+                    "INSERT INTO invoices (id, appointment_id, patient_id, doctor_id, amount, currency,"
+                    " status, workflow_id, due_at, created_at, updated_at) VALUES (:id, :appointment,"
+                    " :patient, :doctor, 95.00, 'USD', 'PENDING', :workflow, now() + interval '30 days',"
+                    " now(), now())"
+                ),
+                {
+                    "id": invoice_id_for(appointment),
+                    "appointment": appointment,
+                    "patient": uuid.UUID(patient_id),
+                    "doctor": uuid.UUID(doctor_id),
+                    "workflow": billing_workflow_id(appointment),
+                },
+            )
+
+    appointment_id, outcome = await _cancelled_while_billing_is_held(
+        api, staff, temporal, engine, paths, clinic, before_billing=lost_task_inserts
+    )
+    invoice_id = invoice_id_for(uuid.UUID(appointment_id))
+    assert (outcome.final_status, outcome.invoice_id) == ("VOID", invoice_id)
+    body = (await api.get(f"{V1}/invoices/{invoice_id}", headers=staff.headers)).json()
+    assert (body["status"], body["pdfAvailable"]) == ("VOID", False), body

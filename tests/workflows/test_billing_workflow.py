@@ -20,6 +20,7 @@ from temporalio.worker import Worker
 
 from activities.billing import _pdf_result
 from healthcare.contracts.billing import (
+    INVOICE_NOT_FOUND,
     INVOICE_VOID,
     NOT_NEEDING_ATTENTION,
     PAYMENT_REQUIRED,
@@ -42,9 +43,10 @@ from healthcare.contracts.billing import (
     PriceRequest,
     RetryPdfRequest,
     billing_workflow_id,
+    invoice_id_for,
 )
 from tests.workflows import capture
-from workflows.billing import PDF_RETRY, BillingWorkflow
+from workflows.billing import CANCEL_BEFORE_ISSUE, PDF_RETRY, BillingWorkflow
 from workflows.search_attributes import BILLING_STATUS
 
 GOOD_PDF = {
@@ -65,6 +67,19 @@ class FakeBilling:
     pdf_attempts: int = 0
     status_changes: list[tuple[str, uuid.UUID]] = field(default_factory=list)
     rendered: list[str] = field(default_factory=list)  # the status each render showed
+    # Steps held until the test releases them: "render" (the first PDF), "set_status:<TARGET>".
+    held: dict[str, asyncio.Event] = field(default_factory=dict)
+    entered: dict[str, asyncio.Event] = field(default_factory=dict)
+
+    def hold(self, step: str) -> tuple[asyncio.Event, asyncio.Event]:
+        """(entered, release) for `step`: the run reached it; let it go on."""
+        self.entered[step], self.held[step] = asyncio.Event(), asyncio.Event()
+        return self.entered[step], self.held[step]
+
+    async def _maybe_held(self, step: str) -> None:
+        if step in self.held:
+            self.entered[step].set()
+            await self.held.pop(step).wait()
 
     @activity.defn(name="billing.price_visit")
     async def price_visit(self, data: PriceRequest) -> Price:
@@ -88,6 +103,8 @@ class FakeBilling:
 
     @activity.defn(name="billing.render_pdf")
     async def render_pdf(self, data: PdfRequest) -> PdfResult:
+        if self.pdf_attempts == 0:
+            await self._maybe_held("render")
         self.pdf_attempts += 1
         self.rendered.append("ISSUED" if data.invoice.status == "PENDING" else data.invoice.status.value)
         # The real answer parser decides what is retryable; later attempts reuse the last answer.
@@ -109,6 +126,9 @@ class FakeBilling:
 
     @activity.defn(name="billing.set_status")
     async def set_status(self, data: InvoiceStatusChange) -> InvoiceState:
+        await self._maybe_held(f"set_status:{data.target.value}")
+        if data.invoice_id not in self.invoices:  # as the real step: no row, a final refusal
+            raise ApplicationError("invoice not found", type=INVOICE_NOT_FOUND, non_retryable=True)
         inv = self.invoices[data.invoice_id]
         if inv.status != data.target:
             self.status_changes.append((data.target.value, data.invoice_id))
@@ -251,7 +271,84 @@ async def test_cancellation_before_the_invoice_bills_nothing(client: Client, tas
         outcome = await handle.result()
         assert outcome.final_status == "UNBILLED" and outcome.invoice_id is None
         assert fake.invoices == {} and fake.pdf_attempts == 0
-        await keep_history(handle, "unbilled_cancelled_before_invoice")
+        # CANCEL_BEFORE_ISSUE: it looked for a row a lost task might have left, and found none.
+        assert await patched_in(handle) == [CANCEL_BEFORE_ISSUE]
+        await keep_history(handle, "cancel_before_issue_unbilled")
+
+
+async def patched_in(handle: WorkflowHandle[BillingWorkflow, BillingOutcome]) -> list[str]:
+    """The patch ids the run's markers record (the deprecated local-steps one aside)."""
+    ids = []
+    for event in (await handle.fetch_history()).events:
+        attrs = event.marker_recorded_event_attributes
+        if event.HasField("marker_recorded_event_attributes") and attrs.marker_name == "core_patch":
+            ids.append(json.loads(attrs.details["patch-data"].payloads[0].data)["id"])
+    return [i for i in ids if i != "billing-local-db-steps-v1"]
+
+
+def stray_row(req: BillingRequest) -> InvoiceState:
+    """The PENDING row a lost workflow task's record_invoice left (its completion never landed)."""
+    now = datetime.now(UTC)
+    return InvoiceState(
+        id=invoice_id_for(req.appointment_id),
+        appointment_id=req.appointment_id,
+        patient_id=req.patient_id,
+        doctor_id=req.doctor_id,
+        amount=Decimal("120.00"),
+        currency="USD",
+        status="PENDING",
+        workflow_id=billing_workflow_id(req.appointment_id),
+        due_at=now + timedelta(days=30),
+        created_at=now,
+        updated_at=now,
+    )
+
+
+async def test_a_row_left_by_a_lost_task_is_voided_when_the_cancellation_comes_first(
+    client: Client, task_queue: str
+) -> None:
+    """Bug (1): a workflow task that timed out (worker frozen) still ran price_visit and
+    record_invoice; the retried task sees the cancellation first. The row is voided, never left
+    PENDING with no run, and no PDF is made for it."""
+    req = request()
+    fake = FakeBilling(lambda_answers=ok_answers())
+    fake.invoices[invoice_id_for(req.appointment_id)] = stray_row(req)
+    async with billing_worker(client, task_queue, fake):
+        handle = await client.start_workflow(
+            BillingWorkflow.run,
+            req,
+            id=billing_workflow_id(req.appointment_id),
+            task_queue=task_queue,
+            start_signal="cancel",
+            start_signal_args=[CancelSignal()],
+        )
+        outcome = await handle.result()
+    stray = invoice_id_for(req.appointment_id)
+    assert (outcome.final_status, outcome.invoice_id) == ("VOID", stray)
+    assert fake.status_changes == [("VOID", stray)] and fake.pdf_attempts == 0
+    assert fake.invoices[stray].pdf_key is None
+    await keep_history(handle, "cancel_before_issue_stray_void")
+
+
+async def test_a_cancellation_while_the_first_pdf_renders_voids_the_invoice_unissued(
+    client: Client, task_queue: str
+) -> None:
+    """Bug (1): cancelled between record_invoice and the PDF, the invoice is voided, never ISSUED
+    (a patient never sees an amount due for a visit that was cancelled)."""
+    fake = FakeBilling(lambda_answers=ok_answers())
+    entered, release = fake.hold("render")
+    async with billing_worker(client, task_queue, fake):
+        handle = await start(client, task_queue, request())
+        await asyncio.wait_for(entered.wait(), 30)
+        await handle.signal(BillingWorkflow.cancel, CancelSignal())
+        release.set()
+        outcome = await handle.result()
+    assert outcome.final_status == "VOID" and outcome.invoice_id is not None
+    invoice = fake.invoices[outcome.invoice_id]
+    assert invoice.status == "VOID" and invoice.pdf_key is None and invoice.issued_at is None
+    assert fake.status_changes == [("VOID", outcome.invoice_id)] and fake.rendered == ["ISSUED"]
+    assert await patched_in(handle) == [CANCEL_BEFORE_ISSUE]
+    await keep_history(handle, "cancel_before_issue_during_pdf")
 
 
 async def test_overdue_then_cancelled(env: WorkflowEnvironment, client: Client, task_queue: str) -> None:

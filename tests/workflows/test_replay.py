@@ -74,6 +74,13 @@ def test_every_path_of_both_workflows_has_a_stored_history() -> None:
         "appointment_no_show",
         "appointment_rejected",
     }
+    # Recorded with `billing-cancel-before-issue-v1`: cancelled before the invoice (none found, or a
+    # lost task's row voided) and while the first PDF renders (voided, never issued).
+    paths |= {
+        "cancel_before_issue_unbilled",
+        "cancel_before_issue_stray_void",
+        "cancel_before_issue_during_pdf",
+    }
     assert billing | appointments | deprecated | encrypted | pdf_attention | status_pdf | paths <= names
     # Both patches in one run: the operator waits of the first PDF as runs take them now (a PDF per
     # status after), and a status's PDF that fails for good and waits in turn.
