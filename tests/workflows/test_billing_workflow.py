@@ -13,8 +13,19 @@ from decimal import Decimal
 
 import pytest
 from temporalio import activity
-from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.api.common.v1 import WorkflowExecution
+from temporalio.api.enums.v1 import EventType, UpdateWorkflowExecutionLifecycleStage
+from temporalio.api.update.v1 import UpdateRef, WaitPolicy
+from temporalio.api.workflowservice.v1 import PollWorkflowExecutionUpdateRequest
+from temporalio.client import (
+    Client,
+    WorkflowExecutionStatus,
+    WorkflowHandle,
+    WorkflowHistory,
+    WorkflowUpdateFailedError,
+)
 from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
@@ -45,6 +56,7 @@ from healthcare.contracts.billing import (
     billing_workflow_id,
     invoice_id_for,
 )
+from tests.waiting import eventually
 from tests.workflows import capture
 from workflows.billing import CANCEL_BEFORE_ISSUE, PDF_RETRY, BillingWorkflow
 from workflows.search_attributes import BILLING_STATUS
@@ -605,3 +617,155 @@ async def test_retry_pdf_is_refused_when_the_run_is_not_waiting_for_an_operator(
         assert refused.value.cause.type == NOT_NEEDING_ATTENTION
         await handle.signal(BillingWorkflow.cancel, CancelSignal())
         assert (await handle.result()).final_status == "VOID"
+
+
+# -- A payment racing a cancellation (README: "a payment accepted before the cancellation wins") ----
+def event_names(history: WorkflowHistory) -> list[str]:
+    return [EventType.Name(e.event_type).removeprefix("EVENT_TYPE_") for e in history.events]
+
+
+ADMITTED = UpdateWorkflowExecutionLifecycleStage.UPDATE_WORKFLOW_EXECUTION_LIFECYCLE_STAGE_ADMITTED
+
+
+async def until_admitted(client: Client, workflow_id: str, update_id: str) -> None:
+    """The server holds the update (admitted): the next workflow task delivers it."""
+    request = PollWorkflowExecutionUpdateRequest(
+        namespace=client.namespace,
+        update_ref=UpdateRef(
+            workflow_execution=WorkflowExecution(workflow_id=workflow_id), update_id=update_id
+        ),
+        wait_policy=WaitPolicy(lifecycle_stage=ADMITTED),
+    )
+
+    async def admitted() -> bool:
+        try:
+            await client.workflow_service.poll_workflow_execution_update(
+                request, timeout=timedelta(seconds=10)
+            )
+        except RPCError as exc:  # the request has not reached the server yet
+            if exc.status != RPCStatusCode.NOT_FOUND:
+                raise
+            raise AssertionError("not admitted yet") from exc
+        return True
+
+    await eventually(admitted, timeout=30, interval=0.05, what=f"update {update_id} admitted")
+
+
+async def test_a_payment_accepted_before_a_cancellation_wins_while_it_is_being_recorded(
+    client: Client, task_queue: str
+) -> None:
+    """The pay update passed its validator and the run is recording PAID (held) when the cancel
+    signal arrives: the invoice ends PAID, the payment's, and the cancellation changes nothing."""
+    fake = FakeBilling(lambda_answers=ok_answers())
+    entered, release = fake.hold("set_status:PAID")
+    pay = payment()
+    async with billing_worker(client, task_queue, fake):
+        handle = await start(client, task_queue, request())
+        await until_status(handle, "ISSUED")
+        paying = asyncio.ensure_future(handle.execute_update(BillingWorkflow.pay, pay, id="pay"))
+        await asyncio.wait_for(entered.wait(), 30)  # accepted, PAID being recorded
+        await handle.signal(BillingWorkflow.cancel, CancelSignal())
+        release.set()
+        paid = await paying
+        outcome = await handle.result()
+    assert (paid.status, paid.payment_id) == ("PAID", pay.payment_id)
+    assert outcome.final_status == "PAID" and fake.status_changes == [("PAID", outcome.invoice_id)]
+    events = event_names(await handle.fetch_history())
+    assert events.index("WORKFLOW_EXECUTION_UPDATE_ACCEPTED") < events.index("WORKFLOW_EXECUTION_SIGNALED")
+    await keep_history(handle, "race_pay_accepted_then_cancel")
+
+
+@pytest.mark.parametrize("first", ["cancel", "pay"])
+async def test_a_cancellation_and_a_payment_in_one_workflow_task_the_first_wins(
+    client: Client, task_queue: str, first: str
+) -> None:
+    """Both reach the server while no worker runs, so one workflow task delivers them together, in
+    the order they came. Cancel first: the validator sees it and refuses the payment as void (the
+    API then marks the payment REFUND_DUE). Pay first: it is accepted and the cancellation ignored."""
+    fake = FakeBilling(lambda_answers=ok_answers())
+    activities = fake.all()
+    # No cache: the second worker replays the run instead of waiting for the first one's sticky queue.
+    async with Worker(
+        client,
+        task_queue=task_queue,
+        workflows=[BillingWorkflow],
+        activities=activities,
+        max_cached_workflows=0,
+    ):
+        handle = await start(client, task_queue, request())
+        await until_status(handle, "ISSUED")
+    pay = payment()
+    if first == "cancel":
+        await handle.signal(BillingWorkflow.cancel, CancelSignal())
+    paying = asyncio.ensure_future(handle.execute_update(BillingWorkflow.pay, pay, id="pay"))
+    await until_admitted(client, handle.id, "pay")
+    if first == "pay":
+        await handle.signal(BillingWorkflow.cancel, CancelSignal())
+    async with billing_worker(client, task_queue, fake):
+        if first == "cancel":
+            with pytest.raises(WorkflowUpdateFailedError) as refused:
+                await paying
+            cause = refused.value.cause
+            assert isinstance(cause, ApplicationError) and cause.type == INVOICE_VOID
+        else:
+            assert (await paying).payment_id == pay.payment_id
+        outcome = await handle.result()
+    history = await handle.fetch_history()
+    events = event_names(history)
+    signalled = events.index("WORKFLOW_EXECUTION_SIGNALED")
+    # Delivered together: no workflow task ran between the signal and the one that took the update
+    # (admitted before any worker polled), so that task saw both.
+    signalled = events.index("WORKFLOW_EXECUTION_SIGNALED")
+    taken = events.index("WORKFLOW_TASK_STARTED", signalled)
+    assert "WORKFLOW_TASK_COMPLETED" not in events[signalled:taken], events
+    if first == "cancel":
+        assert outcome.final_status == "VOID" and "WORKFLOW_EXECUTION_UPDATE_ACCEPTED" not in events
+        assert fake.status_changes == [("VOID", outcome.invoice_id)]
+    else:
+        assert outcome.final_status == "PAID" and fake.status_changes == [("PAID", outcome.invoice_id)]
+    await keep_history(handle, f"race_{first}_first_one_task")
+
+
+@pytest.mark.parametrize("first", ["cancel", "pay"])
+async def test_a_race_while_the_first_pdf_renders_is_won_by_the_first(
+    client: Client, task_queue: str, first: str
+) -> None:
+    """Held while the first PDF renders (PENDING): a payment accepted first makes the run issue and
+    record PAID, the later cancellation ignored; a cancellation first refuses the payment as void and
+    the invoice is voided unissued (billing-cancel-before-issue-v1)."""
+    fake = FakeBilling(lambda_answers=ok_answers())
+    entered, release = fake.hold("render")
+    pay = payment()
+    async with billing_worker(client, task_queue, fake):
+        handle = await start(client, task_queue, request())
+        await asyncio.wait_for(entered.wait(), 30)
+        if first == "cancel":
+            await handle.signal(BillingWorkflow.cancel, CancelSignal())
+            with pytest.raises(WorkflowUpdateFailedError) as refused:
+                await handle.execute_update(BillingWorkflow.pay, pay)
+            cause = refused.value.cause
+            assert isinstance(cause, ApplicationError) and cause.type == INVOICE_VOID
+            release.set()
+        else:
+            paying = asyncio.ensure_future(handle.execute_update(BillingWorkflow.pay, pay, id="pay"))
+            await until_admitted(client, handle.id, "pay")
+            await eventually(
+                lambda: _accepted(handle), timeout=30, interval=0.05, what="the payment accepted"
+            )
+            await handle.signal(BillingWorkflow.cancel, CancelSignal())
+            release.set()
+            assert (await paying).payment_id == pay.payment_id
+        outcome = await handle.result()
+    invoice = fake.invoices[outcome.invoice_id] if outcome.invoice_id else None
+    assert invoice is not None
+    if first == "cancel":
+        assert (outcome.final_status, invoice.pdf_key) == ("VOID", None)
+        assert fake.status_changes == [("VOID", invoice.id)]
+    else:
+        assert (outcome.final_status, invoice.payment_id) == ("PAID", pay.payment_id)
+        assert fake.status_changes == [("PAID", invoice.id)] and fake.rendered == ["ISSUED", "PAID"]
+    await keep_history(handle, f"race_{first}_first_while_pdf_renders")
+
+
+async def _accepted(handle: WorkflowHandle[BillingWorkflow, BillingOutcome]) -> bool:
+    return "WORKFLOW_EXECUTION_UPDATE_ACCEPTED" in event_names(await handle.fetch_history())

@@ -81,6 +81,15 @@ def test_every_path_of_both_workflows_has_a_stored_history() -> None:
         "cancel_before_issue_stray_void",
         "cancel_before_issue_during_pdf",
     }
+    # A payment racing a cancellation, the first accepted wins: accepted while PAID is recorded; both
+    # in one workflow task, either order; either order while the first PDF renders.
+    paths |= {
+        "race_pay_accepted_then_cancel",
+        "race_cancel_first_one_task",
+        "race_pay_first_one_task",
+        "race_cancel_first_while_pdf_renders",
+        "race_pay_first_while_pdf_renders",
+    }
     assert billing | appointments | deprecated | encrypted | pdf_attention | status_pdf | paths <= names
     # Both patches in one run: the operator waits of the first PDF as runs take them now (a PDF per
     # status after), and a status's PDF that fails for good and waits in turn.
