@@ -4,6 +4,7 @@ from one the billing consumer started (search attributes, input, task queue, pay
 from __future__ import annotations
 
 import asyncio
+import re
 import sys
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -211,7 +212,15 @@ async def test_the_billing_cli_replays_resets_and_restarts_a_failed_run(
     first = await eventually(lambda: _failed_run(temporal, workflow_id), timeout=60, what="the run failed")
 
     code, out = await _cli("billing", "replay", workflow_id)
-    assert (code, out.strip()) == (0, f"ok: {workflow_id}")
+    line, summary = out.strip().splitlines()
+    assert code == 0 and line.split() == [
+        "[1/1]",
+        "ok",
+        f"{workflow_id}/{first}",
+        "(failed:",
+        "DoctorNotFound)",
+    ]
+    assert summary.startswith("replayed 1: 1 ok, 0 non-deterministic, 0 skipped ("), summary
 
     code, out = await _cli("billing", "reset", workflow_id, "--reason", "cli test")
     assert code == 0 and out.startswith(f"reset {workflow_id}: new run "), out
@@ -224,15 +233,16 @@ async def test_the_billing_cli_replays_resets_and_restarts_a_failed_run(
     async def restarted() -> str:
         # The list comes from Temporal's visibility store, which trails a run's end by a moment.
         code, out = await _cli("billing", "restart-failed")
-        assert code == 0 and f"restarted {workflow_id}: new run " in out, out
-        return out
+        found = re.search(rf"restarted {workflow_id} \([^)]*\): new run (\S+)", out)
+        assert code == 0 and found, out
+        return found.group(1)
 
-    out = await eventually(restarted, timeout=60, interval=1, what="restart-failed took the run")
-    third = out.split(f"restarted {workflow_id}: new run ")[1].split()[0]
+    third = await eventually(restarted, timeout=60, interval=1, what="restart-failed took the run")
     assert third not in (first, second)
     await eventually(
         lambda: _failed_run(temporal, workflow_id, not_run=second), timeout=60, what="the restarted run"
     )
 
     code, out = await _cli("billing", "replay", "--all-failed")
-    assert code == 0 and f"ok: {workflow_id}" in out, out
+    mine = [line.split("]", 1)[1].split()[0] for line in out.splitlines() if f" {workflow_id}/" in line]
+    assert code == 0 and mine and set(mine) == {"ok"}, out
