@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from devstack import components
@@ -268,14 +269,9 @@ def cmd_test(paths: Paths, pytest_args: list[str]) -> int:
     return code
 
 
-def cmd_bench(paths: Paths, quick: bool, soak_minutes: float | None = None) -> int:
-    """Run every benchmark against the bench profile's stack (or, with `soak_minutes`, the soak
-    alone). A stack started here is stopped and its data deleted afterwards, so benchmarks leave
-    nothing behind and each run starts fresh."""
-    settings = get_settings()
-    if settings.profile == "dev":
-        say("bench: refusing to load the dev stack; `make bench` uses HC_PROFILE=bench")
-        return 2
+def _on_fresh_stack(paths: Paths, label: str, run: Callable[[], int]) -> int:
+    """`run` against the profile's stack. A stack started here starts from no data and is stopped
+    and deleted afterwards, so the run leaves nothing behind; one already up is used and kept."""
     started_here = _stack_pid(paths) is None
     if started_here:
         for folder in (paths.data, paths.run):
@@ -283,15 +279,33 @@ def cmd_bench(paths: Paths, quick: bool, soak_minutes: float | None = None) -> i
     code = cmd_up(paths)
     if code != 0:
         return code
-    code = 0
+    try:
+        return run()
+    finally:
+        if started_here:
+            cmd_down(paths)
+            for folder in (paths.data, paths.run):
+                shutil.rmtree(folder, ignore_errors=True)
+            say(f"{label}: stack stopped and its data deleted ({paths.data})")
+
+
+def cmd_bench(paths: Paths, quick: bool, soak_minutes: float | None = None) -> int:
+    """Run every benchmark against the bench profile's stack (or, with `soak_minutes`, the soak
+    alone), on a fresh stack (_on_fresh_stack) so that each run starts from nothing."""
+    settings = get_settings()
+    if settings.profile == "dev":
+        say("bench: refusing to load the dev stack; `make bench` uses HC_PROFILE=bench")
+        return 2
     # Each benchmark records its figures here; bench.table prints them as one table at the end.
     results = paths.root / "bench-results.jsonl"  # kept: `python -m bench.table` prints it again
-    results.unlink(missing_ok=True)
     env = {**os.environ, "HC_BENCH_RESULTS": str(results)}
     runs = [(m, [*BENCH_ARGS.get(m, []), *(QUICK_BENCH_ARGS[m] if quick else [])]) for m in BENCHMARKS]
     if soak_minutes is not None:
         runs = [("bench.soak", ["--minutes", f"{soak_minutes:g}"])]
-    try:
+
+    def run() -> int:
+        results.unlink(missing_ok=True)
+        code = 0
         for module, args in runs:
             say(f"bench: {module} {' '.join(args)}".rstrip())
             began = time.monotonic()
@@ -300,13 +314,9 @@ def cmd_bench(paths: Paths, quick: bool, soak_minutes: float | None = None) -> i
         if soak_minutes is None:
             say("bench: the figures, their goals and their ratios, all measured in this run (bench.table)")
             code = subprocess.call([sys.executable, "-m", "bench.table", str(results)], cwd=REPO) or code
-    finally:
-        if started_here:
-            cmd_down(paths)
-            for folder in (paths.data, paths.run):
-                shutil.rmtree(folder, ignore_errors=True)
-            say(f"bench: stack stopped and its data deleted ({paths.data})")
-    return code
+        return code
+
+    return _on_fresh_stack(paths, "bench", run)
 
 
 def cmd_chaos(paths: Paths, args: list[str]) -> int:
@@ -316,22 +326,9 @@ def cmd_chaos(paths: Paths, args: list[str]) -> int:
     if settings.profile != "chaos":
         say("chaos: refusing to break any stack but the chaos one; `make chaos` uses HC_PROFILE=chaos")
         return 2
-    started_here = _stack_pid(paths) is None
-    if started_here:
-        for folder in (paths.data, paths.run):
-            shutil.rmtree(folder, ignore_errors=True)
-    code = cmd_up(paths)
-    if code != 0:
-        return code
-    try:
-        code = subprocess.call([sys.executable, "-m", "bench.chaos", *args], cwd=REPO)
-    finally:
-        if started_here:
-            cmd_down(paths)
-            for folder in (paths.data, paths.run):
-                shutil.rmtree(folder, ignore_errors=True)
-            say(f"chaos: stack stopped and its data deleted ({paths.data})")
-    return code
+    return _on_fresh_stack(
+        paths, "chaos", lambda: subprocess.call([sys.executable, "-m", "bench.chaos", *args], cwd=REPO)
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -269,6 +269,14 @@ def temporal(settings: Settings, paths: Paths) -> Component:
 
 
 # -- Kafka ------------------------------------------------------------------------------------
+def kafka_cluster_id() -> str:
+    """A 22-character base64url id, as `kafka-storage random-uuid` makes, never starting with "-":
+    the storage tool would read such an id as an option (1 draw in 64; a CI run failed on one)."""
+    while (cluster_id := secrets.token_urlsafe(16)[:22]).startswith("-"):
+        pass
+    return cluster_id
+
+
 def kafka(settings: Settings, paths: Paths) -> Component:
     port = _port(settings.kafka_bootstrap_servers.split(",")[0])
     controller_port = settings.stack_port("kafka_controller")
@@ -289,8 +297,7 @@ def kafka(settings: Settings, paths: Paths) -> Component:
         )
         cluster_id_file = paths.data / "kafka.cluster-id"
         if not cluster_id_file.exists():
-            # A 22-character base64url id, as `kafka-storage random-uuid` makes.
-            cluster_id_file.write_text(secrets.token_urlsafe(16)[:22])
+            cluster_id_file.write_text(kafka_cluster_id())
         proc = await asyncio.create_subprocess_exec(
             *java,
             "-Xmx256m",
