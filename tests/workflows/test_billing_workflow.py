@@ -206,6 +206,20 @@ async def start(
     )
 
 
+async def start_cancelled(
+    client: Client, task_queue: str, req: BillingRequest
+) -> WorkflowHandle[BillingWorkflow, BillingOutcome]:
+    """What the consumer does when APPOINTMENT_CANCELLED is the first event it sees (signal-with-start)."""
+    return await client.start_workflow(
+        BillingWorkflow.run,
+        req,
+        id=billing_workflow_id(req.appointment_id),
+        task_queue=task_queue,
+        start_signal="cancel",
+        start_signal_args=[CancelSignal()],
+    )
+
+
 async def until_status(
     handle: WorkflowHandle[BillingWorkflow, BillingOutcome],
     wanted: str,
@@ -271,15 +285,7 @@ async def test_cancellation_before_the_invoice_bills_nothing(client: Client, tas
     fake = FakeBilling(lambda_answers=ok_answers())
     req = request()
     async with billing_worker(client, task_queue, fake):
-        # What the consumer does when APPOINTMENT_CANCELLED is the first event it sees.
-        handle = await client.start_workflow(
-            BillingWorkflow.run,
-            req,
-            id=billing_workflow_id(req.appointment_id),
-            task_queue=task_queue,
-            start_signal="cancel",
-            start_signal_args=[CancelSignal()],
-        )
+        handle = await start_cancelled(client, task_queue, req)
         outcome = await handle.result()
         assert outcome.final_status == "UNBILLED" and outcome.invoice_id is None
         assert fake.invoices == {} and fake.pdf_attempts == 0
@@ -326,14 +332,7 @@ async def test_a_row_left_by_a_lost_task_is_voided_when_the_cancellation_comes_f
     fake = FakeBilling(lambda_answers=ok_answers())
     fake.invoices[invoice_id_for(req.appointment_id)] = stray_row(req)
     async with billing_worker(client, task_queue, fake):
-        handle = await client.start_workflow(
-            BillingWorkflow.run,
-            req,
-            id=billing_workflow_id(req.appointment_id),
-            task_queue=task_queue,
-            start_signal="cancel",
-            start_signal_args=[CancelSignal()],
-        )
+        handle = await start_cancelled(client, task_queue, req)
         outcome = await handle.result()
     stray = invoice_id_for(req.appointment_id)
     assert (outcome.final_status, outcome.invoice_id) == ("VOID", stray)
