@@ -108,6 +108,13 @@ STATUS_PDF = "billing-status-pdf-v1"
 # owned by no run. Seen after the row or after the PDF, the invoice is voided rather than issued.
 # Asked only where a cancellation was seen before issuing, so other runs carry no marker.
 CANCEL_BEFORE_ISSUE = "billing-cancel-before-issue-v1"
+# Introduced: voiding an invoice the database holds PAID makes the run PAID instead of failing it.
+# A workflow task that was lost (worker frozen; the task timed out) still ran the `pay` update's
+# validator and its set_status(PAID) local activity, so the payment is recorded; the retried task
+# sees a cancellation that came meanwhile first, refuses the re-delivered update and voids, which
+# the database refuses (PAID is final). The money was taken: the payment accepted first wins.
+# Asked only after such a refusal, so other runs carry no marker.
+LOST_TASK_PAYMENT = "billing-lost-task-payment-v1"
 # The statuses after ISSUED whose change is followed by a PDF for them (STATUS_PDF).
 STATUS_PDF_TARGETS = frozenset({InvoiceStatus.paid, InvoiceStatus.void, InvoiceStatus.overdue})
 
@@ -223,9 +230,7 @@ class BillingWorkflow:
                 InvoiceState,
             )
         except (ActivityError, ApplicationError) as failure:
-            # A local activity's refusal may arrive as the ApplicationError itself, not wrapped.
-            cause = failure.cause if isinstance(failure, ActivityError) else failure
-            if not (isinstance(cause, ApplicationError) and cause.type == INVOICE_NOT_FOUND):
+            if not _refused_as(failure, INVOICE_NOT_FOUND):
                 raise
             return BillingOutcome(
                 appointment_id=request.appointment_id, invoice_id=None, final_status=UNBILLED
@@ -302,13 +307,28 @@ class BillingWorkflow:
     async def _set_status(self, target: InvoiceStatus) -> None:
         assert self._invoice is not None
         payment_id = self._payment.payment_id if self._payment and target == InvoiceStatus.paid else None
-        self._invoice = await self._db_step(
-            "billing.set_status",
-            InvoiceStatusChange(
-                invoice_id=self._invoice.id, target=target, at=workflow.now(), payment_id=payment_id
-            ),
-            InvoiceState,
-        )
+        try:
+            self._invoice = await self._db_step(
+                "billing.set_status",
+                InvoiceStatusChange(
+                    invoice_id=self._invoice.id, target=target, at=workflow.now(), payment_id=payment_id
+                ),
+                InvoiceState,
+            )
+        except (ActivityError, ApplicationError) as failure:
+            # Only PAID cannot become VOID (TRANSITIONS): PAID again is a no-op that reads the row.
+            if not (
+                target == InvoiceStatus.void
+                and _refused_as(failure, INVALID_INVOICE_TRANSITION)
+                and workflow.patched(LOST_TASK_PAYMENT)
+            ):
+                raise
+            target = InvoiceStatus.paid
+            self._invoice = await self._db_step(
+                "billing.set_status",
+                InvoiceStatusChange(invoice_id=self._invoice.id, target=target, at=workflow.now()),
+                InvoiceState,
+            )
         # Not before the first PDF (it is rendered for the status the invoice has by then), not for a
         # payment recorded while an operator wait goes on (the retried PDF shows it), and not twice.
         if (
@@ -384,3 +404,10 @@ class BillingWorkflow:
     def attention(self) -> PdfAttention | None:
         """Why the run waits for an operator; None when it does not."""
         return self._attention
+
+
+def _refused_as(failure: ActivityError | ApplicationError, error_type: str) -> bool:
+    """A database step refused with `error_type` (a local activity's refusal may arrive as the
+    ApplicationError itself, not wrapped in an ActivityError)."""
+    cause = failure.cause if isinstance(failure, ActivityError) else failure
+    return isinstance(cause, ApplicationError) and cause.type == error_type

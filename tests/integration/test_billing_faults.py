@@ -21,14 +21,14 @@ import pytest
 from aiokafka import TopicPartition
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
-from temporalio.api.enums.v1 import PendingActivityState
+from temporalio.api.enums.v1 import EventType, PendingActivityState
 from temporalio.client import Client as TemporalClient
 from temporalio.service import RPCError
 
 from devstack.paths import Paths
 from healthcare import clients
 from healthcare.contracts.appointments import event_id_for
-from healthcare.contracts.billing import BillingOutcome, billing_workflow_id, invoice_id_for
+from healthcare.contracts.billing import BillingOutcome, CancelSignal, billing_workflow_id, invoice_id_for
 from healthcare.contracts.events import AppointmentEvent
 from healthcare.settings import Settings
 from tests.integration.factories import Account, create_doctor, create_patient
@@ -403,3 +403,64 @@ async def test_a_row_a_lost_workflow_task_left_is_voided_by_the_cancelled_run(
         api, staff, temporal, engine, paths, clinic, before_billing=lost_task_inserts
     )
     await _voided_unissued(api, staff, appointment_id, outcome)
+
+
+async def _history_events(temporal: TemporalClient, workflow_id: str) -> list[str]:
+    history = await temporal.get_workflow_handle(workflow_id).fetch_history()
+    return [EventType.Name(e.event_type).removeprefix("EVENT_TYPE_") for e in history.events]
+
+
+async def test_a_payment_a_stalled_worker_recorded_and_a_cancellation_meanwhile_stay_consistent(
+    api: httpx.AsyncClient,
+    staff: Account,
+    temporal: TemporalClient,
+    paths: Paths,
+    clinic: tuple[str, str],
+) -> None:
+    """Bug 2 on the real stack. The worker is frozen when a desk payment's `pay` update reaches the
+    issued run: the frozen worker holds the workflow task, a cancellation is signalled meanwhile and
+    the task times out. Resumed, the stale task still validates the payment and records PAID (a local
+    activity); the retried task sees the signal first and voids, which the database refuses: the run
+    failed (InvalidInvoiceTransition) before billing-lost-task-payment-v1. Whichever path the timing
+    takes, invoice and payment must agree once the desk retries a payment that was not confirmed in
+    time: PAID with the payment CONFIRMED, or VOID with the money REFUND_DUE; the run never fails."""
+    patient_id, doctor_id = clinic
+    appointment_id = await _book(api, staff, patient_id, doctor_id)
+    invoice = await _issued(api, staff, appointment_id)
+    workflow_id = billing_workflow_id(uuid.UUID(appointment_id))
+    run = temporal.get_workflow_handle_for(BillingWorkflow.run, workflow_id)
+    done = len(await _history_events(temporal, workflow_id))
+    worker = _pid(paths, "worker")
+    os.kill(worker, signal.SIGSTOP)
+    try:
+        url = f"{V1}/invoices/{invoice['id']}/pay"
+        body = {"method": "card", "reference": f"RCPT-{uuid.uuid4().hex[:8]}"}
+        paying = asyncio.ensure_future(api.post(url, json=body, headers=staff.headers, timeout=60))
+
+        async def delivered() -> bool:  # the update's workflow task went to the frozen worker
+            assert "WORKFLOW_TASK_STARTED" in (await _history_events(temporal, workflow_id))[done:]
+            return True
+
+        await eventually(delivered, timeout=30, interval=0.2, what="the pay update's task started")
+        await run.signal(BillingWorkflow.cancel, CancelSignal())
+
+        async def timed_out() -> bool:
+            assert "WORKFLOW_TASK_TIMED_OUT" in (await _history_events(temporal, workflow_id))[done:]
+            return True
+
+        await eventually(timed_out, timeout=60, interval=0.5, what="the frozen worker's task timed out")
+    finally:
+        os.kill(worker, signal.SIGCONT)
+    answer = await paying
+    outcome = await asyncio.wait_for(run.result(), 120)
+    if answer.status_code == 503:  # not confirmed in time: the desk tries the same payment again
+        answer = await api.post(url, json=body, headers=staff.headers)
+        assert answer.status_code in (200, 409), answer.text
+    final = (await api.get(f"{V1}/invoices/{invoice['id']}", headers=staff.headers)).json()
+    (payment,) = (await api.get(f"{V1}/invoices/{invoice['id']}/payments", headers=staff.headers)).json()
+    assert outcome.final_status == final["status"], (outcome, final, answer.text)
+    if final["status"] == "PAID":
+        assert (final["paymentId"], payment["status"]) == (payment["id"], "CONFIRMED"), (final, payment)
+    else:
+        assert (final["status"], final["paymentId"]) == ("VOID", None), final
+        assert payment["status"] == "REFUND_DUE", (payment, answer.text)

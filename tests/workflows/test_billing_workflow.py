@@ -31,6 +31,7 @@ from temporalio.worker import Worker
 
 from activities.billing import _pdf_result
 from healthcare.contracts.billing import (
+    INVALID_INVOICE_TRANSITION,
     INVOICE_NOT_FOUND,
     INVOICE_VOID,
     NOT_NEEDING_ATTENTION,
@@ -58,7 +59,7 @@ from healthcare.contracts.billing import (
 )
 from tests.waiting import eventually
 from tests.workflows import capture
-from workflows.billing import CANCEL_BEFORE_ISSUE, PDF_RETRY, BillingWorkflow
+from workflows.billing import CANCEL_BEFORE_ISSUE, LOST_TASK_PAYMENT, PDF_RETRY, BillingWorkflow
 from workflows.search_attributes import BILLING_STATUS
 
 GOOD_PDF = {
@@ -145,7 +146,7 @@ class FakeBilling:
         if inv.status != data.target:
             self.status_changes.append((data.target.value, data.invoice_id))
             if data.target not in TRANSITIONS[inv.status]:
-                raise ApplicationError("bad transition", non_retryable=True)
+                raise ApplicationError("bad transition", type=INVALID_INVOICE_TRANSITION, non_retryable=True)
             paid_at = data.at if data.target == "PAID" else None
             inv = inv.model_copy(
                 update={"status": data.target, "paid_at": paid_at, "payment_id": data.payment_id}
@@ -768,3 +769,25 @@ async def test_a_race_while_the_first_pdf_renders_is_won_by_the_first(
 
 async def _accepted(handle: WorkflowHandle[BillingWorkflow, BillingOutcome]) -> bool:
     return "WORKFLOW_EXECUTION_UPDATE_ACCEPTED" in event_names(await handle.fetch_history())
+
+
+async def test_a_payment_a_lost_task_recorded_wins_over_a_cancellation_seen_first(
+    client: Client, task_queue: str
+) -> None:
+    """Bug 2: a lost workflow task (worker frozen, task timed out) validated a `pay` update and
+    recorded PAID; the retried task saw a cancellation first and voids. The database refuses (PAID
+    is final): the run ends PAID, with a PAID PDF, instead of failing (billing-lost-task-payment-v1)."""
+    fake = FakeBilling(lambda_answers=ok_answers())
+    pay = payment()
+    async with billing_worker(client, task_queue, fake):
+        handle = await start(client, task_queue, request())
+        issued = await until_status(handle, "ISSUED")
+        # What the lost task's set_status(PAID) left in the database; the run's history never saw it.
+        fake.invoices[issued.id] = issued.model_copy(update={"status": "PAID", "payment_id": pay.payment_id})
+        await handle.signal(BillingWorkflow.cancel, CancelSignal())
+        outcome = await handle.result()
+    assert (outcome.final_status, outcome.invoice_id) == ("PAID", issued.id)
+    assert fake.invoices[issued.id].payment_id == pay.payment_id and fake.rendered == ["ISSUED", "PAID"]
+    assert fake.invoices[issued.id].pdf_status == "PAID"
+    assert await patched_in(handle) == [LOST_TASK_PAYMENT, "billing-status-pdf-v1"]
+    await keep_history(handle, "lost_task_payment_then_cancel")

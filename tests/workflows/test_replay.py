@@ -90,6 +90,9 @@ def test_every_path_of_both_workflows_has_a_stored_history() -> None:
         "race_cancel_first_while_pdf_renders",
         "race_pay_first_while_pdf_renders",
     }
+    # Recorded with `billing-lost-task-payment-v1`: a payment a lost task recorded, then a cancellation
+    # the retried task saw first (PAID wins; before the patch the run failed).
+    paths.add("lost_task_payment_then_cancel")
     assert billing | appointments | deprecated | encrypted | pdf_attention | status_pdf | paths <= names
     # Both patches in one run: the operator waits of the first PDF as runs take them now (a PDF per
     # status after), and a status's PDF that fails for good and waits in turn.
