@@ -116,7 +116,13 @@ def load_results() -> list[Mutant]:
 
     mutants = []
     for meta in sorted(MUTANTS.rglob("*.py.meta")):
-        exit_codes = json.loads(meta.read_text())["exit_code_by_key"]
+        try:
+            exit_codes = json.loads(meta.read_text())["exit_code_by_key"]
+        except json.JSONDecodeError:  # written half when a run was killed: its mutants count as not run
+            print(
+                f"unreadable result file (a run was interrupted): {meta.relative_to(ROOT)}", file=sys.stderr
+            )
+            continue
         for name, code in exit_codes.items():
             if selected(name):
                 mutants.append(Mutant(name, status_by_exit_code[code]))
