@@ -13,7 +13,7 @@ export UV_LINK_MODE := copy
 export HC_PROFILE ?= dev
 PROFILES := dev test bench chaos
 
-.PHONY: help install setup run up down status test test-unit test-deploy lint fmt bench soak chaos lambda-package portal-client portal-dev clean distclean
+.PHONY: help install setup run up down status test test-unit test-deploy mutation histories lint fmt bench soak chaos lambda-package portal-client portal-dev clean distclean
 
 help: ## List the tasks
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -52,6 +52,12 @@ test-unit: install ## Run only the unit tests (no services, seconds)
 
 test-deploy: setup ## Run only the deployment tests: chart, images, CloudFormation, a real kube-apiserver (no stack)
 	@$(PY) -m pytest tests/deploy -q
+
+mutation: install ## Mutation testing of the core modules against the unit tests (niced; incremental; --fresh in ARGS)
+	@nice -n 10 $(PY) -m tests.mutation $(ARGS)
+
+histories: install ## Run the workflow tests and store the histories of paths not stored yet (never replaces one)
+	@$(PY) -m tests.workflows.capture $(ARGS)
 
 lint: install ## ruff (lint + format check), mypy, and the import rules between folders (import-linter)
 	@$(PY) -m ruff check .

@@ -336,6 +336,11 @@ async def apply(
             PAYMENT_REQUIRED,
         ):
             if cause.type == INVOICE_VOID:
+                # A workflow task that was lost may have recorded this payment before the run,
+                # retried, saw a cancellation first: the invoice is PAID with it (and stays PAID).
+                refreshed = await session.get(Invoice, payment.invoice_id, populate_existing=True)
+                if refreshed is not None and refreshed.payment_id == payment.id:
+                    return InvoiceState.model_validate(refreshed, from_attributes=True)
                 await _refund_due(session, payment)
             raise errors.Conflict(str(cause.message)) from exc
         raise errors.DependencyUnavailable("the payment could not be applied; try again") from exc

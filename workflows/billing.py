@@ -6,7 +6,9 @@ PDF is kept) or becomes OVERDUE at its due date (a durable timer) and may still 
 
 A cancellation that arrives before the invoice is recorded ends the run with no invoice at all
 (final status UNBILLED): a visit that never happened is not billed. Once the row exists (even if the
-cancellation raced the insert) the invoice ends VOID.
+cancellation raced the insert) the invoice ends VOID. A cancelled visit's invoice is never issued:
+cancelled before its PDF is stored, a PENDING invoice becomes VOID with no PDF (CANCEL_BEFORE_ISSUE),
+and a row a lost workflow task inserted (its local activity ran, its completion did not) is voided.
 
 A PDF step that fails for good (the Lambda refused the request, or every retry failed) does not fail
 the run: the invoice becomes NEEDS_ATTENTION, the run sets the BillingStatus search attribute and
@@ -99,6 +101,20 @@ PDF_ATTENTION = "billing-pdf-attention-v1"
 # runs whose invoice never got past NEEDS_ATTENTION carry no marker. A re-render that fails for good
 # waits for an operator like the first PDF (PDF_ATTENTION); voided meanwhile, nothing is recorded.
 STATUS_PDF = "billing-status-pdf-v1"
+# Introduced: a cancellation seen before the invoice is issued voids it and ends the run, with no PDF.
+# Before the row is recorded, a row may still exist: the local activities of a workflow task that
+# was lost (worker frozen or killed; the task timed out) ran all the same, so the retried task,
+# which sees the cancellation first, would otherwise return UNBILLED and leave that PENDING row
+# owned by no run. Seen after the row or after the PDF, the invoice is voided rather than issued.
+# Asked only where a cancellation was seen before issuing, so other runs carry no marker.
+CANCEL_BEFORE_ISSUE = "billing-cancel-before-issue-v1"
+# Introduced: voiding an invoice the database holds PAID makes the run PAID instead of failing it.
+# A workflow task that was lost (worker frozen; the task timed out) still ran the `pay` update's
+# validator and its set_status(PAID) local activity, so the payment is recorded; the retried task
+# sees a cancellation that came meanwhile first, refuses the re-delivered update and voids, which
+# the database refuses (PAID is final). The money was taken: the payment accepted first wins.
+# Asked only after such a refusal, so other runs carry no marker.
+LOST_TASK_PAYMENT = "billing-lost-task-payment-v1"
 # The statuses after ISSUED whose change is followed by a PDF for them (STATUS_PDF).
 STATUS_PDF_TARGETS = frozenset({InvoiceStatus.paid, InvoiceStatus.void, InvoiceStatus.overdue})
 
@@ -122,6 +138,8 @@ class BillingWorkflow:
         workflow.deprecate_patch(LOCAL_DB_STEPS)
         price = await self._db_step("billing.price_visit", PriceRequest(doctor_id=request.doctor_id), Price)
         if self._cancelled:
+            if workflow.patched(CANCEL_BEFORE_ISSUE):
+                return await self._void_stray_invoice(request)
             return BillingOutcome(
                 appointment_id=request.appointment_id, invoice_id=None, final_status=UNBILLED
             )
@@ -142,7 +160,10 @@ class BillingWorkflow:
             ),
             InvoiceState,
         )
-        # The PDF is rendered even when a cancellation raced the insert: a VOID invoice keeps its PDF.
+        # Without CANCEL_BEFORE_ISSUE the PDF is rendered and the invoice issued even when a
+        # cancellation raced the insert or the PDF, and it ends VOID keeping that PDF.
+        if self._cancelled_before_issue():
+            return await self._void_unissued(request)
         pdf = await self._render_pdf(request)
         if pdf is None:  # voided while the PDF waited for an operator: nothing left to render
             await workflow.wait_condition(workflow.all_handlers_finished)
@@ -151,6 +172,8 @@ class BillingWorkflow:
                 invoice_id=self._invoice.id,
                 final_status=self._invoice.status.value,
             )
+        if self._cancelled_before_issue():
+            return await self._void_unissued(request)
         self._invoice = await self._db_step(
             "billing.issue",
             IssueRequest(invoice_id=self._invoice.id, pdf=pdf, at=workflow.now()),
@@ -170,6 +193,48 @@ class BillingWorkflow:
         await self._set_status(InvoiceStatus.paid if self._pay_requested else InvoiceStatus.void)
         # Let the `pay` update answer before the run completes.
         await workflow.wait_condition(workflow.all_handlers_finished)
+        return BillingOutcome(
+            appointment_id=request.appointment_id,
+            invoice_id=self._invoice.id,
+            final_status=self._invoice.status.value,
+        )
+
+    def _cancelled_before_issue(self) -> bool:
+        """Cancelled, the invoice recorded but not issued (PENDING), and the run takes the new path."""
+        return (
+            self._cancelled
+            and self._invoice is not None
+            and self._invoice.status == InvoiceStatus.pending
+            and workflow.patched(CANCEL_BEFORE_ISSUE)
+        )
+
+    async def _void_unissued(self, request: BillingRequest) -> BillingOutcome:
+        await self._set_status(InvoiceStatus.void)  # not issued: no VOID PDF either (STATUS_PDF)
+        assert self._invoice is not None
+        return BillingOutcome(
+            appointment_id=request.appointment_id,
+            invoice_id=self._invoice.id,
+            final_status=self._invoice.status.value,
+        )
+
+    async def _void_stray_invoice(self, request: BillingRequest) -> BillingOutcome:
+        """Cancelled before the invoice was recorded: UNBILLED, unless a lost task recorded it."""
+        try:
+            self._invoice = await self._db_step(
+                "billing.set_status",
+                InvoiceStatusChange(
+                    invoice_id=invoice_id_for(request.appointment_id),
+                    target=InvoiceStatus.void,
+                    at=workflow.now(),
+                ),
+                InvoiceState,
+            )
+        except (ActivityError, ApplicationError) as failure:
+            if not _refused_as(failure, INVOICE_NOT_FOUND):
+                raise
+            return BillingOutcome(
+                appointment_id=request.appointment_id, invoice_id=None, final_status=UNBILLED
+            )
         return BillingOutcome(
             appointment_id=request.appointment_id,
             invoice_id=self._invoice.id,
@@ -242,13 +307,28 @@ class BillingWorkflow:
     async def _set_status(self, target: InvoiceStatus) -> None:
         assert self._invoice is not None
         payment_id = self._payment.payment_id if self._payment and target == InvoiceStatus.paid else None
-        self._invoice = await self._db_step(
-            "billing.set_status",
-            InvoiceStatusChange(
-                invoice_id=self._invoice.id, target=target, at=workflow.now(), payment_id=payment_id
-            ),
-            InvoiceState,
-        )
+        try:
+            self._invoice = await self._db_step(
+                "billing.set_status",
+                InvoiceStatusChange(
+                    invoice_id=self._invoice.id, target=target, at=workflow.now(), payment_id=payment_id
+                ),
+                InvoiceState,
+            )
+        except (ActivityError, ApplicationError) as failure:
+            # Only PAID cannot become VOID (TRANSITIONS): PAID again is a no-op that reads the row.
+            if not (
+                target == InvoiceStatus.void
+                and _refused_as(failure, INVALID_INVOICE_TRANSITION)
+                and workflow.patched(LOST_TASK_PAYMENT)
+            ):
+                raise
+            target = InvoiceStatus.paid
+            self._invoice = await self._db_step(
+                "billing.set_status",
+                InvoiceStatusChange(invoice_id=self._invoice.id, target=target, at=workflow.now()),
+                InvoiceState,
+            )
         # Not before the first PDF (it is rendered for the status the invoice has by then), not for a
         # payment recorded while an operator wait goes on (the retried PDF shows it), and not twice.
         if (
@@ -324,3 +404,10 @@ class BillingWorkflow:
     def attention(self) -> PdfAttention | None:
         """Why the run waits for an operator; None when it does not."""
         return self._attention
+
+
+def _refused_as(failure: ActivityError | ApplicationError, error_type: str) -> bool:
+    """A database step refused with `error_type` (a local activity's refusal may arrive as the
+    ApplicationError itself, not wrapped in an ActivityError)."""
+    cause = failure.cause if isinstance(failure, ActivityError) else failure
+    return isinstance(cause, ApplicationError) and cause.type == error_type

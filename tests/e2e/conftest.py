@@ -24,8 +24,6 @@ from devstack.paths import Paths
 from healthcare.settings import Settings
 from tests.integration.factories import PASSWORD, Account, unique_email
 
-pytestmark = [pytest.mark.integration, pytest.mark.e2e]
-
 CHROMIUM = "/usr/bin/chromium"
 # What works here (shared/research/browser.md): Chromium's background traffic to Google would be
 # refused by this machine's closed network at every start.

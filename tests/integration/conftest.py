@@ -17,8 +17,6 @@ from services import users
 from tests.integration.dynamo_stack import dynamo_stack
 from tests.integration.factories import PASSWORD, Account, create_user, login, unique_email
 
-pytestmark = pytest.mark.integration
-
 
 @pytest.fixture(scope="session", autouse=True)
 def _stack_is_up(settings: Settings) -> None:

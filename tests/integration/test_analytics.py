@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import websockets
 from aiokafka.admin import NewTopic
@@ -28,8 +29,7 @@ from devstack.paths import Paths
 from healthcare import clients
 from healthcare.settings import Settings, get_settings
 from tests.integration.factories import Account
-
-pytestmark = pytest.mark.integration
+from tests.waiting import eventually
 
 REST_PORT = get_settings().stack_port("it_flink_rest")
 RELAY_PORTS = (get_settings().stack_port("it_relay_1"), get_settings().stack_port("it_relay_2"))
@@ -213,6 +213,10 @@ class Watcher:
                 await asyncio.wait_for(self._changed.wait(), min(remaining, 1))
 
 
+async def _more_checkpoints(rest: str, *, than: int) -> bool:
+    return await _checkpoints_completed(rest) > than
+
+
 def event_value() -> tuple[str, bytes, bytes]:
     """(eventId, key, value) of a new APPOINTMENT_CREATED event, as the appointment workflow publishes it."""
     now = datetime.now(UTC).isoformat()
@@ -250,15 +254,26 @@ async def produce(
     return ids
 
 
-async def _settled(watcher: Watcher, seconds: float = 2.0) -> None:
-    """Give stray (wrong) extra results the chance to arrive before asserting there are none."""
-    await asyncio.sleep(seconds)
+async def _baseline(settings: Settings, *watchers: Watcher) -> int:
+    """The running total once every watcher receives results: one marker event, seen by all."""
+    (marker,) = await produce(settings, 1)
+    for ws in watchers:
+        await ws.wait_for(lambda w: marker in w.event_ids())
+    return watchers[0].total
+
+
+async def _checkpoints_completed(rest: str) -> int:
+    async with httpx.AsyncClient(timeout=5) as http:
+        jobs = (await http.get(f"{rest}/jobs/overview")).raise_for_status().json()["jobs"]
+        running = [j["jid"] for j in jobs if j["state"] == "RUNNING"]
+        assert running, f"no running job ({[j['state'] for j in jobs]})"
+        stats = (await http.get(f"{rest}/jobs/{running[0]}/checkpoints")).raise_for_status().json()
+        return int(stats["counts"]["completed"])
 
 
 async def test_total_grows_by_exactly_the_events_produced(analytics: Analytics) -> None:
     async with Watcher(RELAY_PORTS[0], analytics) as ws:
-        await asyncio.sleep(1)
-        base = ws.total
+        base = await _baseline(analytics.settings, ws)
         ids = await produce(analytics.settings, 20)
         # A redelivered event and two malformed records must not count.
         _, _, value = event_value()
@@ -270,8 +285,9 @@ async def test_total_grows_by_exactly_the_events_produced(analytics: Analytics) 
         ids.append(last_id)
         extras = [json.dumps(duplicate).encode(), b"{not json", b"[]", last_value]
         await produce(analytics.settings, 0, extra=extras)
-        await ws.wait_for(lambda w: w.total >= base + 21)
-        await _settled(ws)
+        # Every event's own result seen: the extras, read before the last event in their partition,
+        # are applied too, so a wrongly counted one shows in the total now.
+        await ws.wait_for(lambda w: set(ids) <= w.event_ids())
         assert ws.total == base + 21
         assert set(ids) <= ws.event_ids()
         # The newest result comes after every event was applied (total == base + 21), whichever
@@ -286,10 +302,9 @@ async def test_total_grows_by_exactly_the_events_produced(analytics: Analytics) 
 
 
 async def test_new_connection_gets_latest_at_once(analytics: Analytics) -> None:
-    await produce(analytics.settings, 1)
+    (only,) = await produce(analytics.settings, 1)
     async with Watcher(RELAY_PORTS[0], analytics) as first:
-        await first.wait_for(lambda w: w.total > 0)
-        await _settled(first, 1)
+        await first.wait_for(lambda w: only in w.event_ids())  # the newest result there is
     async with Watcher(RELAY_PORTS[0], analytics) as ws:
         await ws.wait_for(lambda w: len(w.results) >= 1, timeout=2)
         assert ws.results[0]["totalEventsCreated"] == first.total
@@ -300,7 +315,7 @@ async def test_two_relays_both_deliver_every_result(analytics: Analytics) -> Non
         Watcher(RELAY_PORTS[0], analytics) as a,
         Watcher(RELAY_PORTS[1], analytics) as b,
     ):
-        await asyncio.sleep(1)
+        await _baseline(analytics.settings, a, b)
         ids = await produce(analytics.settings, 15)
         for ws in (a, b):
             await ws.wait_for(lambda w: set(ids) <= w.event_ids())
@@ -312,18 +327,21 @@ async def test_two_relays_both_deliver_every_result(analytics: Analytics) -> Non
 
 async def test_restart_in_the_middle_neither_resets_nor_double_counts(analytics: Analytics) -> None:
     async with Watcher(RELAY_PORTS[1], analytics) as ws:
-        await asyncio.sleep(1)
-        base = ws.total
+        base = await _baseline(analytics.settings, ws)
         producing = asyncio.create_task(produce(analytics.settings, 40, rate=8))
         await ws.wait_for(lambda w: w.total >= base + 10)
-        await asyncio.sleep(1.5)  # at least one checkpoint (every 1 s) covers part of what was counted
+        # A checkpoint completed after ten were counted covers part of what was counted.
+        done = await _checkpoints_completed(analytics.rest)
+        await eventually(
+            lambda: _more_checkpoints(analytics.rest, than=done), timeout=60, what="a new checkpoint"
+        )
         analytics.job.kill()  # SIGKILL, mid-stream: results after the last checkpoint get replayed
         before_restart = ws.total
         analytics.job.start()
         await analytics.wait_job_running()
         ids = await producing
-        await ws.wait_for(lambda w: w.total >= base + 40, timeout=90)
-        await _settled(ws, 3)
+        # Every event's result seen, the replayed ones before them in their partition.
+        await ws.wait_for(lambda w: set(ids) <= w.event_ids(), timeout=90)
         assert ws.total == base + 40  # no double count
         after = [r for r in ws.results if r["timestamp"] > 0][-10:]
         assert min(r["totalEventsCreated"] for r in after) > base  # not reset

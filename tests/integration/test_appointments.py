@@ -21,6 +21,7 @@ from tests.integration.factories import (
     register_patient_user,
 )
 from tests.integration.kafka_probe import TopicProbe
+from tests.waiting import eventually
 
 V1 = "/api/v1"
 
@@ -225,12 +226,12 @@ async def test_killed_worker_between_store_and_publish_still_publishes(
     assert int((paths.run / "worker.pid").read_text()) != worker_pid
     # The killed relay's claim rolled back with its connection; the new worker's relay marks the row.
     query = text("SELECT published_at FROM outbox WHERE event_id = :id")
-    async with asyncio.timeout(120):
-        while True:
-            async with engine.connect() as conn:
-                if await conn.scalar(query, {"id": uuid.UUID(events[0]["eventId"])}) is not None:
-                    break
-            await asyncio.sleep(0.2)
+
+    async def marked() -> bool:
+        async with engine.connect() as conn:
+            return await conn.scalar(query, {"id": uuid.UUID(events[0]["eventId"])}) is not None
+
+    await eventually(marked, timeout=120, interval=0.2, what="the outbox row marked published")
 
 
 async def _refused_bookings(api: httpx.AsyncClient, admin: Account, who: Account) -> list[dict[str, Any]]:

@@ -34,6 +34,7 @@ from tests.integration.factories import (
     post_from,
     register_patient_user,
 )
+from tests.waiting import eventually
 from workers.temporal_worker import anchor_audit_trail
 
 V1 = "/api/v1"
@@ -73,6 +74,25 @@ async def test_reads_writes_and_denials_are_recorded(
     assert ("read", intruder.id, "denied") in by_action
     read = next(r for r in records if r["requestId"] == request_id)
     assert read["actorRole"] == "staff" and read["resourceType"] == "patient" and read["clientIp"]
+
+
+async def test_every_item_of_a_list_is_recorded(
+    api: httpx.AsyncClient, admin: Account, staff: Account
+) -> None:
+    for _ in range(3):
+        await create_patient(api, staff)
+    request_id = f"audit-list-{uuid.uuid4().hex[:12]}"
+    resp = await api.get(
+        f"{V1}/patients", params={"limit": 3}, headers={**staff.headers, "X-Request-ID": request_id}
+    )
+    assert resp.status_code == 200
+    listed = [item["id"] for item in resp.json()["items"]]
+    assert len(listed) == 3
+    for patient_id in listed:  # one record per item shown, each naming it
+        records = await _records(api, admin, resourceId=patient_id, action="list")
+        mine = [r for r in records if r["requestId"] == request_id]
+        assert len(mine) == 1, (patient_id, records)
+        assert mine[0]["actorId"] == staff.id and mine[0]["resourceType"] == "patient"
 
 
 async def test_logins_are_recorded_failed_or_not(api: httpx.AsyncClient, admin: Account) -> None:
@@ -263,16 +283,16 @@ async def test_the_worker_anchors_the_head_and_the_cli_verifies_against_it(
     stop = asyncio.Event()
     task = asyncio.create_task(anchor_audit_trail(quick, engine, stop))
     try:
-        async with asyncio.timeout(30):
-            while True:
-                stored = await latest_anchor(s3, bucket=settings.s3_bucket, prefix=prefix, key=audit_key)
-                if stored is not None:
-                    break
-                await asyncio.sleep(0.2)
+        stored = await eventually(
+            lambda: latest_anchor(s3, bucket=settings.s3_bucket, prefix=prefix, key=audit_key),
+            timeout=30,
+            interval=0.2,
+            what="the worker's first anchor",
+        )
     finally:
         stop.set()
         await task
-    assert stored.anchor is not None
+    assert stored is not None and stored.anchor is not None
     env = {"HC_AUDIT_ANCHOR_PREFIX": prefix}
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -330,15 +350,15 @@ async def test_state_changes_made_by_workers_are_recorded(
     appointment = await book_visit(api, staff, patient["id"], doctor["id"], days=50)
 
     async def invoice(status: str) -> dict[str, Any]:
-        async with asyncio.timeout(120):
-            while True:
-                listed = await api.get(
-                    f"{V1}/invoices", params={"patientId": patient["id"]}, headers=staff.headers
-                )
-                items = listed.json()["items"]
-                if items and items[0]["status"] == status:
-                    return dict(items[0])
-                await asyncio.sleep(0.5)
+        async def reached() -> dict[str, Any]:
+            listed = await api.get(
+                f"{V1}/invoices", params={"patientId": patient["id"]}, headers=staff.headers
+            )
+            items = listed.json()["items"]
+            assert items and items[0]["status"] == status, items
+            return dict(items[0])
+
+        return await eventually(reached, timeout=120, interval=0.5, what=f"the invoice {status}")
 
     issued = await invoice("ISSUED")
     assert (

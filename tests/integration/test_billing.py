@@ -7,16 +7,12 @@ Needs the billing consumer and a worker that runs the billing workflow (the stac
 
 from __future__ import annotations
 
-import asyncio
-import os
 import subprocess
 import uuid
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 from temporalio.client import Client as TemporalClient
 
 from healthcare.contracts.billing import billing_workflow_id
@@ -27,12 +23,11 @@ from tests.integration.factories import (
     create_user,
     register_patient_user,
 )
-
-pytestmark = pytest.mark.integration
+from tests.waiting import eventually
+from tests.workflows import capture
 
 V1 = "/api/v1"
 N = 3
-HISTORIES = Path(__file__).parent.parent / "workflows" / "histories"
 
 
 def pdf_text(pdf: bytes) -> str:
@@ -51,37 +46,33 @@ async def book(api: httpx.AsyncClient, who: Account, patient_id: str, doctor_id:
 async def wait_for(
     api: httpx.AsyncClient, who: Account, params: dict[str, Any], count: int, timeout: float = 90
 ) -> list[dict[str, Any]]:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
+    async def listed() -> list[dict[str, Any]]:
         body = (await api.get(f"{V1}/invoices", params=params, headers=who.headers)).json()
-        if body["total"] >= count or asyncio.get_running_loop().time() > deadline:
-            break
-        await asyncio.sleep(0.5)
-    assert body["total"] >= count, (
-        f"expected {count} invoices {params}, got {body['total']}: is the consumer up?"
-    )
-    return list(body["items"])
+        assert body["total"] >= count, f"{body['total']} of {count} invoices {params}: is the consumer up?"
+        return list(body["items"])
+
+    return await eventually(listed, timeout=timeout, interval=0.5, what=f"{count} invoices")
 
 
 async def status_of(
     api: httpx.AsyncClient, who: Account, invoice_id: str, wanted: str, *, pdf: bool = False
 ) -> dict[str, Any]:
     """The invoice once it has `wanted` (and, with `pdf`, a PDF that shows it)."""
-    for _ in range(120):
+
+    async def reached() -> dict[str, Any]:
         got = (await api.get(f"{V1}/invoices/{invoice_id}", headers=who.headers)).json()
-        if got["status"] == wanted and (got["pdfAvailable"] or not pdf):
-            return dict(got)
-        await asyncio.sleep(0.5)
-    raise AssertionError(f"invoice {invoice_id} never became {wanted}")
+        assert got["status"] == wanted, got["status"]
+        assert got["pdfAvailable"] or not pdf, "no PDF yet"
+        return dict(got)
+
+    return await eventually(reached, timeout=60, interval=0.5, what=f"invoice {invoice_id} {wanted}")
 
 
 async def keep_history(temporal: TemporalClient, appointment_id: str, name: str) -> None:
-    """With CAPTURE_HISTORIES=1, store the real run's history for the replay test."""
-    if os.environ.get("CAPTURE_HISTORIES") == "1":
-        history = await temporal.get_workflow_handle(
-            billing_workflow_id(uuid.UUID(appointment_id))
-        ).fetch_history()
-        (HISTORIES / f"{name}.json").write_text(history.to_json())
+    """`python -m tests.workflows.capture tests/integration/test_billing.py` (stack up) stores the real
+    run's history for the replay test."""
+    handle = temporal.get_workflow_handle(billing_workflow_id(uuid.UUID(appointment_id)))
+    capture.keep_history(await handle.fetch_history(), name)
 
 
 async def test_booked_visits_are_billed_paid_voided_and_downloadable(

@@ -53,8 +53,6 @@ from healthcare.settings import Settings
 from healthcare.stores.factory import patient_store_factory
 from tests.integration.factories import Account, create_doctor, create_patient
 
-pytestmark = pytest.mark.integration
-
 APPOINTMENT_TIME = datetime(2030, 5, 1, 9, 30, tzinfo=UTC)
 # The allowed status changes, written out here rather than read from TRANSITIONS so that a change
 # to the table has to be made on purpose in both places.

@@ -12,24 +12,29 @@ import contextlib
 import os
 import signal
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import pytest
-from temporalio.api.enums.v1 import PendingActivityState
+from aiokafka import TopicPartition
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+from temporalio.api.enums.v1 import EventType, PendingActivityState
 from temporalio.client import Client as TemporalClient
+from temporalio.service import RPCError
 
 from devstack.paths import Paths
 from healthcare import clients
 from healthcare.contracts.appointments import event_id_for
-from healthcare.contracts.billing import billing_workflow_id, invoice_id_for
+from healthcare.contracts.billing import BillingOutcome, CancelSignal, billing_workflow_id, invoice_id_for
 from healthcare.contracts.events import AppointmentEvent
 from healthcare.settings import Settings
 from tests.integration.factories import Account, create_doctor, create_patient
-
-pytestmark = pytest.mark.integration
+from tests.waiting import eventually
+from workers.billing_consumer import GROUP_ID
+from workflows.billing import BillingWorkflow
 
 V1 = "/api/v1"
 
@@ -58,6 +63,43 @@ async def _book(api: httpx.AsyncClient, who: Account, patient: str, doctor: str)
     resp = await api.post(f"{V1}/appointments", json=body, headers=who.headers)
     assert resp.status_code == 201, resp.text
     return str(resp.json()["id"])
+
+
+async def _end_offsets(settings: Settings) -> dict[TopicPartition, int]:
+    """Where the events topic ends now, per partition."""
+    consumer = clients.kafka_consumer(settings)
+    await consumer.start()
+    try:
+        await consumer.topics()  # metadata for every topic
+        topic = settings.topic_appointment_events
+        parts = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        return dict(await consumer.end_offsets(parts))
+    finally:
+        await consumer.stop()
+
+
+async def _committed(settings: Settings) -> dict[TopicPartition, int]:
+    """What the billing consumer's group has committed, per partition."""
+    admin = clients.kafka_admin(settings)
+    await admin.start()
+    try:
+        offsets = await admin.list_consumer_group_offsets(GROUP_ID)
+    finally:
+        await admin.close()
+    return {tp: meta.offset for tp, meta in offsets.items() if tp.topic == settings.topic_appointment_events}
+
+
+async def _consumer_committed_everything(settings: Settings, timeout: float = 120) -> None:
+    """Wait until the billing consumer has committed every event written so far: it has read, and
+    handed to Temporal, each one (a redelivered copy included)."""
+    ends = await _end_offsets(settings)
+
+    async def caught_up() -> bool:
+        committed = await _committed(settings)
+        assert all(committed.get(tp, -1) >= end for tp, end in ends.items()), (committed, ends)
+        return True
+
+    await eventually(caught_up, timeout=timeout, interval=0.5, what="the billing consumer's commit")
 
 
 async def _pdf_call_in_flight(temporal: TemporalClient, appointment_id: str, timeout: float = 60) -> None:
@@ -183,17 +225,18 @@ async def test_consumer_killed_before_committing_bills_each_visit_once(
     consumer = _pid(paths, "consumer")
     with frozen(consumer):
         appointment_ids = [await _book(api, staff, patient_id, doctor_id) for _ in range(5)]
-    # It wakes up to five events, starts workflows, and dies before (or while) committing.
-    await asyncio.sleep(0.3)
+    # It wakes up to five events, starts workflows, and dies as soon as the first run exists: before
+    # (or while) committing, so the new consumer reads some of them again.
+    first = billing_workflow_id(uuid.UUID(appointment_ids[0]))
+    await eventually(
+        lambda: _run_exists(temporal, first), timeout=60, interval=0.02, what="the first billing run"
+    )
     os.kill(consumer, signal.SIGKILL)
     for appointment_id in appointment_ids:
         await _issued(api, staff, appointment_id)
-    for _ in range(120):  # the stack restarts the consumer; redelivered events must stay no-ops
-        if _pid(paths, "consumer") != consumer:
-            break
-        await asyncio.sleep(0.5)
-    assert _pid(paths, "consumer") != consumer
-    await asyncio.sleep(3)  # the new consumer has re-read everything after the last commit
+    # The stack restarts the consumer; the redelivered events must stay no-ops.
+    await eventually(lambda: _pid(paths, "consumer") != consumer, timeout=60, what="the consumer restarted")
+    await _consumer_committed_everything(settings)
     await _exactly_once(api, staff, temporal, s3, settings, patient_id, appointment_ids)
 
 
@@ -227,5 +270,197 @@ async def test_the_same_event_produced_twice_bills_once(
             await producer.send_and_wait(settings.topic_appointment_events, event.value(), key=event.key())
     finally:
         await producer.stop()
-    await asyncio.sleep(5)  # time for the consumer to see both copies
+    # Both copies read and handed over: the second one found the run already there.
+    await _consumer_committed_everything(settings)
     await _exactly_once(api, staff, temporal, s3, settings, patient_id, [appointment_id])
+
+
+async def _published(engine: AsyncEngine, event_id: uuid.UUID) -> bool:
+    async with engine.connect() as conn:
+        sql = text("SELECT published_at IS NOT NULL FROM outbox WHERE event_id = :id")
+        return bool(await conn.scalar(sql, {"id": event_id}))
+
+
+async def _run_exists(temporal: TemporalClient, workflow_id: str) -> bool:
+    try:
+        await temporal.get_workflow_handle(workflow_id).describe()
+    except RPCError as exc:
+        raise AssertionError(f"no run yet: {exc.status.name}") from exc
+    return True
+
+
+async def _signalled(temporal: TemporalClient, workflow_id: str) -> bool:
+    try:
+        history = await temporal.get_workflow_handle(workflow_id).fetch_history()
+    except RPCError as exc:
+        raise AssertionError(f"no run yet: {exc.status.name}") from exc
+    return any(e.HasField("workflow_execution_signaled_event_attributes") for e in history.events)
+
+
+async def _cancelled_while_billing_is_held(
+    api: httpx.AsyncClient,
+    staff: Account,
+    temporal: TemporalClient,
+    engine: AsyncEngine,
+    paths: Paths,
+    clinic: tuple[str, str],
+    before_billing: Callable[[str], Awaitable[None]] | None = None,
+) -> tuple[str, BillingOutcome]:
+    """The booking and its cancellation both reach Kafka while billing is held back (the consumer
+    frozen); then the worker is frozen while the consumer starts the run and signals it. The frozen
+    worker's first workflow task times out; the retried one sees the cancellation first."""
+    patient_id, doctor_id = clinic
+    worker = _pid(paths, "worker")
+    with frozen(_pid(paths, "consumer")):
+        appointment_id = await _book(api, staff, patient_id, doctor_id)
+        cancelled = await api.post(f"{V1}/appointments/{appointment_id}/cancel", headers=staff.headers)
+        assert cancelled.status_code == 200, cancelled.text
+        cancel_event = event_id_for(uuid.UUID(appointment_id), "APPOINTMENT_CANCELLED")
+        await eventually(
+            lambda: _published(engine, cancel_event), timeout=60, what="the cancellation on Kafka"
+        )
+        if before_billing is not None:
+            await before_billing(appointment_id)
+        os.kill(worker, signal.SIGSTOP)
+    workflow_id = billing_workflow_id(uuid.UUID(appointment_id))
+    try:
+        await eventually(
+            lambda: _signalled(temporal, workflow_id), timeout=60, what="the billing run, cancelled"
+        )
+    finally:
+        os.kill(worker, signal.SIGCONT)
+    run = temporal.get_workflow_handle_for(BillingWorkflow.run, workflow_id)
+    return appointment_id, await asyncio.wait_for(run.result(), 120)
+
+
+async def test_a_visit_cancelled_before_billing_starts_is_never_invoiced(
+    api: httpx.AsyncClient,
+    staff: Account,
+    temporal: TemporalClient,
+    engine: AsyncEngine,
+    paths: Paths,
+    clinic: tuple[str, str],
+) -> None:
+    """End to end, the run's first step already knows of the cancellation. When the frozen worker
+    resumes, the stale task's local activities (price_visit, record_invoice) may still run and
+    insert the row. Either no invoice exists (UNBILLED) or the run voided that row (VOID, never
+    issued, no PDF): never a PENDING invoice no run owns (bug 1, billing-cancel-before-issue-v1)."""
+    appointment_id, outcome = await _cancelled_while_billing_is_held(
+        api, staff, temporal, engine, paths, clinic
+    )
+    invoice_id = invoice_id_for(uuid.UUID(appointment_id))
+    if outcome.final_status == "UNBILLED":
+        invoice = await api.get(f"{V1}/invoices/{invoice_id}", headers=staff.headers)
+        assert outcome.invoice_id is None and invoice.status_code == 404, invoice.text
+    else:
+        await _voided_unissued(api, staff, appointment_id, outcome)
+
+
+async def _voided_unissued(
+    api: httpx.AsyncClient, staff: Account, appointment_id: str, outcome: BillingOutcome
+) -> None:
+    """The run ended VOID with the appointment's invoice, which was never issued: no PDF."""
+    invoice_id = invoice_id_for(uuid.UUID(appointment_id))
+    assert (outcome.final_status, outcome.invoice_id) == ("VOID", invoice_id)
+    body = (await api.get(f"{V1}/invoices/{invoice_id}", headers=staff.headers)).json()
+    assert (body["status"], body["pdfAvailable"]) == ("VOID", False), body
+
+
+async def test_a_row_a_lost_workflow_task_left_is_voided_by_the_cancelled_run(
+    api: httpx.AsyncClient,
+    staff: Account,
+    temporal: TemporalClient,
+    engine: AsyncEngine,
+    paths: Paths,
+    clinic: tuple[str, str],
+) -> None:
+    """Bug 1, made deterministic: the row a lost workflow task's record_invoice inserted (its local
+    activity ran, its completion never landed) is written before billing runs, exactly as that
+    activity writes it. The run, which sees the cancellation before recording anything, voids it:
+    before billing-cancel-before-issue-v1 it ended UNBILLED and left the row PENDING, owned by no run."""
+    patient_id, doctor_id = clinic
+
+    async def lost_task_inserts(appointment_id: str) -> None:
+        appointment = uuid.UUID(appointment_id)
+        async with engine.begin() as conn:
+            await conn.execute(
+                text(
+                    "INSERT INTO invoices (id, appointment_id, patient_id, doctor_id, amount, currency,"
+                    " status, workflow_id, due_at, created_at, updated_at) VALUES (:id, :appointment,"
+                    " :patient, :doctor, 95.00, 'USD', 'PENDING', :workflow, now() + interval '30 days',"
+                    " now(), now())"
+                ),
+                {
+                    "id": invoice_id_for(appointment),
+                    "appointment": appointment,
+                    "patient": uuid.UUID(patient_id),
+                    "doctor": uuid.UUID(doctor_id),
+                    "workflow": billing_workflow_id(appointment),
+                },
+            )
+
+    appointment_id, outcome = await _cancelled_while_billing_is_held(
+        api, staff, temporal, engine, paths, clinic, before_billing=lost_task_inserts
+    )
+    await _voided_unissued(api, staff, appointment_id, outcome)
+
+
+async def _history_events(temporal: TemporalClient, workflow_id: str) -> list[str]:
+    history = await temporal.get_workflow_handle(workflow_id).fetch_history()
+    return [EventType.Name(e.event_type).removeprefix("EVENT_TYPE_") for e in history.events]
+
+
+async def test_a_payment_a_stalled_worker_recorded_and_a_cancellation_meanwhile_stay_consistent(
+    api: httpx.AsyncClient,
+    staff: Account,
+    temporal: TemporalClient,
+    paths: Paths,
+    clinic: tuple[str, str],
+) -> None:
+    """Bug 2 on the real stack. The worker is frozen when a desk payment's `pay` update reaches the
+    issued run: the frozen worker holds the workflow task, a cancellation is signalled meanwhile and
+    the task times out. Resumed, the stale task still validates the payment and records PAID (a local
+    activity); the retried task sees the signal first and voids, which the database refuses: the run
+    failed (InvalidInvoiceTransition) before billing-lost-task-payment-v1. Whichever path the timing
+    takes, invoice and payment must agree once the desk retries a payment that was not confirmed in
+    time: PAID with the payment CONFIRMED, or VOID with the money REFUND_DUE; the run never fails."""
+    patient_id, doctor_id = clinic
+    appointment_id = await _book(api, staff, patient_id, doctor_id)
+    invoice = await _issued(api, staff, appointment_id)
+    workflow_id = billing_workflow_id(uuid.UUID(appointment_id))
+    run = temporal.get_workflow_handle_for(BillingWorkflow.run, workflow_id)
+    done = len(await _history_events(temporal, workflow_id))
+    worker = _pid(paths, "worker")
+    os.kill(worker, signal.SIGSTOP)
+    try:
+        url = f"{V1}/invoices/{invoice['id']}/pay"
+        body = {"method": "card", "reference": f"RCPT-{uuid.uuid4().hex[:8]}"}
+        paying = asyncio.ensure_future(api.post(url, json=body, headers=staff.headers, timeout=60))
+
+        async def delivered() -> bool:  # the update's workflow task went to the frozen worker
+            assert "WORKFLOW_TASK_STARTED" in (await _history_events(temporal, workflow_id))[done:]
+            return True
+
+        await eventually(delivered, timeout=30, interval=0.2, what="the pay update's task started")
+        await run.signal(BillingWorkflow.cancel, CancelSignal())
+
+        async def timed_out() -> bool:
+            assert "WORKFLOW_TASK_TIMED_OUT" in (await _history_events(temporal, workflow_id))[done:]
+            return True
+
+        await eventually(timed_out, timeout=60, interval=0.5, what="the frozen worker's task timed out")
+    finally:
+        os.kill(worker, signal.SIGCONT)
+    answer = await paying
+    outcome = await asyncio.wait_for(run.result(), 120)
+    if answer.status_code == 503:  # not confirmed in time: the desk tries the same payment again
+        answer = await api.post(url, json=body, headers=staff.headers)
+        assert answer.status_code in (200, 409), answer.text
+    final = (await api.get(f"{V1}/invoices/{invoice['id']}", headers=staff.headers)).json()
+    (payment,) = (await api.get(f"{V1}/invoices/{invoice['id']}/payments", headers=staff.headers)).json()
+    assert outcome.final_status == final["status"], (outcome, final, answer.text)
+    if final["status"] == "PAID":
+        assert (final["paymentId"], payment["status"]) == (payment["id"], "CONFIRMED"), (final, payment)
+    else:
+        assert (final["status"], final["paymentId"]) == ("VOID", None), final
+        assert payment["status"] == "REFUND_DUE", (payment, answer.text)

@@ -4,17 +4,17 @@ from one the billing consumer started (search attributes, input, task queue, pay
 from __future__ import annotations
 
 import asyncio
+import re
 import sys
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
-import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client as TemporalClient
-from temporalio.client import WorkflowExecutionDescription
+from temporalio.client import WorkflowExecutionDescription, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
 from healthcare import codec
@@ -24,10 +24,10 @@ from healthcare.contracts.search_attributes import SearchAttribute
 from healthcare.db import session_factory
 from healthcare.models import Appointment
 from healthcare.settings import Settings, get_settings
+from services.billing import start_billing_run
 from tests.integration.factories import Account, create_doctor, create_patient
+from tests.waiting import eventually
 from workflows.search_attributes import DOCTOR_ID, PATIENT_ID
-
-pytestmark = pytest.mark.integration
 
 V1 = "/api/v1"
 
@@ -169,3 +169,80 @@ async def test_a_reconciled_run_is_started_exactly_as_the_consumer_starts_one(
         await asyncio.sleep(0.5)
     code, out = await _reconcile("--appointment", str(lost), "--appointment", str(by_consumer))
     assert code == 0 and "appointments without billing: 0;" in out, out
+
+
+async def _cli(*args: str) -> tuple[int, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "ops.cli",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode()
+
+
+async def _failed_run(temporal: TemporalClient, workflow_id: str, not_run: str | None = None) -> str:
+    """The id of the workflow's latest run once it has failed (and is not `not_run`)."""
+    desc = await temporal.get_workflow_handle(workflow_id).describe()
+    assert desc.status == WorkflowExecutionStatus.FAILED and desc.run_id != not_run, desc.status
+    return desc.run_id
+
+
+async def test_the_billing_cli_replays_resets_and_restarts_a_failed_run(
+    temporal: TemporalClient, settings: Settings
+) -> None:
+    """`healthcare billing replay | reset | restart-failed` on the real stack. A run for a doctor
+    that does not exist fails at its first step, and fails again after each reset: a failed run that
+    stays reproducible."""
+    appointment = uuid.uuid4()
+    workflow_id = billing_workflow_id(appointment)
+    started = await start_billing_run(
+        temporal,
+        settings,
+        appointment_id=appointment,
+        patient_id=uuid.uuid4(),
+        doctor_id=uuid.uuid4(),
+        appointment_time=_slot(5),
+    )
+    assert started
+    first = await eventually(lambda: _failed_run(temporal, workflow_id), timeout=60, what="the run failed")
+
+    code, out = await _cli("billing", "replay", workflow_id)
+    line, summary = out.strip().splitlines()
+    assert code == 0 and line.split() == [
+        "[1/1]",
+        "ok",
+        f"{workflow_id}/{first}",
+        "(failed:",
+        "DoctorNotFound)",
+    ]
+    assert summary.startswith("replayed 1: 1 ok, 0 non-deterministic, 0 skipped ("), summary
+
+    code, out = await _cli("billing", "reset", workflow_id, "--reason", "cli test")
+    assert code == 0 and out.startswith(f"reset {workflow_id}: new run "), out
+    second = out.strip().rpartition(" ")[2]
+    assert second != first
+    await eventually(
+        lambda: _failed_run(temporal, workflow_id, not_run=first), timeout=60, what="the reset run failed"
+    )
+
+    async def restarted() -> str:
+        # The list comes from Temporal's visibility store, which trails a run's end by a moment.
+        code, out = await _cli("billing", "restart-failed")
+        found = re.search(rf"restarted {workflow_id} \([^)]*\): new run (\S+)", out)
+        assert code == 0 and found, out
+        return found.group(1)
+
+    third = await eventually(restarted, timeout=60, interval=1, what="restart-failed took the run")
+    assert third not in (first, second)
+    await eventually(
+        lambda: _failed_run(temporal, workflow_id, not_run=second), timeout=60, what="the restarted run"
+    )
+
+    code, out = await _cli("billing", "replay", "--all-failed")
+    mine = [line.split("]", 1)[1].split()[0] for line in out.splitlines() if f" {workflow_id}/" in line]
+    assert code == 0 and mine and set(mine) == {"ok"}, out

@@ -12,8 +12,6 @@ from botocore.exceptions import ClientError
 
 from healthcare.settings import Settings
 
-pytestmark = pytest.mark.integration
-
 
 def invoke(lambda_client: Any, settings: Settings, payload: dict[str, Any]) -> dict[str, Any]:
     response = lambda_client.invoke(

@@ -5,14 +5,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import pytest
-
 from devstack.paths import Paths
 from healthcare import profiles
 from healthcare.settings import Settings
 from tests.listeners import descendants, listeners
-
-pytestmark = pytest.mark.integration
 
 
 def _ephemeral_low() -> int:

@@ -37,6 +37,7 @@ from ops import outbox as ops_outbox
 from tests.integration.factories import Account, create_doctor, create_patient
 from tests.integration.kafka_probe import TopicProbe
 from tests.integration.private_schema import private_tables
+from tests.waiting import eventually
 
 
 @pytest.fixture
@@ -108,6 +109,17 @@ async def _until(check: Callable[[], Awaitable[bool]], timeout: float = 30.0) ->
             await asyncio.sleep(0.05)
 
 
+async def _listeners(eng: AsyncEngine) -> int:
+    """Connections whose last statement was LISTEN on the outbox channel and that wait idle since."""
+    sql = "SELECT count(*) FROM pg_stat_activity WHERE state = 'idle' AND query ILIKE 'LISTEN %outbox%'"
+    async with eng.connect() as conn:
+        return int(await conn.scalar(text(sql)) or 0)
+
+
+async def _more_listeners(eng: AsyncEngine, *, than: int) -> bool:
+    return await _listeners(eng) > than
+
+
 def _ids(values: list[dict[str, Any]]) -> Counter[str]:
     return Counter(v["eventId"] for v in values)
 
@@ -119,9 +131,13 @@ async def test_a_queued_event_reaches_the_topic_once_woken_by_notify(
     relay = OutboxRelay(engine=outbox_engine, producer=producer, poll_interval=60)
     stop = asyncio.Event()
     async with TopicProbe(settings, topic) as probe:
+        before = await _listeners(outbox_engine)
         running = asyncio.create_task(relay.run(stop))
         try:
-            await asyncio.sleep(0.5)  # the relay is idle and listening
+            # The relay is listening: a NOTIFY from now on reaches it.
+            await eventually(
+                lambda: _more_listeners(outbox_engine, than=before), timeout=30, what="the relay's LISTEN"
+            )
             events = [_event() for _ in range(3)]
             await _queue(outbox_engine, topic, events)
             await _until(lambda: _zero(outbox_engine), timeout=5)
@@ -135,6 +151,27 @@ async def test_a_queued_event_reaches_the_topic_once_woken_by_notify(
     for event in events:  # the contract value, as the writer queued it
         assert by_id[str(event.event_id)] == json.loads(event.value())
     assert relay.stats.published == 3 and relay.stats.send_failures == 0
+
+
+async def test_without_notify_the_relay_still_publishes_by_polling(
+    settings: Settings, outbox_engine: AsyncEngine, topic: str, producer: AIOKafkaProducer
+) -> None:
+    """A missed NOTIFY (here: no LISTEN at all) costs at most one poll interval, never the event."""
+    relay = OutboxRelay(engine=outbox_engine, producer=producer, poll_interval=0.5, listen=False)
+    stop = asyncio.Event()
+    async with TopicProbe(settings, topic) as probe:
+        running = asyncio.create_task(relay.run(stop))
+        try:
+            events = [_event() for _ in range(3)]
+            await _queue(outbox_engine, topic, events)
+            await _until(lambda: _zero(outbox_engine), timeout=15)
+            wanted = {str(e.event_id) for e in events}
+            values = await probe.collect(until=lambda vs: wanted <= set(_ids(vs)), settle=1)
+        finally:
+            stop.set()
+            await running
+    assert _ids(values) == Counter(wanted)
+    assert relay.stats.published == 3
 
 
 async def test_a_retried_writer_queues_its_event_once(outbox_engine: AsyncEngine, topic: str) -> None:

@@ -7,12 +7,9 @@ import re
 from datetime import UTC, datetime, timedelta
 
 import httpx
-import pytest
 
 from healthcare.settings import get_settings
 from tests.integration.factories import Account, create_doctor, create_patient
-
-pytestmark = pytest.mark.integration
 
 WORKER_METRICS_PORT = get_settings().stack_port("worker_metrics")
 CONSUMER_METRICS_PORT = get_settings().stack_port("consumer_metrics")

@@ -4,6 +4,7 @@ the dead-letter topic, and which offsets it commits."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import uuid
 from collections.abc import Callable, Sequence
@@ -34,6 +35,10 @@ TASK_QUEUE = "billing-unit"
 TERMS = timedelta(days=7)
 # Enough for any test here; a consumer that never stops re-reading fails instead of hanging.
 MAX_READS = 20
+
+# Fake event-loop time (looptime): a back-off passes at once and is measured exactly, while a
+# consumer that hangs still fails its bounded wait.
+pytestmark = pytest.mark.looptime
 
 Message = tuple[bytes | None, bytes | None]  # (key, value) as the producer wrote them
 Headers = tuple[tuple[str, bytes], ...]
@@ -94,21 +99,27 @@ class FakeKafka:
     """
 
     def __init__(
-        self, messages: list[Message], stop: asyncio.Event, timeline: Timeline, headers: dict[int, Headers]
+        self,
+        messages: list[Message],
+        stop: asyncio.Event,
+        timeline: Timeline,
+        headers: dict[int, Headers] | None = None,
+        per_read: int | None = None,
     ) -> None:
         self.log = [
-            record(offset, key, value, headers.get(offset, ()))
+            record(offset, key, value, (headers or {}).get(offset, ()))
             for offset, (key, value) in enumerate(messages)
         ]
         self.position = 0
         self.stop = stop
         self.timeline = timeline
-        self.read_at: list[float] = []
+        self.per_read = per_read  # records per read: None, as many as the consumer asks for
+        self.read_at: list[float] = []  # loop time of each read (fake time under looptime)
 
     async def getmany(
         self, *partitions: TopicPartition, timeout_ms: int = 0, max_records: int | None = None
     ) -> dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]:
-        batch = self.log[self.position : self.position + (max_records or len(self.log))]
+        batch = self.log[self.position : self.position + (self.per_read or max_records or len(self.log))]
         if not batch or len(self.read_at) >= MAX_READS:
             self.stop.set()
             return {}
@@ -116,6 +127,10 @@ class FakeKafka:
         self.position = batch[-1].offset + 1
         self.timeline.append(("read", [m.offset for m in batch]))
         return {TP: batch}
+
+    def waits(self) -> list[float]:
+        """The pauses between successive reads."""
+        return [b - a for a, b in zip(self.read_at, self.read_at[1:], strict=False)]
 
     def seek(self, tp: TopicPartition, offset: int) -> None:
         assert tp == TP
@@ -227,10 +242,11 @@ class Harness:
         stored: dict[uuid.UUID, StoredAppointment] | None = None,
         headers: dict[int, Headers] | None = None,
         closed: dict[str, WorkflowExecutionStatus] | None = None,
+        per_read: int | None = None,
     ) -> None:
         self.stop = asyncio.Event()
         self.timeline: Timeline = []
-        self.kafka = FakeKafka(messages, self.stop, self.timeline, headers or {})
+        self.kafka = FakeKafka(messages, self.stop, self.timeline, headers, per_read)
         self.temporal = FakeTemporal(
             self.timeline, script or {}, on_refusal=self.stop.set if stop_on_refusal else lambda: None
         )
@@ -256,7 +272,8 @@ class Harness:
         )
 
     async def run(self) -> None:
-        await asyncio.wait_for(self.consumer.run(self.stop), timeout=10)
+        # Loop time: under looptime the back-offs pass at once, while a consumer that hangs still fails.
+        await asyncio.wait_for(self.consumer.run(self.stop), timeout=600)
 
     def commits(self) -> list[int]:
         return [entry[1] for entry in self.timeline if entry[0] == "commit"]
@@ -407,10 +424,31 @@ async def test_repeated_refusals_back_off_and_commit_nothing_until_temporal_acce
         ok(only),
         ("commit", 1),
     ]
-    # Lower bounds only (a slow machine may wait longer): 0.5 s, then twice that.
-    first_wait, second_wait = (b - a for a, b in zip(h.kafka.read_at, h.kafka.read_at[1:], strict=False))
-    assert first_wait >= 0.45
-    assert second_wait >= 0.95
+    # Fake loop time (looptime), so exact: 0.5 s, then twice that.
+    assert h.kafka.waits() == pytest.approx([0.5, 1.0])
+
+
+async def test_the_back_off_doubles_up_to_30_seconds_and_stays_there() -> None:
+    only = event()
+    h = Harness([message(only)], script={only.appointment_id: [refused()] * 9})
+    await h.run()
+
+    assert h.kafka.waits() == pytest.approx([0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0, 30.0])
+    assert h.commits() == [1]
+
+
+async def test_an_accepted_batch_resets_the_back_off() -> None:
+    first, second = event(), event()
+    h = Harness(
+        [message(first), message(second)],
+        script={first.appointment_id: [refused(), refused()], second.appointment_id: [refused()]},
+        per_read=1,
+    )
+    await h.run()
+
+    # first: refused, 0.5 s, refused, 1 s, accepted (committed); second: refused, 0.5 s again.
+    assert h.kafka.waits() == pytest.approx([0.5, 1.0, 0.0, 0.5])
+    assert h.commits() == [1, 2]
 
 
 async def test_a_stop_during_the_back_off_ends_the_loop_without_committing_the_refused_event() -> None:
@@ -421,7 +459,50 @@ async def test_a_stop_during_the_back_off_ends_the_loop_without_committing_the_r
 
     # Uncommitted: whoever takes the partition next reads the event again.
     assert h.timeline == [("read", [0]), refusal(only), ("seek", 0)]
-    assert asyncio.get_running_loop().time() - started < 0.4, "the stop did not cut the back-off short"
+    assert asyncio.get_running_loop().time() == started, "the stop did not cut the back-off short"
+
+
+async def test_a_stop_between_partitions_leaves_the_next_partition_unread() -> None:
+    """A batch may hold several partitions; once stop is set, the ones not yet handed over are
+    left uncommitted for whoever takes them next (a rebalance or a restart)."""
+    first, second = event(), event()
+    other = TopicPartition(TP.topic, 1)
+    stop = asyncio.Event()
+    timeline: Timeline = []
+
+    class TwoPartitions(FakeKafka):
+        async def getmany(
+            self, *partitions: TopicPartition, timeout_ms: int = 0, max_records: int | None = None
+        ) -> dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]:
+            self.timeline.append(("read", [0]))
+            on_other = dataclasses.replace(record(0, *message(second)), partition=other.partition)
+            return {TP: [record(0, *message(first))], other: [on_other]}
+
+        async def commit(self, offsets: dict[TopicPartition, int]) -> None:
+            self.timeline.append(("commit", {tp.partition: at for tp, at in offsets.items()}))
+
+    kafka = TwoPartitions([], stop, timeline)
+    temporal = FakeTemporal(timeline, {}, on_refusal=lambda: None)
+
+    async def accept_then_stop(workflow: Any, arg: BillingRequest, **options: Any) -> object:
+        stop.set()  # the stop arrives while the first partition is being handed over
+        return await FakeTemporal.start_workflow(temporal, workflow, arg, **options)
+
+    temporal.start_workflow = accept_then_stop  # type: ignore[method-assign]
+    stored = {
+        e.appointment_id: StoredAppointment(patient_id=e.patient_id, doctor_id=e.doctor_id)
+        for e in (first, second)
+    }
+    consumer = BillingConsumer(
+        consumer=cast(AIOKafkaConsumer, kafka),
+        temporal=cast(TemporalClient, temporal),
+        settings=Settings(temporal_task_queue=TASK_QUEUE, billing_payment_terms_days=TERMS.days),
+        appointments=FakeAppointments(stored, timeline),
+        dead_letters=FakeDeadLetters(timeline),
+    )
+    await asyncio.wait_for(consumer.run(stop), timeout=10)
+
+    assert timeline == [("read", [0]), ok(first), ("commit", {0: 1})]
 
 
 async def test_one_appointments_events_go_in_order_and_wait_behind_its_refused_one() -> None:
@@ -592,6 +673,7 @@ async def test_a_permanent_temporal_refusal_is_parked_once_and_the_partition_goe
     assert h.parks() == [("park", 1, "TEMPORAL_REFUSED")]
     assert ok(first) in h.starts() and ok(third) in h.starts()
     assert h.commits() == [3] and ("seek", 1) not in h.timeline
+    assert h.kafka.waits() == []  # parked, not retried: no back-off
     [letter] = h.dead_letters.letters
     assert letter.detail == f"{status.name}: temporal says {status.name}"
     assert letter.value == second.value() and letter.key == second.key()
@@ -679,6 +761,8 @@ async def test_a_database_outage_reads_the_batch_again_and_commits_nothing_meanw
     ]
     assert h.commits() == [2] and h.parks() == []
     assert sorted(map(str, h.starts())) == sorted(str(ok(e)) for e in (first, second))
+    # The outage backs off as a Temporal refusal does (fake loop time, so exact).
+    assert h.kafka.waits() == pytest.approx([0.5, 1.0])
 
 
 async def test_an_event_that_cannot_be_parked_yet_stays_on_the_topic_until_it_is() -> None:
@@ -692,6 +776,7 @@ async def test_an_event_that_cannot_be_parked_yet_stays_on_the_topic_until_it_is
     assert h.timeline.index(("seek", 0)) < h.timeline.index(("park", 0, "APPOINTMENT_NOT_FOUND"))
     assert h.commits() == [2]
     assert [d.offset for d in h.dead_letters.letters] == [0]
+    assert h.kafka.waits() == pytest.approx([0.5])
 
 
 async def test_a_cancellation_for_a_failed_run_is_parked_so_it_does_not_vanish() -> None:

@@ -1,9 +1,9 @@
 """`python -m devstack`: `make down` sees an exited supervisor as gone; test and bench keep off dev."""
 
+import os
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -15,10 +15,18 @@ from healthcare.settings import Settings
 
 
 def test_running_then_exited_child_is_gone_even_as_a_zombie() -> None:
-    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(0.3)"])
-    assert _alive(proc.pid)
-    time.sleep(1.0)  # it has exited but nobody called wait(): a zombie
-    assert not _alive(proc.pid)
+    # The child lives until its stdin closes, so the test decides when it exits.
+    proc = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
+    try:
+        assert _alive(proc.pid)
+        assert proc.stdin is not None
+        proc.stdin.close()
+        # Block until it has exited, without reaping it (WNOWAIT): a zombie now.
+        os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT)
+        assert not _alive(proc.pid)
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)  # reaped: no zombie left behind
 
 
 def test_unknown_pid_is_gone() -> None:

@@ -21,11 +21,12 @@ HANDLER = REPO / "lambda" / "invoice_pdf.py"
 
 
 def _load() -> ModuleType:
-    # `lambda` is a keyword, so the handler is loaded by path, as the Lambda runtime does.
-    spec = importlib.util.spec_from_file_location("invoice_pdf", HANDLER)
+    # `lambda` is a keyword, so the handler is loaded by path, as the Lambda runtime does; named by
+    # its path, which is how the mutation tool (make mutation) names the module's mutants.
+    spec = importlib.util.spec_from_file_location("lambda.invoice_pdf", HANDLER)
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
-    sys.modules["invoice_pdf"] = module  # dataclasses look their module up by name
+    sys.modules[spec.name] = module  # dataclasses look their module up by name
     spec.loader.exec_module(module)
     return module
 
@@ -240,6 +241,120 @@ def test_amounts_are_exact_two_place_decimals(raw: Any, expected: str) -> None:
 def test_date_accepts_an_iso_date_time_and_keeps_its_calendar_day() -> None:
     invoice = invoice_pdf.parse_request({**REQUEST, "date": "2025-03-04T23:30:00-05:00"})
     assert invoice.issued_on.isoformat() == "2025-03-04"
+
+
+# Valid ISO 8601 date-times of 40 and 41 characters (an offset may carry seconds and a fraction): the
+# function reads at most 40, so a huge string costs it nothing to refuse.
+ISO_40 = "2025-03-04T10:00:00.1234+05:30:15.123456"
+ISO_41 = "2025-03-04T10:00:00.12345+05:30:15.123456"
+
+
+def test_a_date_or_time_of_at_most_40_characters_is_read_and_a_longer_one_refused(s3: FakeS3) -> None:
+    assert len(ISO_40) == 40 and len(ISO_41) == 41
+    invoice = invoice_pdf.parse_request({**REQUEST, "date": ISO_40, "appointmentTime": ISO_40})
+    assert invoice.issued_on.isoformat() == "2025-03-04"
+    assert invoice.appointment_time is not None and invoice.appointment_time.microsecond == 123400
+    for field in ("date", "appointmentTime"):
+        answer = invoice_pdf.handler({**REQUEST, field: ISO_41}, None)
+        assert answer["statusCode"] == 400 and field in answer["error"], field
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"), [("999999999.99", "999999999.99"), (999_999_999, "999999999.00"), ("0.01", "0.01")]
+)
+def test_an_amount_up_to_999_999_999_99_is_accepted(raw: Any, expected: str) -> None:
+    assert str(invoice_pdf.parse_request({**REQUEST, "amount": raw}).amount) == expected
+
+
+@pytest.mark.parametrize("raw", ["1000000000", 1_000_000_000, 1e9, "1000000000.00", "0.00", 0])
+def test_an_amount_of_a_billion_or_nothing_is_refused(raw: Any, s3: FakeS3) -> None:
+    answer = invoice_pdf.handler({**REQUEST, "amount": raw}, None)
+    assert answer == {
+        "statusCode": 400,
+        "error": "invalid request: amount must be a positive decimal below 1e9 with at most 2 places",
+        "errorType": "BadRequest",
+    }
+
+
+def test_each_refused_field_is_named_with_its_rule_in_field_order() -> None:
+    with pytest.raises(invoice_pdf.BadRequest) as refused:
+        invoice_pdf.parse_request({**REQUEST, "invoiceId": None, "status": "DRAFT", "currency": "usd"})
+    assert refused.value.fields == ["invoiceId", "status", "currency"]
+    assert str(refused.value) == (
+        "invalid request: invoiceId is required; status must be one of "
+        "ISSUED/OVERDUE/PAID/PENDING/VOID; currency must be an ISO 4217 code such as USD"
+    )
+
+
+@pytest.mark.parametrize("raw_id", ["Jane Doe 1970-01-01", "../../etc/passwd", "3f2504e0-4f89-11d3-9a0c"])
+def test_a_rejected_request_never_logs_an_invoice_id_that_is_not_one(
+    raw_id: str, s3: FakeS3, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Whatever a caller put in invoiceId (a name, a path) stays out of the log: only a real UUID is."""
+    caplog.set_level(logging.INFO)
+    answer = invoice_pdf.handler({**REQUEST, "invoiceId": raw_id}, None)
+    assert answer["statusCode"] == 400
+    (line,) = [r.getMessage() for r in caplog.records if "invoice_pdf" in r.getMessage()]
+    logged = json.loads(line)
+    assert line == json.dumps(logged, sort_keys=True, separators=(",", ":"))  # one compact line, keys sorted
+    assert logged == {
+        "correlationId": None,
+        "msg": "invoice_pdf",
+        "invoiceId": None,
+        "outcome": "rejected",
+        "invalidFields": ["invoiceId"],
+        "requestId": None,
+    }
+    assert raw_id not in line
+
+
+def test_a_rejected_request_logs_a_real_invoice_id_lower_case_and_the_request_id(
+    s3: FakeS3, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    context = type("Context", (), {"aws_request_id": "req-1"})()
+    invoice_pdf.handler({**REQUEST, "invoiceId": INVOICE_ID.upper(), "amount": "-1"}, context)
+    (line,) = [r.getMessage() for r in caplog.records if "invoice_pdf" in r.getMessage()]
+    logged = json.loads(line)
+    assert (logged["invoiceId"], logged["requestId"], logged["invalidFields"]) == (
+        INVOICE_ID,
+        "req-1",
+        ["amount"],
+    )
+
+
+def test_text_fields_are_trimmed_and_at_most_120_characters() -> None:
+    invoice = invoice_pdf.parse_request({**REQUEST, "patientName": "  Ada  ", "doctorName": "D" * 120})
+    assert (invoice.patient_name, invoice.doctor_name) == ("Ada", "D" * 120)
+    with pytest.raises(invoice_pdf.BadRequest, match="doctorName must be printable text of at most 120"):
+        invoice_pdf.parse_request({**REQUEST, "doctorName": "D" * 121})
+
+
+def test_the_clinic_name_comes_from_the_request_then_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    minimal = {k: REQUEST[k] for k in ("invoiceId", "patientId", "amount", "date", "status")}
+    monkeypatch.setenv("INVOICE_CLINIC_NAME", "Northside Clinic")
+    assert invoice_pdf.parse_request(minimal).clinic_name == "Northside Clinic"
+    assert invoice_pdf.parse_request(REQUEST).clinic_name == "Harbourview Family Clinic"
+    monkeypatch.delenv("INVOICE_CLINIC_NAME")
+    assert invoice_pdf.parse_request(minimal).clinic_name == invoice_pdf.DEFAULT_CLINIC
+
+
+def test_a_parsed_request_keeps_every_field() -> None:
+    invoice = invoice_pdf.parse_request({**REQUEST, "invoiceId": INVOICE_ID.upper(), "status": "issued"})
+    assert invoice == invoice_pdf.Invoice(
+        invoice_id=INVOICE_ID,
+        patient_id=REQUEST["patientId"],
+        amount=invoice_pdf.Decimal("1234.50"),
+        issued_on=invoice_pdf.date(2025, 3, 4),
+        status="ISSUED",
+        invoice_number="INV-2025-000123",
+        currency="EUR",
+        clinic_name="Harbourview Family Clinic",
+        patient_name="Zoë Okafor-Hansen",
+        doctor_name="Dr. Amara Lindqvist",
+        appointment_time=invoice_pdf.datetime.fromisoformat("2025-03-04T14:30:00+01:00"),
+    )
+    assert invoice.key == f"invoices/{INVOICE_ID}.pdf"
 
 
 # -- Handler and storage ----------------------------------------------------------------------

@@ -1,12 +1,19 @@
 """Password hashing and access tokens, without services."""
 
+import contextlib
+import os
+import threading
+import types
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import jwt
 import pytest
 
 from healthcare import security
+from healthcare.security import HASH_THREAD_NICENESS
 from healthcare.settings import Settings
 
 SETTINGS = Settings()
@@ -24,9 +31,66 @@ def test_malformed_stored_hash_never_authenticates() -> None:
     assert not security.verify_password("x", "not-a-hash", rounds=10)
 
 
-async def test_async_hashing_runs_off_the_event_loop() -> None:
+async def test_async_hashing_runs_off_the_event_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both bcrypt calls run on the hashing pool's threads, never on the thread of the event loop
+    (a login would stall every other request of the process for the length of a hash)."""
+    threads: list[str] = []
+
+    def on_thread(fn: Callable[..., Any]) -> Callable[..., Any]:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            threads.append(threading.current_thread().name)
+            return fn(*args, **kwargs)
+
+        return wrapper
+
+    monkeypatch.setattr(security, "hash_password", on_thread(security.hash_password))
+    monkeypatch.setattr(security, "verify_password", on_thread(security.verify_password))
     h = await security.hash_password_async("pw-pw-pw-pw", rounds=10)
     assert await security.verify_password_async("pw-pw-pw-pw", h, rounds=10)
+    assert not await security.verify_password_async("pw-pw-pw-px", h, rounds=10)
+    assert h.startswith("$2b$10$")
+    assert len(threads) == 3
+    assert all(name.startswith("bcrypt") for name in threads), threads
+    assert threading.current_thread().name not in threads
+
+
+def test_unknown_email_is_checked_against_a_real_hash_of_the_same_cost() -> None:
+    """So an unknown address takes as long to refuse as a wrong password."""
+    dummy = security.dummy_hash(10)
+    assert dummy.startswith("$2b$10$") and len(dummy) == 60
+    assert security.dummy_hash(10) == dummy  # made once per cost
+    assert security.dummy_hash(11).startswith("$2b$11$")
+    assert not security.verify_password("", dummy, rounds=10)
+
+
+NOW = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
+
+
+def test_an_issued_token_carries_every_claim_we_check() -> None:
+    uid = uuid.uuid4()
+    token = security.issue_token(user_id=uid, role="doctor", settings=SETTINGS, now=NOW)
+    assert jwt.get_unverified_header(token)["alg"] == "HS256"
+    claims = jwt.decode(token, options={"verify_signature": False})
+    jti = claims.pop("jti")
+    assert claims == {
+        "sub": str(uid),
+        "role": "doctor",
+        "tv": 0,
+        "iat": int(NOW.timestamp()),
+        "nbf": int(NOW.timestamp()),
+        "exp": int(NOW.timestamp()) + SETTINGS.jwt_ttl_seconds,
+        "iss": SETTINGS.jwt_issuer,
+        "aud": SETTINGS.jwt_audience,
+    }
+    assert len(jti) == 32 and int(jti, 16) >= 0
+    again = jwt.decode(
+        security.issue_token(user_id=uid, role="doctor", settings=SETTINGS, now=NOW),
+        options={"verify_signature": False},
+    )
+    assert again["jti"] != jti  # each token is told apart
+    versioned = security.issue_token(user_id=uid, role="doctor", settings=SETTINGS, token_version=3)
+    assert jwt.decode(versioned, options={"verify_signature": False})["tv"] == 3
+    assert security.decode_token(versioned, settings=SETTINGS).token_version == 3
 
 
 def test_token_round_trip() -> None:
@@ -107,6 +171,55 @@ def test_alg_none_and_other_algorithms_are_refused() -> None:
         security.decode_token(other, settings=SETTINGS)
 
 
+@pytest.mark.filterwarnings("ignore::jwt.warnings.InsecureKeyLengthWarning")  # the local key, on purpose
+@pytest.mark.parametrize("algorithm", ["HS384", "HS512"])
+def test_only_the_pinned_algorithm_is_accepted_even_with_our_key(algorithm: str) -> None:
+    """Signed with the right key, so only the algorithm pin can refuse it."""
+    claims = {
+        "sub": str(uuid.uuid4()),
+        "role": "admin",
+        "iat": int(datetime.now(UTC).timestamp()),
+        "exp": int((datetime.now(UTC) + timedelta(minutes=5)).timestamp()),
+        "iss": SETTINGS.jwt_issuer,
+        "aud": SETTINGS.jwt_audience,
+    }
+    secret = SETTINGS.jwt_secret.get_secret_value()
+    assert security.decode_token(jwt.encode(claims, secret, algorithm="HS256"), settings=SETTINGS)
+    with pytest.raises(security.InvalidToken, match=r"^invalid$") as refused:
+        security.decode_token(jwt.encode(claims, secret, algorithm=algorithm), settings=SETTINGS)
+    assert type(refused.value.__cause__).__name__ == "InvalidAlgorithmError"
+
+
+@pytest.mark.parametrize(
+    ("changes", "error"),
+    [
+        ({"iss": "someone-else"}, "InvalidIssuerError"),
+        ({"aud": "another-app"}, "InvalidAudienceError"),
+        ({"role": None}, "KeyError"),
+        ({"sub": "not-a-uuid"}, "ValueError"),
+        ({"nbf": 4_000_000_000}, "ImmatureSignatureError"),
+    ],
+)
+def test_a_token_for_someone_else_or_of_the_wrong_shape_is_refused(
+    changes: dict[str, object], error: str
+) -> None:
+    claims = {
+        "sub": str(uuid.uuid4()),
+        "role": "admin",
+        "iat": 1,
+        "exp": 4_000_000_000,
+        "iss": SETTINGS.jwt_issuer,
+        "aud": SETTINGS.jwt_audience,
+    }
+    claims.update(changes)
+    token = jwt.encode(
+        {k: v for k, v in claims.items() if v is not None}, SETTINGS.jwt_secret.get_secret_value()
+    )
+    with pytest.raises(security.InvalidToken, match=r"^invalid$") as refused:  # one word, never why
+        security.decode_token(token, settings=SETTINGS)
+    assert type(refused.value.__cause__).__name__ == error
+
+
 def test_missing_claims_are_refused() -> None:
     secret = SETTINGS.jwt_secret.get_secret_value()
     for missing in ("exp", "iat", "iss", "aud", "sub"):
@@ -140,7 +253,7 @@ def test_hashing_threads_only_take_idle_cpu() -> None:
     import os
     import threading
 
-    from healthcare.security import _HASH_POOL, HASH_THREAD_NICENESS
+    from healthcare.security import _HASH_POOL
 
     def policy() -> tuple[int, int]:
         tid = threading.get_native_id()
@@ -149,3 +262,41 @@ def test_hashing_threads_only_take_idle_cpu() -> None:
     sched, nice = _HASH_POOL.submit(policy).result()
     assert sched == os.SCHED_IDLE or nice >= HASH_THREAD_NICENESS
     assert os.sched_getscheduler(threading.get_native_id()) != os.SCHED_IDLE  # the caller is untouched
+
+
+def _in_new_thread(fn: Callable[[], tuple[int, int, int]]) -> tuple[int, int, int]:
+    """fn's result, run on a fresh thread (scheduling policy and nice are per thread on Linux)."""
+    out: list[tuple[int, int, int]] = []
+    thread = threading.Thread(target=lambda: out.append(fn()))
+    thread.start()
+    thread.join(timeout=30)
+    return out[0]
+
+
+def _lowered() -> tuple[int, int, int]:
+    """(policy, nice before, nice after) of a thread that calls `_lower_priority`."""
+    tid = threading.get_native_id()
+    # Start from nice 0 where allowed (root), so the nice `_lower_priority` sets is seen even when
+    # the whole run is niced (make mutation runs under nice 10).
+    with contextlib.suppress(PermissionError):
+        os.setpriority(os.PRIO_PROCESS, tid, 0)
+    before = os.getpriority(os.PRIO_PROCESS, tid)
+    security._lower_priority()
+    return os.sched_getscheduler(tid), before, os.getpriority(os.PRIO_PROCESS, tid)
+
+
+def test_a_hashing_thread_runs_under_sched_idle_where_the_kernel_allows() -> None:
+    policy, before, after = _in_new_thread(_lowered)
+    assert policy == os.SCHED_IDLE
+    assert after == before  # SCHED_IDLE alone: nice is for kernels that refuse it
+
+
+def test_a_hashing_thread_is_niced_where_sched_idle_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refused(*_args: object) -> None:
+        raise PermissionError("SCHED_IDLE refused")
+
+    monkeypatch.setattr(security, "os", types.SimpleNamespace(**{**vars(os), "sched_setscheduler": refused}))
+    policy, before, after = _in_new_thread(_lowered)
+    assert policy != os.SCHED_IDLE
+    assert after == max(before, HASH_THREAD_NICENESS)
+    assert HASH_THREAD_NICENESS == 10

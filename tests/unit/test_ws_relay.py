@@ -12,6 +12,7 @@ from starlette.websockets import WebSocketDisconnect
 
 from healthcare.security import issue_token
 from healthcare.settings import Settings
+from tests.waiting import eventually
 from workers import ws_relay
 from workers.ws_relay import Hub
 
@@ -78,6 +79,116 @@ def test_token_as_subprotocol(client: TestClient) -> None:
     with client.websocket_connect("/ws/analytics", subprotocols=["bearer", token()]) as ws:
         assert ws.accepted_subprotocol == "bearer"  # never the token
         assert ws.receive_text() == result(2)
+
+
+def test_token_as_the_subprotocol_pair_bearer_then_token(client: TestClient) -> None:
+    """The form some websocket clients send: `Sec-WebSocket-Protocol: bearer, <token>`."""
+    with client.websocket_connect("/ws/analytics", subprotocols=["bearer", token()]) as ws:
+        assert ws.accepted_subprotocol == "bearer"  # never the token itself
+        assert ws.receive_text() == result(2)
+    with client.websocket_connect("/ws/analytics", subprotocols=["analytics", "bearer", token()]) as ws:
+        assert ws.accepted_subprotocol == "bearer"  # the only subprotocol the relay answers with
+        assert ws.receive_text() == result(2)
+
+
+@pytest.mark.parametrize(
+    "subprotocols",
+    [["bearer"], ["bearer.", "analytics"], ["analytics"], [f"bearer.{token()}x"]],
+    ids=["bearer-without-token", "empty-token", "no-token", "bad-token"],
+)
+def test_a_subprotocol_without_a_valid_token_is_closed_with_policy_violation(
+    client: TestClient, subprotocols: list[str]
+) -> None:
+    with (
+        client.websocket_connect("/ws/analytics", subprotocols=subprotocols) as ws,
+        pytest.raises(WebSocketDisconnect) as closed,
+    ):
+        ws.receive_text()
+    assert (closed.value.code, closed.value.reason) == (1008, "invalid or missing access token")
+
+
+def test_the_query_token_is_used_before_a_subprotocol_one(client: TestClient) -> None:
+    with client.websocket_connect(f"/ws/analytics?token={token()}", subprotocols=["bearer", "garbage"]) as ws:
+        assert ws.receive_text() == result(2)
+
+
+class FakeSocket:
+    """The websocket as `analytics_socket` sees it, in one event loop with the test (for looptime)."""
+
+    def __init__(self, hub: Hub, *, query: dict[str, str]) -> None:
+        state = {"settings": SETTINGS, "hub": hub, "accounts": staticmethod(every_account_active)}
+        self.app = type("App", (), {"state": type("State", (), state)()})()
+        self.headers: dict[str, str] = {}
+        self.query_params = query
+        self.accepted: str | None = None
+        self.sent: list[str] = []
+        self.closed: tuple[int, str] | None = None
+        self.closed_at: float | None = None
+        self.on_close = asyncio.Event()
+        self._inbox: asyncio.Queue[dict[str, object]] = asyncio.Queue()
+
+    async def accept(self, subprotocol: str | None = None) -> None:
+        self.accepted = subprotocol or ""
+
+    async def send_text(self, text: str) -> None:
+        self.sent.append(text)
+
+    async def receive(self) -> dict[str, object]:
+        return await self._inbox.get()
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        self.closed = (code, reason)
+        self.closed_at = asyncio.get_running_loop().time()
+        self.on_close.set()
+
+    def disconnect(self) -> None:
+        self._inbox.put_nowait({"type": "websocket.disconnect", "code": 1000})
+
+
+def _expiring_token(seconds: int) -> tuple[str, float]:
+    """A token whose `exp` is `seconds` from now, and how long that is from now exactly."""
+    now = datetime.now(UTC)
+    ttl = SETTINGS.jwt_ttl_seconds
+    issued = issue_token(
+        user_id=uuid.uuid4(), role="staff", settings=SETTINGS, now=now - timedelta(seconds=ttl - seconds)
+    )
+    exp = int((now - timedelta(seconds=ttl - seconds)).timestamp()) + ttl
+    return issued, exp - datetime.now(UTC).timestamp()
+
+
+@pytest.mark.looptime
+async def test_an_open_socket_is_closed_with_policy_violation_when_its_token_expires() -> None:
+    """Fake loop time (looptime): ten minutes pass at once, and the close comes when `exp` does."""
+    hub = Hub()
+    hub.publish(result(1))
+    issued, left = _expiring_token(600)
+    ws = FakeSocket(hub, query={"token": issued})
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    serving = asyncio.create_task(ws_relay.analytics_socket(ws))  # type: ignore[arg-type]
+    await asyncio.wait_for(ws.on_close.wait(), timeout=3600)
+    await asyncio.wait_for(serving, timeout=1)
+
+    assert ws.sent == [result(1)]
+    assert ws.closed == (1008, "access token expired")
+    assert ws.closed_at is not None and abs((ws.closed_at - started) - left) < 5
+    assert hub.clients == set()
+
+
+@pytest.mark.looptime
+async def test_a_client_that_leaves_before_expiry_is_not_closed_by_the_relay() -> None:
+    hub = Hub()
+    issued, _ = _expiring_token(600)
+    ws = FakeSocket(hub, query={"token": issued})
+    serving = asyncio.create_task(ws_relay.analytics_socket(ws))  # type: ignore[arg-type]
+    await eventually(lambda: len(hub.clients) == 1, timeout=10, what="the client registered")
+    hub.publish(result(7))
+    await eventually(lambda: ws.sent == [result(7)], timeout=10, what="the result sent")
+    ws.disconnect()
+    await asyncio.wait_for(serving, timeout=10)
+
+    assert ws.closed is None
+    assert hub.clients == set()
 
 
 @pytest.mark.parametrize(

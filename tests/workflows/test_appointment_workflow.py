@@ -4,7 +4,6 @@ Events go through the outbox (queued by `store` and `set_status`, published by t
 tests/integration/test_outbox.py): a run schedules no activity task at all, every step is local.
 """
 
-import os
 import sys
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -37,11 +36,11 @@ from healthcare.contracts.appointments import (
     TransitionRequest,
 )
 from healthcare.settings import get_settings
+from tests.workflows import capture
 from workflows import search_attributes
 from workflows.appointments import AppointmentWorkflow
 
 TEMPORAL = Path(sys.executable).parent / "temporal"
-HISTORIES = Path(__file__).parent / "histories"
 
 
 @pytest.fixture(scope="module")
@@ -128,9 +127,8 @@ async def _event_types(handle: WorkflowHandle[Any, Any]) -> list[str]:
 
 
 async def _keep_history(handle: WorkflowHandle[Any, Any], name: str) -> None:
-    """With CAPTURE_HISTORIES=1, store the run's history for the replay test."""
-    if os.environ.get("CAPTURE_HISTORIES") == "1":
-        (HISTORIES / f"{name}.json").write_text((await handle.fetch_history()).to_json())
+    """`make histories` stores the run's history for the replay test (tests/workflows/capture.py)."""
+    capture.keep_history(await handle.fetch_history(), name)
 
 
 async def test_book_then_cancel_queues_events_without_a_publish_activity(
@@ -195,9 +193,11 @@ async def test_a_taken_slot_refuses_the_booking_and_ends_the_workflow(
         with pytest.raises(WorkflowUpdateFailedError) as err:
             await _book(temporal_env.client, request, queue)
         assert isinstance(err.value.cause, ApplicationError) and err.value.cause.type == SLOT_TAKEN
-        outcome = await temporal_env.client.get_workflow_handle_for(
+        rejected = temporal_env.client.get_workflow_handle_for(
             AppointmentWorkflow.run, f"appointment-{request.appointment_id}"
-        ).result()
+        )
+        outcome = await rejected.result()
+        await _keep_history(rejected, "appointment_rejected")
     assert outcome.final_status == "REJECTED"
     assert acts.statuses == []
 
@@ -220,5 +220,6 @@ async def test_same_key_same_answer_other_body_refused(temporal_env: WorkflowEnv
             AppointmentWorkflow.run, f"appointment-{request.appointment_id}"
         )
         await handle.execute_update(AppointmentWorkflow.transition, TransitionRequest(target="NO_SHOW"))
-        await handle.result()
+        assert (await handle.result()).final_status == "NO_SHOW"
+        await _keep_history(handle, "appointment_no_show")
     assert len(acts.statuses) == 1

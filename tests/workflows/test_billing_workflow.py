@@ -4,24 +4,35 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
 from temporalio import activity
-from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.api.common.v1 import WorkflowExecution
+from temporalio.api.enums.v1 import EventType, UpdateWorkflowExecutionLifecycleStage
+from temporalio.api.update.v1 import UpdateRef, WaitPolicy
+from temporalio.api.workflowservice.v1 import PollWorkflowExecutionUpdateRequest
+from temporalio.client import (
+    Client,
+    WorkflowExecutionStatus,
+    WorkflowHandle,
+    WorkflowHistory,
+    WorkflowUpdateFailedError,
+)
 from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from activities.billing import _pdf_result
 from healthcare.contracts.billing import (
+    INVALID_INVOICE_TRANSITION,
+    INVOICE_NOT_FOUND,
     INVOICE_VOID,
     NOT_NEEDING_ATTENTION,
     PAYMENT_REQUIRED,
@@ -44,11 +55,13 @@ from healthcare.contracts.billing import (
     PriceRequest,
     RetryPdfRequest,
     billing_workflow_id,
+    invoice_id_for,
 )
-from workflows.billing import PDF_RETRY, BillingWorkflow
+from tests.waiting import eventually
+from tests.workflows import capture
+from workflows.billing import CANCEL_BEFORE_ISSUE, LOST_TASK_PAYMENT, PDF_RETRY, BillingWorkflow
 from workflows.search_attributes import BILLING_STATUS
 
-HISTORIES = Path(__file__).parent / "histories"
 GOOD_PDF = {
     "statusCode": 200,
     "pdfUrl": "s3://invoices/k.pdf",
@@ -67,6 +80,19 @@ class FakeBilling:
     pdf_attempts: int = 0
     status_changes: list[tuple[str, uuid.UUID]] = field(default_factory=list)
     rendered: list[str] = field(default_factory=list)  # the status each render showed
+    # Steps held until the test releases them: "render" (the first PDF), "set_status:<TARGET>".
+    held: dict[str, asyncio.Event] = field(default_factory=dict)
+    entered: dict[str, asyncio.Event] = field(default_factory=dict)
+
+    def hold(self, step: str) -> tuple[asyncio.Event, asyncio.Event]:
+        """(entered, release) for `step`: the run reached it; let it go on."""
+        self.entered[step], self.held[step] = asyncio.Event(), asyncio.Event()
+        return self.entered[step], self.held[step]
+
+    async def _maybe_held(self, step: str) -> None:
+        if step in self.held:
+            self.entered[step].set()
+            await self.held.pop(step).wait()
 
     @activity.defn(name="billing.price_visit")
     async def price_visit(self, data: PriceRequest) -> Price:
@@ -90,6 +116,8 @@ class FakeBilling:
 
     @activity.defn(name="billing.render_pdf")
     async def render_pdf(self, data: PdfRequest) -> PdfResult:
+        if self.pdf_attempts == 0:
+            await self._maybe_held("render")
         self.pdf_attempts += 1
         self.rendered.append("ISSUED" if data.invoice.status == "PENDING" else data.invoice.status.value)
         # The real answer parser decides what is retryable; later attempts reuse the last answer.
@@ -111,11 +139,14 @@ class FakeBilling:
 
     @activity.defn(name="billing.set_status")
     async def set_status(self, data: InvoiceStatusChange) -> InvoiceState:
+        await self._maybe_held(f"set_status:{data.target.value}")
+        if data.invoice_id not in self.invoices:  # as the real step: no row, a final refusal
+            raise ApplicationError("invoice not found", type=INVOICE_NOT_FOUND, non_retryable=True)
         inv = self.invoices[data.invoice_id]
         if inv.status != data.target:
             self.status_changes.append((data.target.value, data.invoice_id))
             if data.target not in TRANSITIONS[inv.status]:
-                raise ApplicationError("bad transition", non_retryable=True)
+                raise ApplicationError("bad transition", type=INVALID_INVOICE_TRANSITION, non_retryable=True)
             paid_at = data.at if data.target == "PAID" else None
             inv = inv.model_copy(
                 update={"status": data.target, "paid_at": paid_at, "payment_id": data.payment_id}
@@ -176,6 +207,20 @@ async def start(
     )
 
 
+async def start_cancelled(
+    client: Client, task_queue: str, req: BillingRequest
+) -> WorkflowHandle[BillingWorkflow, BillingOutcome]:
+    """What the consumer does when APPOINTMENT_CANCELLED is the first event it sees (signal-with-start)."""
+    return await client.start_workflow(
+        BillingWorkflow.run,
+        req,
+        id=billing_workflow_id(req.appointment_id),
+        task_queue=task_queue,
+        start_signal="cancel",
+        start_signal_args=[CancelSignal()],
+    )
+
+
 async def until_status(
     handle: WorkflowHandle[BillingWorkflow, BillingOutcome],
     wanted: str,
@@ -194,10 +239,8 @@ async def until_status(
 
 
 async def keep_history(handle: WorkflowHandle[BillingWorkflow, BillingOutcome], name: str) -> None:
-    """With CAPTURE_HISTORIES=1, store the run's history for the replay test."""
-    if os.environ.get("CAPTURE_HISTORIES") == "1":
-        history = await handle.fetch_history()
-        (HISTORIES / f"{name}.json").write_text(history.to_json())
+    """`make histories` stores the run's history for the replay test (tests/workflows/capture.py)."""
+    capture.keep_history(await handle.fetch_history(), name)
 
 
 async def test_paid(client: Client, task_queue: str) -> None:
@@ -243,18 +286,93 @@ async def test_cancellation_before_the_invoice_bills_nothing(client: Client, tas
     fake = FakeBilling(lambda_answers=ok_answers())
     req = request()
     async with billing_worker(client, task_queue, fake):
-        # What the consumer does when APPOINTMENT_CANCELLED is the first event it sees.
-        handle = await client.start_workflow(
-            BillingWorkflow.run,
-            req,
-            id=billing_workflow_id(req.appointment_id),
-            task_queue=task_queue,
-            start_signal="cancel",
-            start_signal_args=[CancelSignal()],
-        )
+        handle = await start_cancelled(client, task_queue, req)
         outcome = await handle.result()
         assert outcome.final_status == "UNBILLED" and outcome.invoice_id is None
         assert fake.invoices == {} and fake.pdf_attempts == 0
+        # CANCEL_BEFORE_ISSUE: it looked for a row a lost task might have left, and found none.
+        assert await patched_in(handle) == [CANCEL_BEFORE_ISSUE]
+        await keep_history(handle, "cancel_before_issue_unbilled")
+
+
+async def patched_in(handle: WorkflowHandle[BillingWorkflow, BillingOutcome]) -> list[str]:
+    """The patch ids the run's markers record (the deprecated local-steps one aside)."""
+    ids = []
+    for event in (await handle.fetch_history()).events:
+        attrs = event.marker_recorded_event_attributes
+        if event.HasField("marker_recorded_event_attributes") and attrs.marker_name == "core_patch":
+            ids.append(json.loads(attrs.details["patch-data"].payloads[0].data)["id"])
+    return [i for i in ids if i != "billing-local-db-steps-v1"]
+
+
+def stray_row(req: BillingRequest) -> InvoiceState:
+    """The PENDING row a lost workflow task's record_invoice left (its completion never landed)."""
+    now = datetime.now(UTC)
+    return InvoiceState(
+        id=invoice_id_for(req.appointment_id),
+        appointment_id=req.appointment_id,
+        patient_id=req.patient_id,
+        doctor_id=req.doctor_id,
+        amount=Decimal("120.00"),
+        currency="USD",
+        status="PENDING",
+        workflow_id=billing_workflow_id(req.appointment_id),
+        due_at=now + timedelta(days=30),
+        created_at=now,
+        updated_at=now,
+    )
+
+
+async def test_a_row_left_by_a_lost_task_is_voided_when_the_cancellation_comes_first(
+    client: Client, task_queue: str
+) -> None:
+    """Bug (1): a workflow task that timed out (worker frozen) still ran price_visit and
+    record_invoice; the retried task sees the cancellation first. The row is voided, never left
+    PENDING with no run, and no PDF is made for it."""
+    req = request()
+    fake = FakeBilling(lambda_answers=ok_answers())
+    fake.invoices[invoice_id_for(req.appointment_id)] = stray_row(req)
+    async with billing_worker(client, task_queue, fake):
+        handle = await start_cancelled(client, task_queue, req)
+        outcome = await handle.result()
+    stray = invoice_id_for(req.appointment_id)
+    assert (outcome.final_status, outcome.invoice_id) == ("VOID", stray)
+    assert fake.status_changes == [("VOID", stray)] and fake.pdf_attempts == 0
+    assert fake.invoices[stray].pdf_key is None
+    await keep_history(handle, "cancel_before_issue_stray_void")
+
+
+async def test_a_cancellation_while_the_first_pdf_renders_voids_the_invoice_unissued(
+    client: Client, task_queue: str
+) -> None:
+    """Bug (1): cancelled between record_invoice and the PDF, the invoice is voided, never ISSUED
+    (a patient never sees an amount due for a visit that was cancelled)."""
+    fake = FakeBilling(lambda_answers=ok_answers())
+    entered, release = fake.hold("render")
+    async with billing_worker(client, task_queue, fake):
+        handle = await start(client, task_queue, request())
+        await asyncio.wait_for(entered.wait(), 30)
+        await handle.signal(BillingWorkflow.cancel, CancelSignal())
+        release.set()
+        outcome = await handle.result()
+    assert outcome.final_status == "VOID" and outcome.invoice_id is not None
+    invoice = fake.invoices[outcome.invoice_id]
+    assert invoice.status == "VOID" and invoice.pdf_key is None and invoice.issued_at is None
+    assert fake.status_changes == [("VOID", outcome.invoice_id)] and fake.rendered == ["ISSUED"]
+    assert await patched_in(handle) == [CANCEL_BEFORE_ISSUE]
+    await keep_history(handle, "cancel_before_issue_during_pdf")
+
+
+async def test_overdue_then_cancelled(env: WorkflowEnvironment, client: Client, task_queue: str) -> None:
+    fake = FakeBilling(lambda_answers=ok_answers())
+    async with billing_worker(client, task_queue, fake):
+        handle = await start(client, task_queue, request(terms=timedelta(days=30)))
+        await until_status(handle, "ISSUED")
+        await env.sleep(timedelta(days=31))
+        await until_status(handle, "OVERDUE")
+        await handle.signal(BillingWorkflow.cancel, CancelSignal())
+        assert (await handle.result()).final_status == "VOID"
+        await keep_history(handle, "overdue_void")
 
 
 async def test_overdue_then_paid(env: WorkflowEnvironment, client: Client, task_queue: str) -> None:
@@ -499,3 +617,177 @@ async def test_retry_pdf_is_refused_when_the_run_is_not_waiting_for_an_operator(
         assert refused.value.cause.type == NOT_NEEDING_ATTENTION
         await handle.signal(BillingWorkflow.cancel, CancelSignal())
         assert (await handle.result()).final_status == "VOID"
+
+
+# -- A payment racing a cancellation (README: "a payment accepted before the cancellation wins") ----
+def event_names(history: WorkflowHistory) -> list[str]:
+    return [EventType.Name(e.event_type).removeprefix("EVENT_TYPE_") for e in history.events]
+
+
+ADMITTED = UpdateWorkflowExecutionLifecycleStage.UPDATE_WORKFLOW_EXECUTION_LIFECYCLE_STAGE_ADMITTED
+
+
+async def until_admitted(client: Client, workflow_id: str, update_id: str) -> None:
+    """The server holds the update (admitted): the next workflow task delivers it."""
+    request = PollWorkflowExecutionUpdateRequest(
+        namespace=client.namespace,
+        update_ref=UpdateRef(
+            workflow_execution=WorkflowExecution(workflow_id=workflow_id), update_id=update_id
+        ),
+        wait_policy=WaitPolicy(lifecycle_stage=ADMITTED),
+    )
+
+    async def admitted() -> bool:
+        try:
+            await client.workflow_service.poll_workflow_execution_update(
+                request, timeout=timedelta(seconds=10)
+            )
+        except RPCError as exc:  # the request has not reached the server yet
+            if exc.status != RPCStatusCode.NOT_FOUND:
+                raise
+            raise AssertionError("not admitted yet") from exc
+        return True
+
+    await eventually(admitted, timeout=30, interval=0.05, what=f"update {update_id} admitted")
+
+
+async def test_a_payment_accepted_before_a_cancellation_wins_while_it_is_being_recorded(
+    client: Client, task_queue: str
+) -> None:
+    """The pay update passed its validator and the run is recording PAID (held) when the cancel
+    signal arrives: the invoice ends PAID, the payment's, and the cancellation changes nothing."""
+    fake = FakeBilling(lambda_answers=ok_answers())
+    entered, release = fake.hold("set_status:PAID")
+    pay = payment()
+    async with billing_worker(client, task_queue, fake):
+        handle = await start(client, task_queue, request())
+        await until_status(handle, "ISSUED")
+        paying = asyncio.ensure_future(handle.execute_update(BillingWorkflow.pay, pay, id="pay"))
+        await asyncio.wait_for(entered.wait(), 30)  # accepted, PAID being recorded
+        await handle.signal(BillingWorkflow.cancel, CancelSignal())
+        release.set()
+        paid = await paying
+        outcome = await handle.result()
+    assert (paid.status, paid.payment_id) == ("PAID", pay.payment_id)
+    assert outcome.final_status == "PAID" and fake.status_changes == [("PAID", outcome.invoice_id)]
+    events = event_names(await handle.fetch_history())
+    assert events.index("WORKFLOW_EXECUTION_UPDATE_ACCEPTED") < events.index("WORKFLOW_EXECUTION_SIGNALED")
+    await keep_history(handle, "race_pay_accepted_then_cancel")
+
+
+@pytest.mark.parametrize("first", ["cancel", "pay"])
+async def test_a_cancellation_and_a_payment_in_one_workflow_task_the_first_wins(
+    client: Client, task_queue: str, first: str
+) -> None:
+    """Both reach the server while no worker runs, so one workflow task delivers them together, in
+    the order they came. Cancel first: the validator sees it and refuses the payment as void (the
+    API then marks the payment REFUND_DUE). Pay first: it is accepted and the cancellation ignored."""
+    fake = FakeBilling(lambda_answers=ok_answers())
+    activities = fake.all()
+    # No cache: the second worker replays the run instead of waiting for the first one's sticky queue.
+    async with Worker(
+        client,
+        task_queue=task_queue,
+        workflows=[BillingWorkflow],
+        activities=activities,
+        max_cached_workflows=0,
+    ):
+        handle = await start(client, task_queue, request())
+        await until_status(handle, "ISSUED")
+    pay = payment()
+    if first == "cancel":
+        await handle.signal(BillingWorkflow.cancel, CancelSignal())
+    paying = asyncio.ensure_future(handle.execute_update(BillingWorkflow.pay, pay, id="pay"))
+    await until_admitted(client, handle.id, "pay")
+    if first == "pay":
+        await handle.signal(BillingWorkflow.cancel, CancelSignal())
+    async with billing_worker(client, task_queue, fake):
+        if first == "cancel":
+            with pytest.raises(WorkflowUpdateFailedError) as refused:
+                await paying
+            cause = refused.value.cause
+            assert isinstance(cause, ApplicationError) and cause.type == INVOICE_VOID
+        else:
+            assert (await paying).payment_id == pay.payment_id
+        outcome = await handle.result()
+    history = await handle.fetch_history()
+    events = event_names(history)
+    signalled = events.index("WORKFLOW_EXECUTION_SIGNALED")
+    # Delivered together: no workflow task ran between the signal and the one that took the update
+    # (admitted before any worker polled), so that task saw both.
+    signalled = events.index("WORKFLOW_EXECUTION_SIGNALED")
+    taken = events.index("WORKFLOW_TASK_STARTED", signalled)
+    assert "WORKFLOW_TASK_COMPLETED" not in events[signalled:taken], events
+    if first == "cancel":
+        assert outcome.final_status == "VOID" and "WORKFLOW_EXECUTION_UPDATE_ACCEPTED" not in events
+        assert fake.status_changes == [("VOID", outcome.invoice_id)]
+    else:
+        assert outcome.final_status == "PAID" and fake.status_changes == [("PAID", outcome.invoice_id)]
+    await keep_history(handle, f"race_{first}_first_one_task")
+
+
+@pytest.mark.parametrize("first", ["cancel", "pay"])
+async def test_a_race_while_the_first_pdf_renders_is_won_by_the_first(
+    client: Client, task_queue: str, first: str
+) -> None:
+    """Held while the first PDF renders (PENDING): a payment accepted first makes the run issue and
+    record PAID, the later cancellation ignored; a cancellation first refuses the payment as void and
+    the invoice is voided unissued (billing-cancel-before-issue-v1)."""
+    fake = FakeBilling(lambda_answers=ok_answers())
+    entered, release = fake.hold("render")
+    pay = payment()
+    async with billing_worker(client, task_queue, fake):
+        handle = await start(client, task_queue, request())
+        await asyncio.wait_for(entered.wait(), 30)
+        if first == "cancel":
+            await handle.signal(BillingWorkflow.cancel, CancelSignal())
+            with pytest.raises(WorkflowUpdateFailedError) as refused:
+                await handle.execute_update(BillingWorkflow.pay, pay)
+            cause = refused.value.cause
+            assert isinstance(cause, ApplicationError) and cause.type == INVOICE_VOID
+            release.set()
+        else:
+            paying = asyncio.ensure_future(handle.execute_update(BillingWorkflow.pay, pay, id="pay"))
+            await until_admitted(client, handle.id, "pay")
+            await eventually(
+                lambda: _accepted(handle), timeout=30, interval=0.05, what="the payment accepted"
+            )
+            await handle.signal(BillingWorkflow.cancel, CancelSignal())
+            release.set()
+            assert (await paying).payment_id == pay.payment_id
+        outcome = await handle.result()
+    invoice = fake.invoices[outcome.invoice_id] if outcome.invoice_id else None
+    assert invoice is not None
+    if first == "cancel":
+        assert (outcome.final_status, invoice.pdf_key) == ("VOID", None)
+        assert fake.status_changes == [("VOID", invoice.id)]
+    else:
+        assert (outcome.final_status, invoice.payment_id) == ("PAID", pay.payment_id)
+        assert fake.status_changes == [("PAID", invoice.id)] and fake.rendered == ["ISSUED", "PAID"]
+    await keep_history(handle, f"race_{first}_first_while_pdf_renders")
+
+
+async def _accepted(handle: WorkflowHandle[BillingWorkflow, BillingOutcome]) -> bool:
+    return "WORKFLOW_EXECUTION_UPDATE_ACCEPTED" in event_names(await handle.fetch_history())
+
+
+async def test_a_payment_a_lost_task_recorded_wins_over_a_cancellation_seen_first(
+    client: Client, task_queue: str
+) -> None:
+    """Bug 2: a lost workflow task (worker frozen, task timed out) validated a `pay` update and
+    recorded PAID; the retried task saw a cancellation first and voids. The database refuses (PAID
+    is final): the run ends PAID, with a PAID PDF, instead of failing (billing-lost-task-payment-v1)."""
+    fake = FakeBilling(lambda_answers=ok_answers())
+    pay = payment()
+    async with billing_worker(client, task_queue, fake):
+        handle = await start(client, task_queue, request())
+        issued = await until_status(handle, "ISSUED")
+        # What the lost task's set_status(PAID) left in the database; the run's history never saw it.
+        fake.invoices[issued.id] = issued.model_copy(update={"status": "PAID", "payment_id": pay.payment_id})
+        await handle.signal(BillingWorkflow.cancel, CancelSignal())
+        outcome = await handle.result()
+    assert (outcome.final_status, outcome.invoice_id) == ("PAID", issued.id)
+    assert fake.invoices[issued.id].payment_id == pay.payment_id and fake.rendered == ["ISSUED", "PAID"]
+    assert fake.invoices[issued.id].pdf_status == "PAID"
+    assert await patched_in(handle) == [LOST_TASK_PAYMENT, "billing-status-pdf-v1"]
+    await keep_history(handle, "lost_task_payment_then_cancel")

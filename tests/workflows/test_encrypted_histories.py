@@ -8,7 +8,6 @@ looks for the plaintext in its protobuf bytes (a plain JSON payload would appear
 from __future__ import annotations
 
 import json
-import os
 import uuid
 from collections.abc import AsyncIterator
 
@@ -26,6 +25,7 @@ from healthcare.contracts.appointments import AppointmentState, BookingRequest, 
 from healthcare.contracts.billing import PDF_REJECTED, BillingRequest, CancelSignal
 from healthcare.settings import get_settings
 from ops.replay import replay
+from tests.workflows import capture
 from tests.workflows.test_appointment_workflow import TEMPORAL, StandIns, _book, _request
 from tests.workflows.test_billing_workflow import (
     FakeBilling,
@@ -36,7 +36,7 @@ from tests.workflows.test_billing_workflow import (
     start,
     until_status,
 )
-from tests.workflows.test_replay import HISTORIES, HISTORY_KEY_ID, HISTORY_KEYRING, rotated_keyring
+from tests.workflows.test_replay import HISTORY_KEY_ID, HISTORY_KEYRING, rotated_keyring
 from workflows import search_attributes
 from workflows.appointments import AppointmentWorkflow
 from workflows.billing import BillingWorkflow
@@ -159,7 +159,7 @@ async def test_runs_written_under_a_retired_key_replay_after_rotation(dev_env: W
     """Encrypted stored histories (tests/workflows/histories/encrypted_*.json) are recorded here.
 
     Each run is written under the stored histories' own key, then replayed by a replayer whose active
-    key is another one (the key has rotated) and by one that lacks it. CAPTURE_HISTORIES=1 stores
+    key is another one (the key has rotated) and by one that lacks it. `make histories` stores
     them; tests/workflows/test_replay.py replays the stored ones on every run.
     """
     old = _client_with(dev_env.client, HISTORY_KEYRING)
@@ -204,5 +204,4 @@ async def test_runs_written_under_a_retired_key_replay_after_rotation(dev_env: W
         assert await replay(history, converter=rotated) == (True, None), name
         with pytest.raises(codec.CodecError, match=f"unknown key '{HISTORY_KEY_ID}'"):
             await replay(history, converter=without)
-        if os.environ.get("CAPTURE_HISTORIES") == "1":
-            (HISTORIES / f"{name}.json").write_text(history.to_json())
+        capture.keep_history(history, name)  # `make histories` stores it (tests/workflows/capture.py)

@@ -38,8 +38,10 @@ def rotated_keyring() -> codec.Keyring:
 PATHS = sorted(HISTORIES.glob("*.json"))
 
 
-def test_the_required_histories_are_stored() -> None:
-    names = {p.stem for p in PATHS}
+def test_every_path_of_both_workflows_has_a_stored_history() -> None:
+    """A change to a branch no stored history went through would replay clean: keep one per path.
+    `make histories` adds the missing ones (tests/workflows/capture.py)."""
+    names = {p.stem.split(".")[0] for p in PATHS}  # <name>.<time>.json: a later capture
     # Recorded with the `billing-local-db-steps-v1` and `outbox-v1` markers: runs like them may be open.
     billing = {"paid", "cancelled", "overdue", "lambda_retried"}
     appointments = {"appointment_outbox_cancelled", "appointment_outbox_completed"}
@@ -64,10 +66,41 @@ def test_the_required_histories_are_stored() -> None:
         "status_pdf_overdue",
         "status_pdf_lambda_retried",
     }
-    assert billing | appointments | deprecated | encrypted | pdf_attention | status_pdf <= names
+    # The other paths: cancelled before the invoice, overdue then void; a no-show, and a booking
+    # refused (a taken slot).
+    paths = {
+        "unbilled_cancelled_before_invoice",
+        "overdue_void",
+        "appointment_no_show",
+        "appointment_rejected",
+    }
+    # Recorded with `billing-cancel-before-issue-v1`: cancelled before the invoice (none found, or a
+    # lost task's row voided) and while the first PDF renders (voided, never issued).
+    paths |= {
+        "cancel_before_issue_unbilled",
+        "cancel_before_issue_stray_void",
+        "cancel_before_issue_during_pdf",
+    }
+    # A payment racing a cancellation, the first accepted wins: accepted while PAID is recorded; both
+    # in one workflow task, either order; either order while the first PDF renders.
+    paths |= {
+        "race_pay_accepted_then_cancel",
+        "race_cancel_first_one_task",
+        "race_pay_first_one_task",
+        "race_cancel_first_while_pdf_renders",
+        "race_pay_first_while_pdf_renders",
+    }
+    # Recorded with `billing-lost-task-payment-v1`: a payment a lost task recorded, then a cancellation
+    # the retried task saw first (PAID wins; before the patch the run failed).
+    paths.add("lost_task_payment_then_cancel")
+    assert billing | appointments | deprecated | encrypted | pdf_attention | status_pdf | paths <= names
     # Both patches in one run: the operator waits of the first PDF as runs take them now (a PDF per
     # status after), and a status's PDF that fails for good and waits in turn.
     assert set(BOTH_PATCHES) <= names
+
+
+def test_every_stored_file_is_a_history_the_replay_test_reads() -> None:
+    assert {p.name for p in HISTORIES.iterdir()} == {p.name for p in PATHS}
 
 
 # Each recorded with both markers, `billing-pdf-attention-v1` where its PDF step first failed for

@@ -1,0 +1,1 @@
+"""Mutation testing of the core modules (`make mutation`): the runner and the equivalent-mutant list."""
