@@ -16,7 +16,8 @@ Module-level tables (the transition tables, pydantic `model_config`, constants) 
 mutmut 3, which mutates function bodies only; their tests are in tests/unit/test_contracts.py and
 test_schemas.py.
 
-    python -m tests.mutation               # run (incremental: only changed functions are re-tested)
+    python -m tests.mutation               # run: every selected mutant is tested again (mutmut re-runs a
+                                           # mutant it is named; `mutmut run <glob>` re-tests a few)
     python -m tests.mutation --fresh       # discard earlier results first
     python -m tests.mutation --report      # print the last results without running
 """
