@@ -6,9 +6,10 @@ PDF is kept) or becomes OVERDUE at its due date (a durable timer) and may still 
 
 A cancellation that arrives before the invoice is recorded ends the run with no invoice at all
 (final status UNBILLED): a visit that never happened is not billed. Once the row exists (even if the
-cancellation raced the insert) the invoice ends VOID. A cancelled visit's invoice is never issued:
-cancelled before its PDF is stored, a PENDING invoice becomes VOID with no PDF (CANCEL_BEFORE_ISSUE),
-and a row a lost workflow task inserted (its local activity ran, its completion did not) is voided.
+cancellation raced the insert) the invoice ends VOID. Cancelled before its PDF is rendered, a
+PENDING invoice becomes VOID with no PDF (CANCEL_BEFORE_ISSUE), and a row a lost workflow task
+inserted (its local activity ran, its completion did not) is voided. Cancelled while the PDF
+renders, the invoice is issued with that PDF and then voided: the stored PDF always has its row.
 
 A PDF step that fails for good (the Lambda refused the request, or every retry failed) does not fail
 the run: the invoice becomes NEEDS_ATTENTION, the run sets the BillingStatus search attribute and
@@ -101,11 +102,12 @@ PDF_ATTENTION = "billing-pdf-attention-v1"
 # runs whose invoice never got past NEEDS_ATTENTION carry no marker. A re-render that fails for good
 # waits for an operator like the first PDF (PDF_ATTENTION); voided meanwhile, nothing is recorded.
 STATUS_PDF = "billing-status-pdf-v1"
-# Introduced: a cancellation seen before the invoice is issued voids it and ends the run, with no PDF.
+# Introduced: a cancellation seen before the first PDF is rendered voids the invoice and ends the
+# run, with no PDF (one seen only after the PDF was stored leaves the run as before: issued, then VOID).
 # Before the row is recorded, a row may still exist: the local activities of a workflow task that
 # was lost (worker frozen or killed; the task timed out) ran all the same, so the retried task,
 # which sees the cancellation first, would otherwise return UNBILLED and leave that PENDING row
-# owned by no run. Seen after the row or after the PDF, the invoice is voided rather than issued.
+# owned by no run. Seen after the row, before the PDF, the invoice is voided rather than rendered.
 # Asked only where a cancellation was seen before issuing, so other runs carry no marker.
 CANCEL_BEFORE_ISSUE = "billing-cancel-before-issue-v1"
 # Introduced: voiding an invoice the database holds PAID makes the run PAID instead of failing it.
@@ -161,7 +163,7 @@ class BillingWorkflow:
             InvoiceState,
         )
         # Without CANCEL_BEFORE_ISSUE the PDF is rendered and the invoice issued even when a
-        # cancellation raced the insert or the PDF, and it ends VOID keeping that PDF.
+        # cancellation raced the insert, and it ends VOID keeping that PDF.
         if self._cancelled_before_issue():
             return await self._void_unissued(request)
         pdf = await self._render_pdf(request)
@@ -172,8 +174,8 @@ class BillingWorkflow:
                 invoice_id=self._invoice.id,
                 final_status=self._invoice.status.value,
             )
-        if self._cancelled_before_issue():
-            return await self._void_unissued(request)
+        # Cancelled while the PDF rendered: the PDF is stored, so the invoice is issued with it and
+        # then voided (with its VOID PDF, STATUS_PDF) rather than voided with a stored PDF no row names.
         self._invoice = await self._db_step(
             "billing.issue",
             IssueRequest(invoice_id=self._invoice.id, pdf=pdf, at=workflow.now()),

@@ -75,11 +75,12 @@ def test_every_path_of_both_workflows_has_a_stored_history() -> None:
         "appointment_rejected",
     }
     # Recorded with `billing-cancel-before-issue-v1`: cancelled before the invoice (none found, or a
-    # lost task's row voided) and while the first PDF renders (voided, never issued).
+    # lost task's row voided); cancelled while the first PDF renders, the run takes no marker (issued
+    # with the PDF, then VOID).
     paths |= {
         "cancel_before_issue_unbilled",
         "cancel_before_issue_stray_void",
-        "cancel_before_issue_during_pdf",
+        "cancel_while_first_pdf_renders",
     }
     # A payment racing a cancellation, the first accepted wins: accepted while PAID is recorded; both
     # in one workflow task, either order; either order while the first PDF renders.
