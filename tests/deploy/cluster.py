@@ -24,6 +24,8 @@ import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from tests.waiting import eventually_sync
+
 TOKEN = "chart-tests-admin-token"
 NODE = "kwok-node-0"
 
@@ -36,15 +38,16 @@ def free_port() -> int:
 
 def wait_for(what: str, check: Callable[[], bool], *, timeout: float, proc: subprocess.Popen[bytes]) -> None:
     """Poll `check` until it holds; fail early if the process died, or after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
+
+    def ready() -> bool:
+        if proc.poll() is not None:  # fails at once
             raise RuntimeError(f"{what} exited with {proc.returncode} before it was ready")
-        with contextlib.suppress(httpx.HTTPError, OSError):
-            if check():
-                return
-        time.sleep(0.2)
-    raise TimeoutError(f"{what} not ready within {timeout:.0f}s")
+        try:
+            return check()
+        except (httpx.HTTPError, OSError) as not_yet:
+            raise AssertionError(f"{type(not_yet).__name__}: {not_yet}") from None
+
+    eventually_sync(ready, timeout=timeout, interval=0.2, what=f"{what} ready")
 
 
 @dataclass

@@ -10,7 +10,6 @@ server, the controllers and the scheduler do with the chart, not what the contai
 from __future__ import annotations
 
 import copy
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ import yaml
 from devstack import k8s
 from tests.deploy.cluster import ControlPlane
 from tests.deploy.conftest import CHART, VALUES_FILES, Render, Tools
+from tests.waiting import eventually_sync
 
 NS = "healthcare"
 MINIMAL = CHART / "ci" / "minimal-values.yaml"
@@ -61,20 +61,24 @@ def _restricted_namespace(plane: ControlPlane) -> None:
                 },
             }
         )
-    deadline = time.monotonic() + 60  # the service account controller creates `default`
-    while plane.kubectl("get", "serviceaccount", "default", "-n", NS, check=False).returncode != 0:
-        assert time.monotonic() < deadline, "no default service account in the namespace"
-        time.sleep(0.5)
+    eventually_sync(  # the service account controller creates `default`
+        lambda: plane.kubectl("get", "serviceaccount", "default", "-n", NS, check=False).returncode == 0,
+        timeout=60,
+        interval=0.5,
+        what="the namespace's default service account",
+    )
 
 
 def _crds(plane: ControlPlane, tools: Tools) -> None:
     # Server-side apply: the FlinkDeployment CRD (520 KB) is too big for the last-applied annotation.
     for crd in sorted(tools.crds.glob("*.yml")):
         plane.kubectl("apply", "--server-side", "-f", str(crd))
-    deadline = time.monotonic() + 60
-    while not _established(plane, "flinkdeployments.flink.apache.org"):
-        assert time.monotonic() < deadline, "the FlinkDeployment CRD is not established"
-        time.sleep(0.2)
+    eventually_sync(
+        lambda: _established(plane, "flinkdeployments.flink.apache.org"),
+        timeout=60,
+        interval=0.2,
+        what="the FlinkDeployment CRD established",
+    )
 
 
 def _established(plane: ControlPlane, crd: str) -> bool:
@@ -241,8 +245,7 @@ def test_install_upgrade_test_rollback_uninstall(cluster: ControlPlane) -> None:
 
     # uninstall: nothing of the release is left (the Secrets it only referred to stay)
     helm("uninstall", "clinic", "-n", NS, "--wait", "--timeout", "120s")
-    deadline = time.monotonic() + 60
-    while (left := _release_objects(cluster)) and time.monotonic() < deadline:
-        time.sleep(0.5)
-    assert not left, left
+    eventually_sync(
+        lambda: not _release_objects(cluster), timeout=60, interval=0.5, what="no object of the release left"
+    )
     assert cluster.kubectl("get", "secret", "healthcare-env", "-n", NS, check=False).returncode == 0

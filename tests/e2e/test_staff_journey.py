@@ -5,7 +5,6 @@ marks a no-show."""
 from __future__ import annotations
 
 import re
-import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -14,6 +13,7 @@ from playwright.sync_api import expect
 
 from tests.e2e.conftest import Api, Portal, field
 from tests.integration.factories import Account
+from tests.waiting import eventually_sync
 
 
 def test_staff_search_edit_conflict_and_payment(
@@ -140,13 +140,14 @@ def test_staff_search_edit_conflict_and_payment(
 
 def _wait_for_invoice(api: Api, who: Account, patient_id: str) -> dict[str, Any]:
     """The billing workflow makes the invoice seconds after the booking event."""
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
+
+    def invoiced() -> dict[str, Any] | None:
         items = api.get(who, "/invoices", patientId=patient_id)["items"]
-        if items:
-            return dict(items[0])
-        time.sleep(0.5)
-    raise AssertionError("no invoice within 60 s")
+        return dict(items[0]) if items else None
+
+    found = eventually_sync(invoiced, timeout=60, interval=0.5, what="the visit's invoice")
+    assert found is not None
+    return found
 
 
 def test_staff_complete_a_visit_and_mark_a_no_show_after_confirming(

@@ -28,6 +28,7 @@ from devstack.paths import REPO, VENV_BIN, Paths
 from devstack.supervisor import PR_SET_PDEATHSIG, port_in_use
 from healthcare.settings import Settings, get_settings
 from healthcare.stores.patients_dynamo import ensure_table
+from tests.waiting import eventually_sync
 
 HOST = "127.0.0.1"
 # Resolved here, before any fork: the child of a threaded parent must not load libraries.
@@ -93,16 +94,20 @@ def _wait_http(
     timeout: float,
     log_path: Path,
 ) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
+
+    def answers() -> bool:
+        if proc.poll() is not None:  # fails at once
             raise RuntimeError(f"{url}: exited with {proc.returncode}; {log_path}:\n{_tail(log_path)}")
-        with contextlib.suppress(httpx.TransportError):
-            if ready(httpx.get(url, timeout=2)):
-                return
-        time.sleep(0.2)
-    stop_processes(proc)
-    raise RuntimeError(f"{url}: not ready after {timeout:.0f}s; {log_path}:\n{_tail(log_path)}")
+        try:
+            return ready(httpx.get(url, timeout=2))
+        except httpx.TransportError as not_yet:
+            raise AssertionError(f"{type(not_yet).__name__}: {not_yet}") from None
+
+    try:
+        eventually_sync(answers, timeout=timeout, interval=0.2, what=f"{url} ready")
+    except AssertionError as late:
+        stop_processes(proc)
+        raise RuntimeError(f"{late}; {log_path}:\n{_tail(log_path)}") from None
 
 
 def _require_free(port: int) -> None:

@@ -75,17 +75,17 @@ class Analytics:
     token: str = ""
 
     async def wait_job_running(self, timeout: float = 150) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.job.popen is not None and self.job.popen.poll() is not None:
-                raise AssertionError(f"analytics job exited: {self.job.log.read_text()[-2000:]}")
+
+        async def running() -> bool:
+            if self.job.popen is not None and self.job.popen.poll() is not None:  # fails at once
+                raise RuntimeError(f"analytics job exited: {self.job.log.read_text()[-2000:]}")
             try:
                 await flink_component.job_running(self.rest)
-                return
-            except Exception:
-                if time.monotonic() > deadline:
-                    raise
-                await asyncio.sleep(0.5)
+            except Exception as not_yet:
+                raise AssertionError(f"{type(not_yet).__name__}: {not_yet}") from None
+            return True
+
+        await eventually(running, timeout=timeout, interval=0.5, what="the analytics job running")
 
 
 def _test_settings(settings: Settings, events: str, results: str) -> Settings:
@@ -139,19 +139,18 @@ async def analytics(
             proc.start()
         await handle.wait_job_running()
         for relay, port in zip(relays, RELAY_PORTS, strict=True):
-            deadline = time.monotonic() + 30
-            while True:
+
+            async def following(relay: Proc = relay, port: int = port) -> bool:
                 assert relay.popen is not None
-                assert relay.popen.poll() is None, (
-                    f"relay exited (port taken?): {relay.log.read_text()[-1000:]}"
-                )
+                if relay.popen.poll() is not None:  # fails at once
+                    raise RuntimeError(f"relay exited (port taken?): {relay.log.read_text()[-1000:]}")
                 try:
                     await flink_component.relay_following(f"http://127.0.0.1:{port}")
-                    break
-                except Exception:
-                    if time.monotonic() > deadline:
-                        raise
-                    await asyncio.sleep(0.3)
+                except Exception as not_yet:
+                    raise AssertionError(f"{type(not_yet).__name__}: {not_yet}") from None
+                return True
+
+            await eventually(following, timeout=30, interval=0.3, what=f"the relay on {port} following")
         yield handle
     finally:
         for proc in [job, *relays]:
@@ -172,15 +171,14 @@ class Watcher:
         self._changed = asyncio.Event()
 
     async def __aenter__(self) -> "Watcher":
-        deadline = time.monotonic() + 30
-        while True:  # the relay may still be starting
+
+        async def connected() -> websockets.ClientConnection:  # the relay may still be starting
             try:
-                self._ws = await websockets.connect(f"{self.url}?token={self.token}")
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                await asyncio.sleep(0.3)
+                return await websockets.connect(f"{self.url}?token={self.token}")
+            except OSError as not_yet:
+                raise AssertionError(str(not_yet)) from None
+
+        self._ws = await eventually(connected, timeout=30, interval=0.3, what=f"a socket to {self.url}")
         self._task = asyncio.create_task(self._collect())
         return self
 

@@ -35,6 +35,7 @@ from healthcare.contracts.billing import PDF_REJECTED, billing_workflow_id, invo
 from healthcare.settings import Settings, get_settings
 from services.billing import NEEDS_ATTENTION_QUERY
 from tests.integration.factories import Account, create_doctor, create_patient
+from tests.waiting import eventually
 from workflows.billing import BillingWorkflow
 
 pytestmark = pytest.mark.integration
@@ -109,24 +110,25 @@ async def _invoice(api: httpx.AsyncClient, who: Account, visit: Visit) -> dict[s
 async def _until_invoice(
     api: httpx.AsyncClient, who: Account, visit: Visit, status: str, timeout: float = 120
 ) -> dict[str, Any]:
-    async with asyncio.timeout(timeout):
-        while True:
-            invoice = await _invoice(api, who, visit)
-            if invoice["status"] == status:
-                return invoice
-            await asyncio.sleep(0.5)
+    async def reached() -> dict[str, Any]:
+        invoice = await _invoice(api, who, visit)
+        assert invoice["status"] == status, invoice["status"]
+        return invoice
+
+    return await eventually(reached, timeout=timeout, interval=0.5, what=f"the invoice's {status}")
 
 
 async def _until_closed(
     temporal: TemporalClient, visit: Visit, timeout: float = 60
 ) -> WorkflowExecutionStatus:
     handle = temporal.get_workflow_handle(visit.workflow_id)
-    async with asyncio.timeout(timeout):
-        while True:
-            status = (await handle.describe()).status
-            if status is not None and status != WorkflowExecutionStatus.RUNNING:
-                return status
-            await asyncio.sleep(0.5)
+
+    async def closed() -> WorkflowExecutionStatus:
+        status = (await handle.describe()).status
+        assert status is not None and status != WorkflowExecutionStatus.RUNNING, status
+        return status
+
+    return await eventually(closed, timeout=timeout, interval=0.5, what="the billing run's close")
 
 
 async def _gauge(port: int, name: str) -> float:
@@ -182,21 +184,20 @@ async def test_a_pdf_refused_for_good_waits_visibly_and_an_operator_retry_issues
     assert "runs needing attention: 1" in out
 
     # ... and in the worker's metrics (refreshed every 30 s).
-    async with asyncio.timeout(90):
-        while True:
-            if await _gauge(WORKER_METRICS_PORT, "healthcare_billing_runs_needing_attention") >= 1:
-                break
-            await asyncio.sleep(1)
+    async def counted() -> bool:
+        return await _gauge(WORKER_METRICS_PORT, "healthcare_billing_runs_needing_attention") >= 1
+
+    await eventually(counted, timeout=90, interval=1, what="the runs-needing-attention gauge")
 
     # A retry before the cause is fixed fails again, and waits again: nothing is lost either way.
     code, out = await cli("billing", "retry-pdf", visit.workflow_id, "--reason", "first try")
     assert code == 0, out
-    async with asyncio.timeout(60):
-        while True:
-            attention = await handle.query(BillingWorkflow.attention)
-            if attention is not None and attention.retries == 1:
-                break
-            await asyncio.sleep(0.5)
+
+    async def waits_again() -> bool:
+        attention = await handle.query(BillingWorkflow.attention)
+        return attention is not None and attention.retries == 1
+
+    await eventually(waits_again, timeout=60, interval=0.5, what="the run waiting after one retry")
     await _until_invoice(api, staff, visit, "NEEDS_ATTENTION")
 
     # Fixed, retried: the PDF is rendered and stored once, the invoice ISSUED, the run goes on.

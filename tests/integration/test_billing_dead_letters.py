@@ -42,6 +42,7 @@ from healthcare.dead_letters import DeadLetter, DeadLetterTopic
 from healthcare.settings import Settings, get_settings
 from ops import dead_letters as ops_dead_letters
 from tests.integration.factories import Account, create_doctor, create_patient
+from tests.waiting import eventually
 from workers.billing_consumer import run_consumer
 from workflows import search_attributes
 
@@ -99,14 +100,15 @@ async def _dead_letters(
     settings: Settings, appointment_ids: set[str], *, at_least: int = 1, timeout: float = 60
 ) -> list[DeadLetter]:
     """The dead letters (waiting or not) of these appointments, once there are `at_least`."""
-    async with asyncio.timeout(timeout):
-        while True:
-            async with DeadLetterTopic(settings) as topic:
-                letters = await topic.read(await topic.backlog(), waiting_only=False)
-            ours = [d for d in letters if d.key is not None and d.key.decode() in appointment_ids]
-            if len(ours) >= at_least:
-                return ours
-            await asyncio.sleep(0.5)
+
+    async def parked() -> list[DeadLetter]:
+        async with DeadLetterTopic(settings) as topic:
+            letters = await topic.read(await topic.backlog(), waiting_only=False)
+        ours = [d for d in letters if d.key is not None and d.key.decode() in appointment_ids]
+        assert len(ours) >= at_least, ours
+        return ours
+
+    return await eventually(parked, timeout=timeout, interval=0.5, what=f"{at_least} dead letters")
 
 
 async def _runs(temporal: TemporalClient, appointment_id: str) -> int:
@@ -116,13 +118,13 @@ async def _runs(temporal: TemporalClient, appointment_id: str) -> int:
 
 
 async def _until_issued(api: httpx.AsyncClient, who: Account, appointment_id: str) -> None:
-    async with asyncio.timeout(120):
-        while True:
-            invoice_id = invoice_id_for(uuid.UUID(appointment_id))
-            resp = await api.get(f"{V1}/invoices/{invoice_id}", headers=who.headers)
-            if resp.status_code == 200 and resp.json()["status"] == "ISSUED":
-                return
-            await asyncio.sleep(0.5)
+    invoice_id = invoice_id_for(uuid.UUID(appointment_id))
+
+    async def issued() -> bool:
+        resp = await api.get(f"{V1}/invoices/{invoice_id}", headers=who.headers)
+        return resp.status_code == 200 and resp.json()["status"] == "ISSUED"
+
+    await eventually(issued, timeout=120, interval=0.5, what=f"the ISSUED invoice of {appointment_id}")
 
 
 async def _metric(port: int, name: str, labels: str) -> float:
@@ -176,21 +178,21 @@ async def test_events_that_match_no_stored_appointment_are_parked_and_start_no_r
     assert await _runs(temporal, real["id"]) == 1
     # The synthetic event was skipped, not parked.
     synthetic_metric = ("healthcare_billing_events_total", '{outcome="synthetic"}')
-    async with asyncio.timeout(30):
-        while True:
-            if await _metric(CONSUMER_METRICS_PORT, *synthetic_metric) > synthetic_before:
-                break
-            await asyncio.sleep(0.5)
+
+    async def skipped() -> bool:
+        return await _metric(CONSUMER_METRICS_PORT, *synthetic_metric) > synthetic_before
+
+    await eventually(skipped, timeout=30, interval=0.5, what="the synthetic event's count")
     async with DeadLetterTopic(settings) as topic:
         everything = await topic.read(await topic.backlog(), waiting_only=False)
     assert not [d for d in everything if d.key == synthetic.key()]
     # Parked events are counted by reason, and the ones waiting for a redrive (refreshed every 30 s).
     assert await _metric(CONSUMER_METRICS_PORT, *not_found) >= not_found_before + 1
-    async with asyncio.timeout(90):
-        while True:
-            if await _metric(CONSUMER_METRICS_PORT, "healthcare_billing_dead_letters_waiting", "") >= 2:
-                break
-            await asyncio.sleep(1)
+
+    async def waiting() -> bool:
+        return await _metric(CONSUMER_METRICS_PORT, "healthcare_billing_dead_letters_waiting", "") >= 2
+
+    await eventually(waiting, timeout=90, interval=1, what="the dead-letters-waiting gauge")
 
 
 async def test_a_cancellation_for_a_run_that_is_gone_is_parked_not_dropped(
@@ -248,16 +250,18 @@ async def private_billing(settings: Settings, temporal: TemporalClient) -> Async
     await admin.start()
     topics = [private.topic_appointment_events, private.appointment_events_dlq]
     await admin.create_topics([NewTopic(t, num_partitions=2, replication_factor=1) for t in topics])
-    async with asyncio.timeout(60):  # a new namespace takes a moment to be served
-        while True:
-            try:
-                ns_client = await TemporalClient.connect(
-                    settings.temporal_address, namespace=namespace, data_converter=temporal.data_converter
-                )
-                await ns_client.count_workflows()
-                break
-            except RPCError:
-                await asyncio.sleep(0.5)
+
+    async def served() -> TemporalClient:  # a new namespace takes a moment to be served
+        try:
+            client = await TemporalClient.connect(
+                settings.temporal_address, namespace=namespace, data_converter=temporal.data_converter
+            )
+            await client.count_workflows()
+        except RPCError as not_yet:
+            raise AssertionError(f"namespace {namespace}: {not_yet}") from None
+        return client
+
+    ns_client = await eventually(served, timeout=60, interval=0.5, what=f"namespace {namespace}")
     try:
         yield PrivateBilling(private, ns_client, f"dlq-test-{suffix}")
     finally:
@@ -296,11 +300,11 @@ async def test_events_temporal_refuses_for_good_are_parked_the_partition_goes_on
     try:
         # Every start is refused with INVALID_ARGUMENT (no PatientId in this namespace): each event
         # is parked once, and the group commits past all of them: nothing holds the partition.
-        async with asyncio.timeout(90):
-            while True:
-                if await _committed(private, private.topic_appointment_events, private_billing.group) >= 3:
-                    break
-                await asyncio.sleep(0.5)
+
+        async def past_all() -> bool:
+            return await _committed(private, private.topic_appointment_events, private_billing.group) >= 3
+
+        await eventually(past_all, timeout=90, interval=0.5, what="the group's commit past the three events")
     finally:
         stop.set()
         await asyncio.wait_for(consumer, 30)
@@ -332,16 +336,17 @@ async def test_events_temporal_refuses_for_good_are_parked_the_partition_goes_on
     producer = clients.kafka_producer(private)
     await producer.start()
     try:
-        async with asyncio.timeout(120):
-            while True:
-                summary = ops_dead_letters.RedriveSummary()
-                async for _ in ops_dead_letters.redrive(
-                    private, private_billing.temporal, engine, producer, summary=summary
-                ):
-                    pass
-                if summary.clean and summary.outcomes:
-                    break
-                await asyncio.sleep(1)
+
+        async def redriven() -> bool:
+            summary = ops_dead_letters.RedriveSummary()
+            async for _ in ops_dead_letters.redrive(
+                private, private_billing.temporal, engine, producer, summary=summary
+            ):
+                pass
+            assert summary.clean and summary.outcomes, summary
+            return True
+
+        await eventually(redriven, timeout=120, interval=1, what="a clean redrive")
     finally:
         await producer.stop()
     for appointment in appointments:

@@ -104,31 +104,35 @@ async def _consumer_committed_everything(settings: Settings, timeout: float = 12
 
 async def _pdf_call_in_flight(temporal: TemporalClient, appointment_id: str, timeout: float = 60) -> None:
     handle = temporal.get_workflow_handle(billing_workflow_id(uuid.UUID(appointment_id)))
-    deadline = asyncio.get_running_loop().time() + timeout
-    while asyncio.get_running_loop().time() < deadline:
-        with contextlib.suppress(Exception):
-            desc = await handle.describe()
-            for act in desc.raw_description.pending_activities:
-                if (
-                    act.activity_type.name == "billing.render_pdf"
-                    and act.state == PendingActivityState.PENDING_ACTIVITY_STATE_STARTED
-                ):
-                    return
-        await asyncio.sleep(0.2)
-    raise AssertionError("the PDF activity never started")
+
+    async def started() -> bool:
+        desc = await handle.describe()  # RPCError until the consumer has started the run
+        states = {act.activity_type.name: act.state for act in desc.raw_description.pending_activities}
+        assert states.get("billing.render_pdf") == PendingActivityState.PENDING_ACTIVITY_STATE_STARTED, states
+        return True
+
+    async def probe() -> bool:
+        try:
+            return await started()
+        except RPCError as not_yet:
+            raise AssertionError(f"no billing run yet: {not_yet}") from None
+
+    await eventually(probe, timeout=timeout, interval=0.2, what="the PDF activity's start")
 
 
 async def _issued(
     api: httpx.AsyncClient, who: Account, appointment_id: str, timeout: float = 120
 ) -> dict[str, Any]:
     invoice_id = invoice_id_for(uuid.UUID(appointment_id))
-    deadline = asyncio.get_running_loop().time() + timeout
-    while asyncio.get_running_loop().time() < deadline:
+
+    async def issued() -> dict[str, Any]:
         resp = await api.get(f"{V1}/invoices/{invoice_id}", headers=who.headers)
-        if resp.status_code == 200 and resp.json()["status"] == "ISSUED":
-            return dict(resp.json())
-        await asyncio.sleep(0.5)
-    raise AssertionError(f"invoice for appointment {appointment_id} never became ISSUED")
+        assert resp.status_code == 200 and resp.json()["status"] == "ISSUED", (resp.status_code, resp.text)
+        return dict(resp.json())
+
+    return await eventually(
+        issued, timeout=timeout, interval=0.5, what=f"the ISSUED invoice of appointment {appointment_id}"
+    )
 
 
 async def _exactly_once(

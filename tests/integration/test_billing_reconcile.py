@@ -40,14 +40,16 @@ async def _described(
     temporal: TemporalClient, workflow_id: str, timeout: float = 60
 ) -> WorkflowExecutionDescription:
     """The run once it exists (the consumer starts it shortly after the booking)."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
+
+    async def started() -> WorkflowExecutionDescription:
         try:
             return await temporal.get_workflow_handle(workflow_id).describe()
         except RPCError as exc:
-            if exc.status != RPCStatusCode.NOT_FOUND or asyncio.get_running_loop().time() > deadline:
+            if exc.status != RPCStatusCode.NOT_FOUND:
                 raise
-        await asyncio.sleep(0.3)
+            raise AssertionError(f"no run {workflow_id} yet") from None
+
+    return await eventually(started, timeout=timeout, interval=0.3, what=f"the run {workflow_id}")
 
 
 async def _input(temporal: TemporalClient, workflow_id: str) -> BillingRequest:
@@ -154,8 +156,8 @@ async def test_a_reconciled_run_is_started_exactly_as_the_consumer_starts_one(
     )
 
     # The repaired run bills like any other, and a second look finds nothing left to do.
-    deadline = asyncio.get_running_loop().time() + 90
-    while True:
+
+    async def both_issued() -> bool:
         listed = (
             await api.get(
                 f"{V1}/invoices",
@@ -163,10 +165,10 @@ async def test_a_reconciled_run_is_started_exactly_as_the_consumer_starts_one(
                 headers=staff.headers,
             )
         ).json()
-        if {i["appointmentId"] for i in listed["items"]} == {str(by_consumer), str(lost)}:
-            break
-        assert asyncio.get_running_loop().time() < deadline, listed
-        await asyncio.sleep(0.5)
+        assert {i["appointmentId"] for i in listed["items"]} == {str(by_consumer), str(lost)}, listed
+        return True
+
+    await eventually(both_issued, timeout=90, interval=0.5, what="both invoices ISSUED")
     code, out = await _reconcile("--appointment", str(lost), "--appointment", str(by_consumer))
     assert code == 0 and "appointments without billing: 0;" in out, out
 

@@ -27,6 +27,7 @@ from healthcare.settings import Settings
 from tests.integration.factories import Account, create_doctor, create_patient
 from tests.integration.kafka_probe import TopicProbe
 from tests.integration.test_billing import status_of, wait_for
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -41,12 +42,13 @@ def _logs_with(paths: Paths, needle: str) -> set[str]:
 
 
 async def _wait_for_logs(paths: Paths, needle: str, roles: set[str], timeout: float = 30) -> set[str]:
-    async with asyncio.timeout(timeout):
-        while True:
-            found = await asyncio.to_thread(_logs_with, paths, needle)
-            if roles <= found:
-                return found
-            await asyncio.sleep(0.5)  # log lines are flushed by other processes: poll the files
+
+    async def logged() -> set[str]:  # log lines are flushed by other processes: poll the files
+        found = await asyncio.to_thread(_logs_with, paths, needle)
+        assert roles <= found, f"logged by {sorted(found)} only"
+        return found
+
+    return await eventually(logged, timeout=timeout, interval=0.5, what=f"log lines of {sorted(roles)}")
 
 
 async def test_one_booking_is_followed_by_its_correlation_id(

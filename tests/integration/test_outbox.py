@@ -102,11 +102,7 @@ async def _zero(eng: AsyncEngine) -> bool:
 
 
 async def _until(check: Callable[[], Awaitable[bool]], timeout: float = 30.0) -> None:
-    async with asyncio.timeout(timeout):
-        while True:
-            if await check():
-                return
-            await asyncio.sleep(0.05)
+    await eventually(check, timeout=timeout, interval=0.05, what=getattr(check, "__name__", "the condition"))
 
 
 async def _listeners(eng: AsyncEngine) -> int:
@@ -457,12 +453,12 @@ async def test_a_poison_row_in_the_stacks_outbox_does_not_hold_back_the_next_boo
         )
         assert resp.status_code == 201, resp.text
         invoice_id = invoice_id_for(uuid.UUID(resp.json()["id"]))
-        async with asyncio.timeout(120):
-            while True:
-                got = await api.get(f"/api/v1/invoices/{invoice_id}", headers=staff.headers)
-                if got.status_code == 200 and got.json()["status"] == "ISSUED":
-                    break
-                await asyncio.sleep(0.5)
+
+        async def issued() -> bool:
+            got = await api.get(f"/api/v1/invoices/{invoice_id}", headers=staff.headers)
+            return got.status_code == 200 and got.json()["status"] == "ISSUED"
+
+        await eventually(issued, timeout=120, interval=0.5, what="the next booking's ISSUED invoice")
         async with engine.connect() as conn:
             row = (
                 await conn.execute(

@@ -8,7 +8,6 @@ timestamp, to show the API refuses them.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import subprocess
 import time
@@ -28,6 +27,7 @@ from tests.integration.factories import (
     create_patient,
     register_patient_user,
 )
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -43,15 +43,18 @@ async def invoice_of(
     api: httpx.AsyncClient, who: Account, appointment_id: str, status: str = "ISSUED"
 ) -> dict[str, Any]:
     """The appointment's invoice once it has `status` (and, for a status with a PDF, that PDF)."""
-    async with asyncio.timeout(120):
-        while True:
-            items = (await api.get(f"{V1}/invoices", params={"limit": 100}, headers=who.headers)).json()[
-                "items"
-            ]
-            mine = [i for i in items if i["appointmentId"] == appointment_id]
-            if mine and mine[0]["status"] == status and (status == "PENDING" or mine[0]["pdfAvailable"]):
-                return dict(mine[0])
-            await asyncio.sleep(0.5)
+
+    async def reached() -> dict[str, Any]:
+        items = (await api.get(f"{V1}/invoices", params={"limit": 100}, headers=who.headers)).json()["items"]
+        mine = [i for i in items if i["appointmentId"] == appointment_id]
+        assert mine and mine[0]["status"] == status, mine
+        assert status == "PENDING" or mine[0]["pdfAvailable"], "no PDF yet"
+        return dict(mine[0])
+
+    found: dict[str, Any] = await eventually(
+        reached, timeout=120, interval=0.5, what=f"a {status} invoice for {appointment_id}"
+    )
+    return found
 
 
 async def billed_patient(
@@ -201,14 +204,13 @@ async def test_money_for_an_invoice_voided_meanwhile_is_kept_for_refund(
     await invoice_of(api, patient, appointment, "VOID")
     async with httpx.AsyncClient(timeout=30) as browser:
         assert (await browser.post(checkout["checkoutUrl"] + "/pay")).status_code == 303
-    async with asyncio.timeout(60):
-        while True:
-            payments = (
-                await api.get(f"{V1}/invoices/{invoice['id']}/payments", headers=staff.headers)
-            ).json()
-            if payments[0]["status"] != "PENDING":
-                break
-            await asyncio.sleep(0.5)
+
+    async def settled() -> list[dict[str, Any]]:
+        found = (await api.get(f"{V1}/invoices/{invoice['id']}/payments", headers=staff.headers)).json()
+        assert found and found[0]["status"] != "PENDING", found
+        return list(found)
+
+    payments = await eventually(settled, timeout=60, interval=0.5, what="the late payment's outcome")
     assert payments[0]["status"] == "REFUND_DUE"
     final = (await api.get(f"{V1}/invoices/{invoice['id']}", headers=staff.headers)).json()
     assert final["status"] == "VOID" and final["paymentId"] is None

@@ -1,6 +1,5 @@
 """/healthz and /readyz on the running API: ready with all up, 503 naming a stopped dependency."""
 
-import asyncio
 import contextlib
 import os
 import signal
@@ -8,15 +7,17 @@ import signal
 import httpx
 
 from devstack.paths import Paths
+from tests.waiting import eventually
 
 
 async def _wait_for(api: httpx.AsyncClient, want: int, seconds: float) -> httpx.Response:
-    deadline = asyncio.get_running_loop().time() + seconds
-    while True:
+
+    async def answers() -> httpx.Response:
         resp = await api.get("/readyz")
-        if resp.status_code == want or asyncio.get_running_loop().time() > deadline:
-            return resp
-        await asyncio.sleep(0.5)
+        assert resp.status_code == want, resp.text
+        return resp
+
+    return await eventually(answers, timeout=seconds, interval=0.5, what=f"/readyz answering {want}")
 
 
 async def test_healthz(api: httpx.AsyncClient) -> None:
@@ -59,15 +60,15 @@ async def test_readyz_names_a_killed_dependency_until_it_is_restarted(
     again once the stack restarts it. Down for seconds, longer than /readyz caches an answer."""
     # The supervisor restarts a killed process within a second, sooner than a cached answer goes
     # stale on a quiet machine: kill whatever runs again until /readyz has seen it down (bounded).
-    deadline = asyncio.get_running_loop().time() + 30
-    while True:
+
+    async def seen_down() -> httpx.Response:
         for pid_file in sorted(paths.run.glob("lambda*.pid")):
             with contextlib.suppress(ProcessLookupError, ValueError):
                 os.kill(int(pid_file.read_text()), signal.SIGKILL)
         resp = await api.get("/readyz")
-        if resp.status_code == 503 or asyncio.get_running_loop().time() > deadline:
-            break
-        await asyncio.sleep(0.5)
-    assert resp.status_code == 503
+        assert resp.status_code == 503, resp.text
+        return resp
+
+    resp = await eventually(seen_down, timeout=30, interval=0.5, what="/readyz seeing the Lambda down")
     assert resp.json()["failing"] == ["lambda"]
     assert (await _wait_for(api, 200, 60)).status_code == 200

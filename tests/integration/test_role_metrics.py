@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import re
 from datetime import UTC, datetime, timedelta
 
@@ -10,6 +9,7 @@ import httpx
 
 from healthcare.settings import get_settings
 from tests.integration.factories import Account, create_doctor, create_patient
+from tests.waiting import eventually
 
 WORKER_METRICS_PORT = get_settings().stack_port("worker_metrics")
 CONSUMER_METRICS_PORT = get_settings().stack_port("consumer_metrics")
@@ -38,15 +38,15 @@ async def test_a_booking_is_counted_by_the_outbox_relay_and_the_billing_consumer
     body = {"patientId": patient["id"], "doctorId": doctor["id"], "time": slot.isoformat()}
     assert (await api.post("/api/v1/appointments", json=body, headers=staff.headers)).status_code == 201
 
-    async with asyncio.timeout(60):
-        while True:
-            after = (
-                await _counter(WORKER_METRICS_PORT, published),
-                await _counter(CONSUMER_METRICS_PORT, *accepted),
-            )
-            if after[0] > before[0] and after[1] > before[1]:
-                break
-            await asyncio.sleep(0.5)
+    async def counted() -> bool:
+        after = (
+            await _counter(WORKER_METRICS_PORT, published),
+            await _counter(CONSUMER_METRICS_PORT, *accepted),
+        )
+        assert after[0] > before[0] and after[1] > before[1], (before, after)
+        return True
+
+    await eventually(counted, timeout=60, interval=0.5, what="the published and accepted counters")
     async with httpx.AsyncClient(timeout=5) as http:
         text = (await http.get(f"http://127.0.0.1:{WORKER_METRICS_PORT}/metrics")).text
     assert "process_resident_memory_bytes" in text  # the process collector is there too

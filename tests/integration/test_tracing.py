@@ -7,7 +7,6 @@ is read back through Zipkin's own HTTP API, as an operator's browser would.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -24,6 +23,7 @@ from healthcare.contracts.billing import billing_workflow_id
 from healthcare.settings import Settings
 from tests.integration.factories import Account, create_doctor, create_patient
 from tests.integration.test_billing import status_of, wait_for
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -50,19 +50,15 @@ async def trace_with(
     """Poll Zipkin until the tagged traces hold every (service, span name) in `wanted` and each is
     whole (one root: every other span's parent has arrived too; processes export in batches)."""
     wanted = {(service.lower(), span.lower()) for service, span in wanted}  # Zipkin lowercases names
-    got: list[list[dict[str, Any]]] = []
-    try:
-        async with asyncio.timeout(TRACE_WAIT):
-            while True:
-                got = await traces_tagged(settings, correlation_id)
-                seen = {(s["localEndpoint"]["serviceName"], s["name"]) for t in got for s in t}
-                if wanted <= seen and all(len(_roots(t)) == 1 for t in got):
-                    return got
-                await asyncio.sleep(1)  # spans arrive in other processes' batches: poll
-    except TimeoutError:
+
+    async def whole() -> list[list[dict[str, Any]]]:  # spans arrive in other processes' batches: poll
+        got = await traces_tagged(settings, correlation_id)
         seen = {(s["localEndpoint"]["serviceName"], s["name"]) for t in got for s in t}
-        missing = sorted(wanted - seen)
-        pytest.fail(f"after {TRACE_WAIT}s Zipkin has {len(got)} trace(s) tagged; missing spans {missing}")
+        assert wanted <= seen, f"{len(got)} trace(s) tagged; missing spans {sorted(wanted - seen)}"
+        assert all(len(_roots(t)) == 1 for t in got), "a trace without all its parents yet"
+        return got
+
+    return await eventually(whole, timeout=TRACE_WAIT, interval=1, what="the whole trace in Zipkin")
 
 
 def _roots(spans: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -4,7 +4,6 @@ role's log, whatever is sent."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -18,6 +17,7 @@ from devstack.paths import Paths
 from healthcare.schemas import MAX_ATTRIBUTES_BYTES
 from healthcare.settings import Settings
 from tests.integration.factories import Account, create_doctor, create_patient
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -149,16 +149,16 @@ async def test_no_role_logs_a_patients_fields(
     )
     if patient_api is api:  # the booking workflow checks the patient in PostgreSQL
         assert booked.status_code == 201, booked.text
-        deadline = asyncio.get_running_loop().time() + 90
-        while True:
+
+        async def issued() -> bool:
             invoices = await api.get(
                 f"{V1}/invoices", params={"patientId": patient["id"]}, headers=staff.headers
             )
             items = invoices.json()["items"]
-            if items and items[0]["status"] == "ISSUED":
-                break
-            assert asyncio.get_running_loop().time() < deadline, items
-            await asyncio.sleep(0.5)
+            assert items and items[0]["status"] == "ISSUED", items
+            return True
+
+        await eventually(issued, timeout=90, interval=0.5, what="the visit's ISSUED invoice")
     for log, text in _logged_since(offsets, paths.logs).items():
         assert name not in text and f"Marker{marker}" not in text, f"{log} names the patient"
         assert condition not in text and f"Condition{marker}" not in text, f"{log} has the condition"

@@ -4,7 +4,6 @@ completes once the worker is back."""
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -16,6 +15,7 @@ from devstack.paths import Paths
 from tests.integration.dynamo_stack import another_api
 from tests.integration.factories import Account, create_doctor, create_patient
 from tests.integration.test_billing_faults import frozen
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -37,24 +37,24 @@ def _slot(days: int) -> str:
 
 
 async def _status_becomes(api: httpx.AsyncClient, who: Account, appointment_id: str, status: str) -> None:
-    deadline = asyncio.get_running_loop().time() + 90
-    while True:
+
+    async def reached() -> bool:
         resp = await api.get(f"{V1}/appointments/{appointment_id}", headers=who.headers)
-        if resp.status_code == 200 and resp.json()["status"] == status:
-            return
-        assert asyncio.get_running_loop().time() < deadline, resp.text
-        await asyncio.sleep(0.5)
+        assert resp.status_code == 200 and resp.json()["status"] == status, resp.text
+        return True
+
+    await eventually(reached, timeout=90, interval=0.5, what=f"appointment status {status}")
 
 
 async def _issued_invoice(api: httpx.AsyncClient, who: Account, patient_id: str) -> str:
-    deadline = asyncio.get_running_loop().time() + 90
-    while True:
+
+    async def issued() -> str:
         resp = await api.get(f"{V1}/invoices", params={"patientId": patient_id}, headers=who.headers)
         items = resp.json()["items"]
-        if items and items[0]["status"] == "ISSUED":
-            return str(items[0]["id"])
-        assert asyncio.get_running_loop().time() < deadline, items
-        await asyncio.sleep(0.5)
+        assert items and items[0]["status"] == "ISSUED", items
+        return str(items[0]["id"])
+
+    return await eventually(issued, timeout=90, interval=0.5, what="the ISSUED invoice")
 
 
 async def test_booking_cancelling_and_paying_answer_503_while_the_worker_is_down(

@@ -16,6 +16,7 @@ from devstack.paths import VENV_BIN
 from healthcare.settings import Settings, get_settings
 from tests.integration.dynamo_stack import HOST, _log_path, _spawn, _wait_http, stop_processes
 from tests.integration.factories import Account, create_user
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -61,11 +62,13 @@ async def _close_code(ws: websockets.ClientConnection, within: float = 10) -> in
 async def _admitted(relay_ws_url: str, clients: int) -> None:
     """Wait until the relay counts `clients` admitted sockets (its /healthz)."""
     health = relay_ws_url.replace("ws://", "http://").replace("/ws/analytics", "/healthz")
-    deadline = asyncio.get_running_loop().time() + 15
+
     async with httpx.AsyncClient(timeout=5) as client:
-        while (await client.get(health)).json()["clients"] < clients:
-            assert asyncio.get_running_loop().time() < deadline
-            await asyncio.sleep(0.05)
+
+        async def counted() -> bool:
+            return bool((await client.get(health)).json()["clients"] >= clients)
+
+        await eventually(counted, timeout=15, interval=0.05, what=f"{clients} admitted sockets")
 
 
 async def _clients(relay_ws_url: str) -> int:

@@ -7,11 +7,17 @@ either a missing test or an equivalent mutant (a change no caller can observe): 
 a one-line reason in `tests/mutation/equivalent.toml`, matched by function and mutated line, so the
 list is read and kept by people, and an entry that no longer matches anything is reported as stale.
 
+The tests it runs are listed in pyproject.toml (`pytest_add_cli_args_test_selection`): the unit tests
+of these modules, and, for services.access and the outbox's rounds (SQL, so no unit test reaches
+them), tests/integration/test_access_rules.py and a few outbox tests, which run when the test stack
+is up in the same network namespace (`HC_PROFILE=test make up` first) and skip, saying why, when not.
+
 Module-level tables (the transition tables, pydantic `model_config`, constants) are not mutated by
 mutmut 3, which mutates function bodies only; their tests are in tests/unit/test_contracts.py and
 test_schemas.py.
 
-    python -m tests.mutation               # run (incremental: only changed functions are re-tested)
+    python -m tests.mutation               # run: every selected mutant is tested again (mutmut re-runs a
+                                           # mutant it is named; `mutmut run <glob>` re-tests a few)
     python -m tests.mutation --fresh       # discard earlier results first
     python -m tests.mutation --report      # print the last results without running
 """
@@ -64,9 +70,9 @@ TARGETS: dict[str, tuple[str, ...]] = {
         "x_handler",
         "x__log",
     ),
-    # the outbox relay's claim, send and mark (the SQL itself: tests/integration/test_outbox.py)
+    # the outbox relay's claim, send and mark (tests/integration/test_outbox.py, on the test stack)
     "healthcare.outbox": ("xǁOutboxRelayǁdrain_once", "xǁOutboxRelayǁ_send", "xǁOutboxRelayǁ_mark"),
-    # the access rules
+    # the access rules (tests/integration/test_access_rules.py, on the test stack's PostgreSQL)
     "services.access": ("*",),
 }
 
@@ -158,12 +164,49 @@ class _cwd:
         os.chdir(self.old)
 
 
+def with_test_stack() -> dict[str, str]:
+    """The environment of the run. services.access is SQL and role checks, so its tests
+    (tests/integration/test_access_rules.py) need PostgreSQL: the test stack's, when it is up (in
+    the same network namespace: `ip netns exec <ns> make mutation`). `mutants/` has no `.state`, so
+    the copy is pointed at the repository's. Without the stack those tests skip, saying why, and the
+    module's mutants count as not tested."""
+    from healthcare.settings import Settings
+
+    env = {**os.environ, "HC_PROFILE": "test"}
+    stack = Settings(profile="test")
+    ready = stack.state_dir / "run" / "ready"
+    if ready.exists() and _answers("127.0.0.1", stack.stack_port("postgres")):
+        env["HC_STATE_DIR"] = str(stack.state_dir)
+        print(
+            f"the test stack is up ({stack.state_dir.relative_to(ROOT)}):"
+            " services.access and the outbox's rounds are tested on its services"
+        )
+    else:
+        env["HC_MUTATION_WITHOUT_STACK"] = "1"
+        print(
+            "the test stack is not up here: the tests of services.access and the outbox's rounds skip,"
+            " and their mutants count as not tested"
+            " (`HC_PROFILE=test make up`, then `make mutation`, in one network namespace)"
+        )
+    return env
+
+
+def _answers(host: str, port: int) -> bool:
+    import socket
+
+    try:
+        with socket.create_connection((host, port), timeout=2):
+            return True
+    except OSError:
+        return False
+
+
 def run_mutmut(max_children: int | None) -> None:
     command = [str(Path(sys.executable).parent / "mutmut"), "run", *patterns()]
     if max_children:
         command[2:2] = ["--max-children", str(max_children)]
     # mutmut prints a progress line it redraws in place; the summary below is what counts.
-    done = subprocess.run(command, cwd=ROOT, check=False)
+    done = subprocess.run(command, cwd=ROOT, check=False, env=with_test_stack())
     if done.returncode not in (0, 1):
         sys.exit(f"mutmut failed (exit {done.returncode}); `debug = true` in [tool.mutmut] shows why")
 

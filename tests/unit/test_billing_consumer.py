@@ -810,3 +810,77 @@ async def test_a_cancellation_for_a_completed_run_is_accepted() -> None:
     await h.run()
 
     assert h.parks() == [] and h.commits() == [1]
+
+
+def _counted() -> dict[str, float]:
+    """The consumer's outcome counters as Prometheus exports them (per outcome, per parking reason)."""
+    samples = {
+        f"{s.labels.get('outcome', '')}{s.labels.get('reason', '')}": s.value
+        for family in (metrics.BILLING_EVENTS, metrics.BILLING_DEAD_LETTERED)
+        for metric in family.collect()
+        for s in metric.samples
+        if s.name.endswith("_total")
+    }
+    return {name: samples.get(name, 0.0) for name in OUTCOMES}
+
+
+OUTCOMES = ("accepted", "synthetic", "dead_lettered", "refused", "APPOINTMENT_NOT_FOUND")
+
+
+async def test_each_outcome_is_counted_under_its_label_and_logged_where_it_is() -> None:
+    """What an operator reads on /metrics and in the log: one count per outcome, and each log line
+    names the partition and offset (and for a run its workflow id), never the event's content."""
+    accepted, synthetic, ghost, later = events = [event() for _ in range(4)]
+    h = Harness(
+        [message(e) for e in events],
+        script={later.appointment_id: [refused()]},
+        not_stored=[synthetic.appointment_id, ghost.appointment_id],
+        headers={1: SYNTHETIC},
+    )
+    before = _counted()
+    with capture_logs() as logs:
+        await h.run()
+    after = _counted()
+
+    assert {name: after[name] - before[name] for name in OUTCOMES} == {
+        "accepted": 2,  # `accepted`, and `later` when read again
+        "synthetic": 1,
+        "dead_lettered": 1,
+        "refused": 1,
+        "APPOINTMENT_NOT_FOUND": 1,
+    }
+    by_event: dict[str, list[dict[str, Any]]] = {}
+    for entry in logs:
+        by_event.setdefault(entry["event"], []).append(dict(entry))
+    assert by_event["synthetic billing event skipped"] == [
+        {
+            "event": "synthetic billing event skipped",
+            "log_level": "info",
+            "partition": TP.partition,
+            "offset": 1,
+        }
+    ]
+    assert [
+        {k: v for k, v in e.items() if k != "correlation_id"} for e in by_event["billing event handled"]
+    ] == [
+        {
+            "event": "billing event handled",
+            "log_level": "info",
+            "billing_event": "APPOINTMENT_CREATED",
+            "workflow_id": billing_workflow_id(e.appointment_id),
+            "partition": TP.partition,
+            "offset": offset,
+        }
+        for e, offset in ((accepted, 0), (later, 3))
+    ]
+    assert by_event["billing event refused for now; will retry"] == [
+        {
+            "event": "billing event refused for now; will retry",
+            "log_level": "warning",
+            "partition": TP.partition,
+            "offset": 3,
+            "detail": "UNAVAILABLE: temporal says UNAVAILABLE",  # Temporal's status, not the event
+        }
+    ]
+    [parked] = by_event["billing event parked on the dead-letter topic"]
+    assert parked["appointment_id"] == str(ghost.appointment_id) and parked["offset"] == 2

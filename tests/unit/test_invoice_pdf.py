@@ -6,6 +6,7 @@ import hashlib
 import importlib.util
 import json
 import logging
+import re
 import shutil
 import subprocess
 import sys
@@ -522,3 +523,47 @@ def test_the_function_knows_every_invoice_status_and_no_other() -> None:
 
     printable = {status.value for status in InvoiceStatus} - {InvoiceStatus.needs_attention.value}
     assert set(invoice_pdf.STATUSES) == printable
+
+
+def test_every_rule_is_named_in_the_400_exactly() -> None:
+    """The 400 names each field with its rule (the billing run shows it to an operator)."""
+    with pytest.raises(invoice_pdf.BadRequest) as refused:
+        invoice_pdf.parse_request(
+            {
+                **REQUEST,
+                "invoiceId": "INV-1",
+                "amount": True,
+                "date": 20250304,
+                "appointmentTime": "2025-03-04T14:30",
+            }
+        )
+    assert str(refused.value) == (
+        "invalid request: invoiceId must be a UUID; amount must be a decimal string or number; "
+        "date must be an ISO 8601 date; appointmentTime must be an ISO 8601 date-time with offset"
+    )
+    with pytest.raises(invoice_pdf.BadRequest) as refused:
+        invoice_pdf.parse_request({**REQUEST, "date": "the fourth of March"})
+    assert str(refused.value) == "invalid request: date must be an ISO 8601 date"
+    with pytest.raises(invoice_pdf.BadRequest) as refused:
+        invoice_pdf.parse_request(["not", "an", "object"])
+    assert refused.value.fields == ["(request)"] and str(refused.value) == (
+        "invalid request: request must be a JSON object"
+    )
+
+
+def test_a_blank_optional_field_is_skipped_and_the_ones_after_it_still_checked() -> None:
+    with pytest.raises(invoice_pdf.BadRequest) as refused:
+        invoice_pdf.parse_request({**REQUEST, "patientName": " ", "currency": "euro"})
+    assert refused.value.fields == ["currency"]
+    parsed = invoice_pdf.parse_request({**REQUEST, "patientName": "", "invoiceNumber": None})
+    assert parsed.patient_name is None and parsed.doctor_name == REQUEST["doctorName"]
+    assert parsed.invoice_number == "INV-" + INVOICE_ID[:8].upper()  # the default: the id's first 8
+
+
+def test_a_pattern_rule_refuses_what_does_not_match_and_what_is_not_text() -> None:
+    check = invoice_pdf._matching(re.compile("[A-Z]{3}"), "must be three capitals")
+    assert check("USD") == "USD"
+    for bad in ("usd", "USDX", 840, None):
+        with pytest.raises(ValueError) as refused:
+            check(bad)
+        assert str(refused.value) == "must be three capitals"

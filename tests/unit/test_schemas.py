@@ -212,3 +212,28 @@ def test_a_fee_is_positive_at_most_100000_with_two_places_and_travels_as_a_strin
         assert errors(DoctorCreate, {**body, "fee": fee}), fee
     doctor = DoctorCreate.model_validate({**body, "fee": "120"})
     assert json.loads(doctor.model_dump_json(by_alias=True))["fee"] == "120.00"
+
+
+@pytest.mark.parametrize(
+    ("body", "rule"),
+    [
+        ({"name": "Ann\x00"}, "text must not contain NUL characters"),
+        (
+            {"name": "Ann", "attributes": {"note": "\ud800"}},
+            "text must not contain lone surrogate characters",
+        ),
+        (
+            {"name": "Ann", "attributes": {"score": float("nan")}},
+            "numbers must be finite (no NaN or Infinity)",
+        ),
+        (
+            {"name": "Ann", "attributes": {"scores": [float("inf")]}},
+            "numbers must be finite (no NaN or Infinity)",
+        ),
+    ],
+)
+def test_an_unstorable_value_is_refused_with_the_rule_it_breaks(body: dict[str, Any], rule: str) -> None:
+    """The 422's message names the rule (and never the value): what a client can fix."""
+    with pytest.raises(ValidationError) as refused:
+        schemas.PatientCreate.model_validate(body)
+    assert [error["msg"] for error in refused.value.errors()] == [f"Value error, {rule}"]

@@ -300,3 +300,52 @@ def test_a_hashing_thread_is_niced_where_sched_idle_is_refused(monkeypatch: pyte
     assert policy != os.SCHED_IDLE
     assert after == max(before, HASH_THREAD_NICENESS)
     assert HASH_THREAD_NICENESS == 10
+
+
+def _signed(**changes: Any) -> str:
+    now = datetime.now(UTC)
+    claims = {
+        "sub": str(uuid.uuid4()),
+        "role": "staff",
+        "iat": int(now.timestamp()),
+        "exp": int((now + timedelta(minutes=10)).timestamp()),
+        "iss": SETTINGS.jwt_issuer,
+        "aud": SETTINGS.jwt_audience,
+        **changes,
+    }
+    return jwt.encode(claims, SETTINGS.jwt_secret.get_secret_value(), algorithm="HS256")
+
+
+def test_an_expired_or_too_old_token_is_refused_as_exactly_expired() -> None:
+    """The reason is what the API's 401 and the audit say: exactly "expired", for both causes."""
+    old = datetime.now(UTC) - timedelta(hours=2)
+    stale = security.issue_token(user_id=uuid.uuid4(), role="staff", settings=SETTINGS, now=old)
+    too_old = _signed(
+        iat=int((datetime.now(UTC) - timedelta(seconds=SETTINGS.jwt_max_age_seconds + 60)).timestamp())
+    )
+    for token in (stale, too_old):
+        with pytest.raises(security.InvalidToken) as refused:
+            security.decode_token(token, settings=SETTINGS)
+        assert str(refused.value) == "expired"
+
+
+def test_a_token_without_a_version_claim_is_version_0() -> None:
+    """Tokens issued before token versions existed: version 0, which a bump to 1 revokes."""
+    assert security.decode_token(_signed(), settings=SETTINGS).token_version == 0
+
+
+async def test_a_hash_queue_hashes_on_its_own_bcrypt_threads_at_lowered_priority() -> None:
+    queue = security.HashQueue(workers=1)
+    try:
+        name, sched, nice = await queue.run(
+            lambda: (
+                threading.current_thread().name,
+                os.sched_getscheduler(threading.get_native_id()),
+                os.getpriority(os.PRIO_PROCESS, threading.get_native_id()),
+            ),
+            limit=4,
+        )
+    finally:
+        queue.executor.shutdown(wait=True)
+    assert name.startswith("bcrypt") and name != threading.current_thread().name
+    assert sched == os.SCHED_IDLE or nice >= HASH_THREAD_NICENESS

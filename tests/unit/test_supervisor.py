@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from devstack.supervisor import Component, StackError, Supervisor, port_in_use
+from tests.waiting import eventually
 
 
 def _sleeper() -> list[str]:
@@ -112,10 +113,12 @@ async def test_a_crashed_component_is_restarted(tmp_path: Path) -> None:
         assert comp.process is not None
         first = comp.process.pid
         os.kill(first, 9)
-        for _ in range(100):
-            if comp.restarts == 1 and comp.process.pid != first and comp.process.returncode is None:
-                break
-            await asyncio.sleep(0.1)
+
+        def restarted() -> bool:
+            assert comp.process is not None
+            return comp.restarts == 1 and comp.process.pid != first and comp.process.returncode is None
+
+        await eventually(restarted, timeout=10, interval=0.1, what="the restart")
         assert comp.restarts == 1
         assert comp.process.pid != first and _alive(comp.process.pid)
     finally:

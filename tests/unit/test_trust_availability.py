@@ -9,6 +9,7 @@ import pytest
 
 from healthcare import errors, security
 from healthcare.probes import Readiness
+from tests.waiting import eventually
 
 
 async def test_the_hash_queue_refuses_beyond_its_limit() -> None:
@@ -76,9 +77,11 @@ async def test_a_hanging_check_holds_one_thread_and_is_not_started_again() -> No
             assert not results[0].ok and results[0].detail == "RuntimeError"
         assert len(entered) == 1
         stuck.set()  # it answers at last: the next round checks again
-        deadline = asyncio.get_running_loop().time() + 5
-        while not (await readiness.check())[0][0].ok:
-            assert asyncio.get_running_loop().time() < deadline
+
+        async def ok_again() -> bool:
+            return bool((await readiness.check())[0][0].ok)
+
+        await eventually(ok_again, timeout=5, interval=0.01, what="a passing round after the stuck check")
         assert len(entered) >= 2
     finally:
         stuck.set()

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 import pytest
 from starlette.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
+from structlog.testing import capture_logs
 
 from healthcare.security import TokenClaims, issue_token
 from healthcare.settings import Settings
@@ -158,3 +159,64 @@ def test_browsers_connect_only_from_allowed_origins(
 def test_the_allow_list_is_a_setting() -> None:
     settings = Settings(ws_allowed_origins="https://portal.clinic.example, https://ops.clinic.example/")
     assert settings.allowed_origins == {"https://portal.clinic.example", "https://ops.clinic.example"}
+
+
+def _closed(client: TestClient, url: str, **kwargs: object) -> tuple[int, str]:
+    with (
+        client.websocket_connect(url, **kwargs) as ws,  # type: ignore[arg-type]
+        pytest.raises(WebSocketDisconnect) as closed,
+    ):
+        while True:
+            ws.receive_text()
+    return closed.value.code, closed.value.reason
+
+
+async def failing_check(_: TokenClaims) -> bool:
+    raise ConnectionError("database down")
+
+
+def test_each_refusal_says_why_to_the_client_and_the_log_names_the_account_not_the_token() -> None:
+    """The close reason is what a browser shows; the log line is what an operator reads."""
+    user = uuid.uuid4()
+    with capture_logs() as logs:
+        app = ws_relay.create_app(SETTINGS, feed=quiet_feed, accounts=failing_check)
+        with TestClient(app) as down:  # the account cannot be checked: try again later, not 1008
+            assert _closed(down, f"/ws/analytics?token={token(user)}") == (
+                1013,
+                "cannot check the account now; try again later",
+            )
+        accounts = Accounts()
+        accounts.revoked.add(user)
+        with TestClient(ws_relay.create_app(SETTINGS, feed=quiet_feed, accounts=accounts)) as client:
+            assert _closed(client, f"/ws/analytics?token={token(user)}") == (
+                1008,
+                "invalid or missing access token",
+            )
+            assert _closed(client, "/ws/analytics?token=not-a-token") == (
+                1008,
+                "invalid or missing access token",
+            )
+            other = uuid.uuid4()
+            url = f"/ws/analytics?token={token(other)}"
+            with client.websocket_connect(url) as first, client.websocket_connect(url) as second:
+                first.receive_text()
+                second.receive_text()
+                code, reason = _closed(client, url)  # a third for the same account
+                assert code == 1008 and reason and "connections" in reason
+            with (
+                pytest.raises(WebSocketDisconnect),
+                client.websocket_connect(url, headers={"origin": "https://evil.example"}),
+            ):
+                pass
+    seen = [{k: v for k, v in e.items() if k not in ("log_level", "timestamp")} for e in logs]
+    assert {"event": "account check failed", "error": "ConnectionError"} in seen
+    assert {"event": "websocket refused", "reason": reason, "user_id": str(other)} in seen
+    assert {"event": "websocket refused", "reason": "origin not allowed"} in seen
+    connected = [e for e in seen if e["event"] == "client connected"]
+    assert connected == [
+        {"event": "client connected", "user_id": str(other), "clients": 1},
+        {"event": "client connected", "user_id": str(other), "clients": 2},
+    ]
+    left = [e for e in seen if e["event"] == "client disconnected"]
+    assert left == [{"event": "client disconnected", "user_id": str(other), "dropped": 0}] * 2
+    assert not any("not-a-token" in str(e) for e in seen)

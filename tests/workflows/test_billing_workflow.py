@@ -227,15 +227,16 @@ async def until_status(
     env: WorkflowEnvironment | None = None,
 ) -> InvoiceState:
     """Poll the query; with `env`, skip time between polls (retry back-off is durable time too)."""
-    for _ in range(200):
+
+    async def reached() -> InvoiceState:
         inv = await handle.query(BillingWorkflow.invoice)
         if inv is not None and inv.status == wanted:
             return inv
         if env is not None:
-            await env.sleep(timedelta(seconds=5))
-        else:
-            await asyncio.sleep(0.05)
-    raise AssertionError(f"invoice never became {wanted}")
+            await env.sleep(timedelta(seconds=5))  # the test server's time, not a wait
+        raise AssertionError(f"invoice {inv.status if inv else None}")
+
+    return await eventually(reached, timeout=30, interval=0.05, what=f"invoice status {wanted}")
 
 
 async def keep_history(handle: WorkflowHandle[BillingWorkflow, BillingOutcome], name: str) -> None:
@@ -420,12 +421,15 @@ async def until_attention(
     handle: WorkflowHandle[BillingWorkflow, BillingOutcome], *, retries: int = 0
 ) -> PdfAttention:
     """The failure the run waits on, once it waits after `retries` operator retries."""
-    for _ in range(200):
+
+    async def waiting() -> PdfAttention:
         attention = await handle.query(BillingWorkflow.attention)
-        if attention is not None and attention.retries == retries:
-            return attention
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"the run never waited for an operator after {retries} retries")
+        assert attention is not None and attention.retries == retries, attention
+        return attention
+
+    return await eventually(
+        waiting, timeout=30, interval=0.05, what=f"the run waiting for an operator after {retries} retries"
+    )
 
 
 async def billing_status(
