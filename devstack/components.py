@@ -10,6 +10,7 @@ import secrets
 import shutil
 import subprocess
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -64,6 +65,16 @@ def _chown_to_postgres(*paths: Path) -> None:
 
 
 # -- PostgreSQL -------------------------------------------------------------------------------
+def _answers_ok(url: str) -> Callable[[], Awaitable[None]]:
+    """A readiness check: `url` answers a 2xx within two seconds."""
+
+    async def ready() -> None:
+        async with httpx.AsyncClient(timeout=2) as http:
+            (await http.get(url)).raise_for_status()
+
+    return ready
+
+
 def postgres(settings: Settings, paths: Paths) -> Component:
     url = make_url(settings.database_url)
     port = url.port or 5432
@@ -425,9 +436,7 @@ def s3(settings: Settings, paths: Paths) -> Component:
         # SeaweedFS turns AWS_* and S3_BUCKET in its environment into extra identities and buckets.
         return {k: "" for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "S3_BUCKET")}
 
-    async def ready() -> None:
-        async with httpx.AsyncClient(timeout=2) as http:
-            (await http.get(f"http://127.0.0.1:{port}/healthz")).raise_for_status()
+    ready = _answers_ok(f"http://127.0.0.1:{port}/healthz")
 
     async def create_bucket() -> None:
         s3c = clients.s3_client(settings)
@@ -608,9 +617,7 @@ def zipkin(settings: Settings, paths: Paths) -> Component:
         if shutil.which("java") is None or not jar.exists():
             raise StackError("zipkin: java or its server jar missing (run `make setup`)")
 
-    async def ready() -> None:
-        async with httpx.AsyncClient(timeout=2) as http:
-            (await http.get(f"{zipkin_url(settings)}/health")).raise_for_status()
+    ready = _answers_ok(f"{zipkin_url(settings)}/health")
 
     return Component(
         name="zipkin",
@@ -695,9 +702,7 @@ async def _delete_workflow(client: TemporalClient, namespace: str, workflow_id: 
 def api(settings: Settings, paths: Paths) -> Component:
     base = f"http://{settings.api_host}:{settings.api_port}"
 
-    async def ready() -> None:
-        async with httpx.AsyncClient(timeout=2) as http:
-            (await http.get(f"{base}/healthz")).raise_for_status()
+    ready = _answers_ok(f"{base}/healthz")
 
     return Component(
         name="api",
@@ -717,9 +722,7 @@ def payments(settings: Settings, paths: Paths) -> Component:
     port = _port(settings.payment_provider_url)
     webhook = f"http://{settings.api_host}:{settings.api_port}/api/v1/payments/webhook"
 
-    async def ready() -> None:
-        async with httpx.AsyncClient(timeout=2) as http:
-            (await http.get(f"http://127.0.0.1:{port}/healthz")).raise_for_status()
+    ready = _answers_ok(f"http://127.0.0.1:{port}/healthz")
 
     return Component(
         name="payments",
@@ -775,9 +778,7 @@ def codec_endpoint(settings: Settings) -> str:
 def codec_server(settings: Settings, paths: Paths) -> Component:
     """The Temporal UI's codec server: decrypts payloads for signed-in staff and admins."""
 
-    async def ready() -> None:
-        async with httpx.AsyncClient(timeout=2) as http:
-            (await http.get(f"{codec_endpoint(settings)}/readyz")).raise_for_status()
+    ready = _answers_ok(f"{codec_endpoint(settings)}/readyz")
 
     return Component(
         name="codec",
