@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import secrets
@@ -25,7 +26,7 @@ from temporalio.client import Client as TemporalClient
 from devstack.flink import flink, relay
 from devstack.install import kafka_libs, postgres_bin_dir, zipkin_jar
 from devstack.paths import REPO, VENV_BIN, Paths
-from devstack.supervisor import Component, StackError
+from devstack.supervisor import Component, StackError, accepts
 from healthcare import clients, probes
 from healthcare.contracts import search_attributes
 from healthcare.contracts.diagnostics import DiagnosticsInput
@@ -451,6 +452,7 @@ def s3(settings: Settings, paths: Paths) -> Component:
             s3c.put_bucket_cors(Bucket=settings.s3_bucket, CORSConfiguration=portal_cors(settings))
 
         await asyncio.to_thread(ensure)
+        await _storage_writes(settings, data)
 
     return Component(
         name="s3",
@@ -464,6 +466,37 @@ def s3(settings: Settings, paths: Paths) -> Component:
         stop_timeout=15,
         describe=f"{settings.s3_endpoint_url}, bucket {settings.s3_bucket}",
     )
+
+
+WRITE_CHECK_KEY = "devstack/write-check"
+WRITE_CHECK_SECONDS = 45.0
+
+
+async def _storage_writes(settings: Settings, data: Path, *, within: float = WRITE_CHECK_SECONDS) -> None:
+    """Stores and deletes one object, or fails the start naming the cause. SeaweedFS answers its
+    health check and lists buckets while it cannot store a byte: its volume server offers no capacity
+    when less than 1 % of the disk is free, and every PDF upload would then hang until it times out."""
+    s3c = clients.s3_client(settings, read_timeout=5, max_attempts=1)
+
+    def write() -> None:
+        s3c.put_object(Bucket=settings.s3_bucket, Key=WRITE_CHECK_KEY, Body=b"ok")
+        s3c.delete_object(Bucket=settings.s3_bucket, Key=WRITE_CHECK_KEY)
+
+    deadline = asyncio.get_running_loop().time() + within
+    while True:  # the volume server registers its capacity a moment after the S3 port answers
+        try:
+            await asyncio.to_thread(write)
+            return
+        except Exception as exc:  # retried, then reported with its cause
+            if asyncio.get_running_loop().time() >= deadline:
+                disk = shutil.disk_usage(data)
+                raise StackError(
+                    f"s3: storage answers but cannot store an object within {within:g}s "
+                    f"({type(exc).__name__}: {str(exc)[:160]}); {disk.free / 2**30:.1f} GiB of "
+                    f"{disk.total / 2**30:.0f} GiB free on the disk of {data}, and SeaweedFS needs "
+                    "more than 1 % free: free some space (old clones, .state/*/data) and start again"
+                ) from exc
+        await asyncio.sleep(0.5)
 
 
 def _private_tmp(folder: Path, *, needs: tuple[Path, ...] = ()) -> list[str]:
@@ -543,6 +576,7 @@ def lambda_pool(settings: Settings, paths: Paths) -> list[Component]:
                 name=f"lambda-{i}",
                 argv=argv,
                 ready=ready,
+                live=functools.partial(accepts, api_port),
                 env=lambda: function_env,
                 cwd=REPO / "lambda",
                 ports=[api_port, runtime_port],

@@ -2,7 +2,9 @@
 
 import asyncio
 import json
+import socket
 import uuid
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -10,6 +12,8 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client as TemporalClient
 
+from devstack.components import WRITE_CHECK_KEY, _storage_writes
+from devstack.supervisor import StackError
 from healthcare import clients
 from healthcare.contracts.diagnostics import DiagnosticsInput
 from healthcare.settings import Settings
@@ -117,3 +121,27 @@ async def test_lambda_invoke_through_the_emulator(lambda_client: Any, settings: 
     assert all(b["statusCode"] == 200 for _, b in results)
     _, rejected = await asyncio.to_thread(invoke, {"unexpected": "request"})
     assert rejected["statusCode"] == 400
+
+
+async def test_the_stack_starts_only_on_storage_that_stores(
+    settings: Settings, s3: Any, tmp_path: Path
+) -> None:
+    """`make up` stores and deletes one object before it calls S3 ready (SeaweedFS answers its health
+    check while it cannot store a byte, as when the disk is nearly full); it names the cause if not."""
+    await _storage_writes(settings, tmp_path, within=30)
+    listed = await asyncio.to_thread(s3.list_objects_v2, Bucket=settings.s3_bucket, Prefix=WRITE_CHECK_KEY)
+    assert listed.get("KeyCount", 0) == 0  # the check leaves nothing behind
+
+    with socket.socket() as unused:  # a port nothing answers on: storage that never stores
+        unused.bind(("127.0.0.1", 0))
+        nowhere = settings.model_copy(
+            update={"s3_endpoint_url": f"http://127.0.0.1:{unused.getsockname()[1]}"}
+        )
+    try:
+        await _storage_writes(nowhere, tmp_path, within=1)
+    except StackError as exc:
+        message = str(exc)
+    else:
+        raise AssertionError("a store that cannot keep an object passed the check")
+    assert "cannot store an object" in message and "EndpointConnectionError" in message
+    assert "GiB free on the disk" in message
