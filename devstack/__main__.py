@@ -191,7 +191,6 @@ def rss_mb(pid: str) -> float:
 
 
 def cmd_status(paths: Paths) -> int:
-    settings = get_settings()
     pid = _stack_pid(paths)
     say(
         f"stack: {'up' if paths.ready_file.exists() else 'starting' if pid else 'down'}"
@@ -199,25 +198,49 @@ def cmd_status(paths: Paths) -> int:
     )
     if not pid:
         return 3
+    return 0 if not asyncio.run(_report_components(paths, pid)) else 1
 
-    async def check() -> bool:
-        all_ok = True
-        total = rss_mb(str(pid))
-        for comp in components.all_components(settings, paths):
-            pid_file = paths.run / f"{comp.name}.pid"
-            cpid = pid_file.read_text().strip() if pid_file.exists() else "-"
-            try:
-                await asyncio.wait_for(comp.ready(), 5)
-                state = "ready"
-            except Exception as exc:  # noqa: BLE001 - reported, not raised
-                state = f"NOT READY ({type(exc).__name__})"
-                all_ok = False
-            total += rss_mb(cpid)
-            say(f"  {comp.name:<10} pid {cpid:<8} {rss_mb(cpid):>7.1f} MB  {state}")
-        say(f"  total RSS (with the supervisor): {total:.0f} MB")
-        return all_ok
 
-    return 0 if asyncio.run(check()) else 1
+async def _report_components(paths: Paths, supervisor_pid: int) -> list[str]:
+    """Prints each component's pid, memory and state; returns the names of those not ready."""
+    settings = get_settings()
+    failing: list[str] = []
+    total = rss_mb(str(supervisor_pid))
+    for comp in components.all_components(settings, paths):
+        pid_file = paths.run / f"{comp.name}.pid"
+        cpid = pid_file.read_text().strip() if pid_file.exists() else "-"
+        try:
+            await asyncio.wait_for((comp.live or comp.ready)(), 5)
+            state = "ready"
+        except Exception as exc:  # noqa: BLE001 - reported, not raised
+            state = f"NOT READY ({type(exc).__name__})"
+            failing.append(comp.name)
+        total += rss_mb(cpid)
+        say(f"  {comp.name:<10} pid {cpid:<8} {rss_mb(cpid):>7.1f} MB  {state}")
+    say(f"  total RSS (with the supervisor): {total:.0f} MB")
+    return failing
+
+
+def _tail(path: Path, lines: int) -> list[str]:
+    with contextlib.suppress(OSError):
+        return [ln[:300] for ln in path.read_text(errors="replace").splitlines() if ln.strip()][-lines:]
+    return []
+
+
+def report_failed_run(paths: Paths) -> None:
+    """What a failed CI run leaves in its output: the state of each component, what the supervisor
+    restarted, and the last lines of the log of each component that is not ready (CI keeps no files)."""
+    pid = _stack_pid(paths)
+    say("test: the run failed; the stack as it is now:")
+    failing = asyncio.run(_report_components(paths, pid)) if pid else []
+    events = [ln for ln in _tail(paths.stack_log, 10_000) if "exited" in ln or "restart" in ln]
+    say(f"test: {len(events)} restart lines in {paths.stack_log}" + (", the last:" if events else ""))
+    for line in events[-25:]:
+        say(f"  {line.strip()}")
+    for name in failing:
+        say(f"test: the last lines of {name}.log:")
+        for line in _tail(paths.logs / f"{name}.log", 8):
+            say(f"  | {line}")
 
 
 def down_command(settings: Settings) -> str:
@@ -256,6 +279,8 @@ def cmd_test(paths: Paths, pytest_args: list[str]) -> int:
         code = subprocess.call([sys.executable, "-m", "pytest", *pytest_args], cwd=REPO)
     finally:
         if on_ci():
+            if code != 0:
+                report_failed_run(paths)
             cmd_down(paths)
             if taken := ports_still_taken(settings):
                 say(f"test: ports of the {settings.profile} stack still taken after it stopped: {taken}")

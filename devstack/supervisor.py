@@ -26,6 +26,10 @@ class Component:
     name: str
     argv: Callable[[], Sequence[str]]
     ready: Callable[[], Awaitable[None]]
+    # A check that is safe while the component serves others: used after a restart and by `status`
+    # (`ready` when None). A Lambda emulator's `ready` is an invocation, and an emulator crashes on a
+    # second invocation while the gateway's is in flight; its `live` only opens its port.
+    live: Callable[[], Awaitable[None]] | None = None
     ready_timeout: float = 60.0
     check_timeout: float = 5.0  # one readiness check; a slower answer counts as not ready yet
     ports: Sequence[int] = ()
@@ -55,6 +59,13 @@ def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
         except OSError:
             return True
     return False
+
+
+async def accepts(port: int, host: str = "127.0.0.1") -> None:
+    """Raises unless something accepts connections on the port (a check that asks nothing of it)."""
+    _, writer = await asyncio.open_connection(host, port)
+    writer.close()
+    await writer.wait_closed()
 
 
 def say(message: str) -> None:
@@ -169,7 +180,8 @@ class Supervisor:
             log.close()
         (self.run_dir / f"{comp.name}.pid").write_text(str(comp.process.pid))
 
-    async def _wait_ready(self, comp: Component, began: float) -> None:
+    async def _wait_ready(self, comp: Component, began: float, *, again: bool = False) -> None:
+        check = comp.live if again and comp.live is not None else comp.ready
         deadline = began + comp.ready_timeout
         last_error = "no answer"
         while time.monotonic() < deadline:
@@ -180,7 +192,7 @@ class Supervisor:
                     f"(see {self.log_dir / (comp.name + '.log')}: {self._tail(comp)})"
                 )
             try:
-                await asyncio.wait_for(comp.ready(), timeout=comp.check_timeout)
+                await asyncio.wait_for(check(), timeout=comp.check_timeout)
                 return
             except Exception as exc:  # noqa: BLE001 - not ready yet
                 last_error = f"{type(exc).__name__}: {exc}".strip()[:200]
@@ -205,6 +217,10 @@ class Supervisor:
             code = await proc.wait()
             if self._stopping:
                 return
+            # What the process started is in its process group (its own session): a child left
+            # behind (a Lambda emulator's runtime, Flink's Python) would meet the new one.
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
             comp.restarts += 1
             say(f"  {comp.name:<10} exited with code {code}; restarting in {backoff:.0f}s")
             await asyncio.sleep(backoff)
@@ -213,7 +229,7 @@ class Supervisor:
             try:
                 began = time.monotonic()
                 await self._spawn(comp)
-                await self._wait_ready(comp, began)
+                await self._wait_ready(comp, began, again=True)
                 say(f"  {comp.name:<10} back after restart in {time.monotonic() - began:.1f}s")
                 backoff = 1.0
             except StackError as exc:

@@ -50,3 +50,29 @@ def test_a_port_left_taken_after_the_stack_stopped_is_named() -> None:
         held.bind(("127.0.0.1", settings.stack_port("moto")))
         held.listen()
         assert settings.stack_port("moto") in main.ports_still_taken(settings)
+
+
+def test_a_failed_ci_run_prints_the_restarts_and_the_logs_of_what_is_not_ready(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """CI keeps no files: what went wrong with the stack has to be in the run's output."""
+    paths = Paths(tmp_path, tmp_path / "tools")
+    paths.logs.mkdir(parents=True)
+    paths.stack_log.write_text(
+        "  lambda-1   ready in   6.7s\n  lambda-1   exited with code -9; restarting in 1s\n"
+        "  lambda-1   back after restart in 1.7s\n"
+    )
+    (paths.logs / "lambda-1.log").write_text("START\n\nRuntimeError: Failed to get next\n")
+    (paths.logs / "api.log").write_text("an api line\n")
+    monkeypatch.setattr(main, "_stack_pid", lambda _: 4242)
+
+    async def lambda_not_ready(_paths: Paths, _pid: int) -> list[str]:
+        return ["lambda-1"]
+
+    monkeypatch.setattr(main, "_report_components", lambda_not_ready)
+    main.report_failed_run(paths)
+    out = capsys.readouterr().out
+    assert "2 restart lines" in out
+    assert "exited with code -9" in out and "back after restart" in out and "ready in" not in out
+    assert "| RuntimeError: Failed to get next" in out
+    assert "an api line" not in out  # only the logs of what is not ready

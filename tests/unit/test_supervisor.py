@@ -142,3 +142,46 @@ async def test_a_slow_start_says_what_it_is_waiting_for(
     await sup.start_all()
     await sup.stop_all()
     assert "still starting slow" in capsys.readouterr().out
+
+
+async def test_a_restart_is_checked_with_live_and_leaves_no_child_of_the_dead_one(tmp_path: Path) -> None:
+    """A Lambda emulator's `ready` is an invocation, which crashes an emulator the gateway already
+    uses: after a restart only `live` is asked. And what the dead process started (an emulator's
+    runtime) is killed with it, so it never meets the new one."""
+    children = tmp_path / "children"
+    parent = [
+        sys.executable,
+        "-c",
+        "import subprocess, sys, time\n"
+        f"child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
+        f"open({str(children)!r}, 'a').write(f'{{child.pid}}\\n')\n"
+        "time.sleep(60)",
+    ]
+    asked: list[str] = []
+
+    async def ready() -> None:
+        asked.append("ready")
+
+    async def live() -> None:
+        asked.append("live")
+
+    comp = Component("emulator", lambda: parent, ready, live=live)
+    sup = _make(tmp_path, [comp])
+    await sup.start_all()
+    try:
+        await eventually(children.exists, timeout=10, what="the first child")
+        assert asked == ["ready"]
+        assert comp.process is not None
+        first = comp.process.pid
+        first_child = int(children.read_text().split()[0])
+        os.kill(first, 9)  # the parent only, as a test or the kernel's OOM killer would
+
+        def restarted() -> bool:
+            assert comp.process is not None
+            return comp.restarts == 1 and comp.process.pid != first and len(children.read_text().split()) == 2
+
+        await eventually(restarted, timeout=10, interval=0.1, what="the restart and its child")
+        assert asked == ["ready", "live"]
+        await eventually(lambda: not _alive(first_child), timeout=5, what="the first child gone")
+    finally:
+        await sup.stop_all()
