@@ -17,7 +17,15 @@ from healthcare.models import Role
 from healthcare.settings import Settings
 from services import users
 from tests.integration.dynamo_stack import dynamo_stack
-from tests.integration.factories import PASSWORD, Account, create_user, login, unique_email
+from tests.integration.factories import (
+    PASSWORD,
+    SHARED_ACCOUNTS,
+    Account,
+    create_user,
+    login,
+    renew_shared_tokens,
+    unique_email,
+)
 
 HERE = Path(__file__).resolve().parent
 
@@ -90,6 +98,11 @@ async def api(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
         yield client
 
 
+@pytest.fixture(autouse=True)
+def _shared_tokens_stay_fresh(settings: Settings) -> None:
+    renew_shared_tokens(settings)
+
+
 @pytest.fixture(scope="session")
 async def admin(api: httpx.AsyncClient, engine: AsyncEngine, settings: Settings) -> Account:
     """An admin made the way an operator makes the first one: outside the API."""
@@ -99,12 +112,16 @@ async def admin(api: httpx.AsyncClient, engine: AsyncEngine, settings: Settings)
             session, email=email, password=PASSWORD, role=Role.admin, settings=settings
         )
         await session.commit()
-    return Account(str(user.id), email, "admin", await login(api, email))
+    account = Account(str(user.id), email, "admin", await login(api, email))
+    SHARED_ACCOUNTS.append(account)
+    return account
 
 
 @pytest.fixture(scope="session")
 async def staff(api: httpx.AsyncClient, admin: Account) -> Account:
-    return await create_user(api, admin, "staff")
+    account = await create_user(api, admin, "staff")
+    SHARED_ACCOUNTS.append(account)
+    return account
 
 
 @pytest.fixture(scope="session")

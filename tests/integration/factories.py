@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import contextlib
+import time
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
+
+if TYPE_CHECKING:
+    from healthcare.settings import Settings
 
 PASSWORD = "correct-horse-battery"
 
@@ -44,10 +48,32 @@ class Account:
     email: str
     role: str
     token: str
+    issued: float = field(default_factory=time.monotonic, repr=False, compare=False)  # of `token`
 
     @property
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token}"}
+
+
+# The accounts every test shares (the session's admin and staff). A slow run outlasts one access
+# token (HC_JWT_TTL_SECONDS, an hour by default), so each logs in again once its token is half-way
+# to expiry: an autouse fixture calls renew_shared_tokens before each test.
+SHARED_ACCOUNTS: list[Account] = []
+
+
+def renew_shared_tokens(settings: Settings) -> None:
+    for account in SHARED_ACCOUNTS:
+        if time.monotonic() - account.issued > settings.jwt_ttl_seconds / 2:
+            login_again(f"http://{settings.api_host}:{settings.api_port}", account)
+
+
+def login_again(base_url: str, account: Account, password: str = PASSWORD) -> None:
+    """A new token for `account`, in place (synchronous: fixtures call it between tests)."""
+    transport = httpx.HTTPTransport(local_address=fresh_ip())
+    with httpx.Client(base_url=base_url, timeout=30, transport=transport) as client:
+        resp = client.post("/api/v1/auth/login", json={"email": account.email, "password": password})
+    assert resp.status_code == 200, resp.text
+    account.token, account.issued = str(resp.json()["access_token"]), time.monotonic()
 
 
 async def login(api: httpx.AsyncClient, email: str, password: str = PASSWORD) -> str:

@@ -18,6 +18,7 @@ from tests.integration.factories import (
     login,
     post_from,
     register_patient_user,
+    renew_shared_tokens,
     unique_email,
 )
 
@@ -259,3 +260,18 @@ async def test_role_changes_and_deactivation_revoke_tokens_for_good(
     assert (
         await api.get(f"{V1}/users/me", headers={"Authorization": f"Bearer {await login(api, staff.email)}"})
     ).status_code == 200
+
+
+async def test_shared_accounts_log_in_again_before_their_token_runs_out(
+    api: httpx.AsyncClient, admin: Account, settings: Settings
+) -> None:
+    """A run longer than a token's life (a slow CI machine) keeps the shared accounts signed in."""
+    before = admin.token
+    renew_shared_tokens(settings)
+    assert admin.token == before  # a young token is kept
+    admin.issued -= settings.jwt_ttl_seconds  # as if the run had gone on for a token's life
+    renew_shared_tokens(settings)
+    assert admin.token != before
+    assert time.monotonic() - admin.issued < 60
+    resp = await api.get(f"{V1}/users/me", headers=admin.headers)
+    assert resp.status_code == 200 and resp.json()["email"] == admin.email
