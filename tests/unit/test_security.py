@@ -303,9 +303,9 @@ def test_a_hashing_thread_is_niced_where_sched_idle_is_refused(monkeypatch: pyte
     assert HASH_THREAD_NICENESS == 10
 
 
-def _signed(**changes: Any) -> str:
+def _claims(**changes: Any) -> dict[str, Any]:
     now = datetime.now(UTC)
-    claims = {
+    return {
         "sub": str(uuid.uuid4()),
         "role": "staff",
         "iat": int(now.timestamp()),
@@ -314,7 +314,10 @@ def _signed(**changes: Any) -> str:
         "aud": SETTINGS.jwt_audience,
         **changes,
     }
-    return jwt.encode(claims, SETTINGS.jwt_secret.get_secret_value(), algorithm="HS256")
+
+
+def _signed(**changes: Any) -> str:
+    return jwt.encode(_claims(**changes), SETTINGS.jwt_secret.get_secret_value(), algorithm="HS256")
 
 
 def test_an_expired_or_too_old_token_is_refused_as_exactly_expired() -> None:
@@ -442,14 +445,7 @@ def test_a_token_is_signed_with_the_configured_algorithm(algorithm: str) -> None
 def test_a_token_of_ours_without_a_required_claim_is_refused_for_that_reason(missing: str) -> None:
     """Refused by the claim check itself (not by a later lookup), so the auditing of refused tokens
     (`token_subject`) names no account for such a token either."""
-    claims = {
-        "sub": str(uuid.uuid4()),
-        "role": "admin",
-        "iat": int(datetime.now(UTC).timestamp()),
-        "exp": int((datetime.now(UTC) + timedelta(minutes=5)).timestamp()),
-        "iss": SETTINGS.jwt_issuer,
-        "aud": SETTINGS.jwt_audience,
-    }
+    claims = _claims()
     del claims[missing]
     token = jwt.encode(claims, SETTINGS.jwt_secret.get_secret_value(), algorithm="HS256")
     with pytest.raises(security.InvalidToken, match=r"^invalid$") as refused:
