@@ -15,9 +15,10 @@ from typing import Any, cast
 
 import pytest
 from aiokafka.errors import KafkaTimeoutError, MessageSizeTooLargeError, NotLeaderForPartitionError
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from structlog.testing import capture_logs
 
-from healthcare import metrics
+from healthcare import metrics, tracing
 from healthcare.outbox import OutboxRelay, _RowFailure
 
 TOPIC = "appointment-events"
@@ -122,11 +123,12 @@ async def test_a_row_whose_send_is_refused_holds_back_the_later_rows_of_its_key_
     producer = FakeProducer(refuse={2: KafkaTimeoutError()})
     outbox = relay(producer)
     before = _counted()
+    rows = [row(1), row(2, attempts=3), row(3, b"b"), row(4), row(5), row(6, b"c")]
     with capture_logs() as logs:
-        acked, failures = await outbox._send([row(1), row(2, attempts=3), row(3, b"b"), row(4), row(5)])
-    assert acked == [1, 3]
+        acked, failures = await outbox._send(rows)
+    assert acked == [1, 3, 6]
     assert failures == [_RowFailure(2, 3, "KafkaTimeoutError", False)]  # not the row's fault
-    assert _sent_seqs(producer) == [1, 3]  # 4 and 5 are behind 2: never sent
+    assert _sent_seqs(producer) == [1, 3, 6]  # 4 and 5 are behind 2: never sent; 6 is not
     assert outbox.stats.send_failures == 3 and _counted() == before + 3
     assert logs == [
         {
@@ -136,6 +138,9 @@ async def test_a_row_whose_send_is_refused_holds_back_the_later_rows_of_its_key_
             "log_level": "warning",
         }
     ]
+    # The count is over the relay's life: the next round's failures add to it.
+    await outbox._send([row(7, b"d"), row(2, attempts=4)])
+    assert outbox.stats.send_failures == 4 and _counted() == before + 4
 
 
 async def test_a_failed_acknowledgement_keeps_every_later_row_of_its_key_unacknowledged() -> None:
@@ -192,10 +197,28 @@ async def test_topics_the_producer_knows_are_not_asked_about_again() -> None:
     assert client.fetches == 0
 
 
-async def test_the_correlation_id_and_trace_of_a_row_go_out_as_headers() -> None:
+async def test_the_correlation_id_and_trace_of_a_row_go_out_as_headers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each traced row is sent in a PRODUCER span of the trace it was queued in, naming its topic
+    and event id; its traceparent goes out as a header, with the correlation id."""
+    exporter = InMemorySpanExporter()
+    provider = tracing.new_provider("unit", exporter, batch=False)
+    monkeypatch.setattr(tracing, "_provider", provider)
     producer = FakeProducer()
     traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
-    await relay(producer)._send([row(1, correlation_id="booking-7", trace_context=traceparent), row(2)])
+    traced = row(1, correlation_id="booking-7", trace_context=traceparent)
+    try:
+        await relay(producer)._send([traced, row(2)])
+    finally:
+        provider.shutdown()
+    (span,) = exporter.get_finished_spans()
+    assert span.name == f"publish {TOPIC}"
+    assert dict(span.attributes or {}) == {
+        "messaging.system": "kafka",
+        "messaging.destination.name": TOPIC,
+        "event_id": str(traced.event_id),
+    }
     (_, _, _, first), (_, _, _, second) = producer.sent
     (correlation, correlation_id), (trace, sent_traceparent) = first
     assert (correlation, correlation_id, trace) == ("correlation-id", b"booking-7", "traceparent")
