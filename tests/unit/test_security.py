@@ -355,7 +355,7 @@ async def test_a_hash_queue_hashes_on_its_own_bcrypt_threads_at_lowered_priority
     assert sched == os.SCHED_IDLE or nice >= HASH_THREAD_NICENESS
 
 
-def test_a_hash_queue_uses_exactly_its_workers_threads_each_at_lowered_priority() -> None:
+async def test_a_hash_queue_uses_exactly_its_workers_threads_each_at_lowered_priority() -> None:
     """Every job waits until all are queued, so the pool starts as many threads as it may: its
     `workers`, each under SCHED_IDLE (the kernel here allows it: the test above)."""
     import asyncio
@@ -367,14 +367,11 @@ def test_a_hash_queue_uses_exactly_its_workers_threads_each_at_lowered_priority(
         release.wait(30)
         return threading.current_thread().name, os.sched_getscheduler(threading.get_native_id())
 
-    async def run_all() -> list[tuple[str, int]]:
+    try:
         jobs = [asyncio.create_task(queue.run(job, limit=32)) for _ in range(12)]
         await eventually(lambda: queue.pending == len(jobs), timeout=30, what="every job queued")
         release.set()
-        return await asyncio.gather(*jobs)
-
-    try:
-        done = asyncio.run(run_all())
+        done = await asyncio.gather(*jobs)
     finally:
         release.set()
         queue.executor.shutdown(wait=True)
