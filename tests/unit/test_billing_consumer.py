@@ -38,8 +38,10 @@ TERMS = timedelta(days=7)
 MAX_READS = 20
 
 # Fake event-loop time (looptime): a back-off passes at once and is measured exactly, while a
-# consumer that hangs still fails its bounded wait.
-pytestmark = pytest.mark.looptime
+# consumer that hangs still fails its bounded wait. Each test on a loop of its own: looptime finds
+# the loop through the policy, which an earlier `asyncio.run` on the session loop's thread resets,
+# and the test then ran in real time (a ten-minute expiry hit the 300 s timeout).
+pytestmark = [pytest.mark.looptime, pytest.mark.asyncio(loop_scope="function")]
 
 Message = tuple[bytes | None, bytes | None]  # (key, value) as the producer wrote them
 Headers = tuple[tuple[str, bytes], ...]

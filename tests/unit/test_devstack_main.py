@@ -4,6 +4,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -70,7 +71,10 @@ def test_a_failed_ci_run_prints_the_restarts_and_the_logs_of_what_is_not_ready(
         return ["lambda-1"]
 
     monkeypatch.setattr(main, "_report_components", lambda_not_ready)
-    main.report_failed_run(paths)
+    # In a thread of its own: its asyncio.run would reset this thread's event loop under the session's.
+    reporting = threading.Thread(target=main.report_failed_run, args=(paths,))
+    reporting.start()
+    reporting.join(timeout=30)
     out = capsys.readouterr().out
     assert "2 restart lines" in out
     assert "exited with code -9" in out and "back after restart" in out and "ready in" not in out

@@ -165,7 +165,8 @@ def _expiring_token(seconds: int) -> tuple[str, float]:
     return issued, exp - datetime.now(UTC).timestamp()
 
 
-@pytest.mark.looptime
+@pytest.mark.looptime  # on a loop of its own: see test_billing_consumer.py's pytestmark
+@pytest.mark.asyncio(loop_scope="function")
 async def test_an_open_socket_is_closed_with_policy_violation_when_its_token_expires() -> None:
     """Fake loop time (looptime): ten minutes pass at once, and the close comes when `exp` does."""
     hub = Hub()
@@ -185,6 +186,7 @@ async def test_an_open_socket_is_closed_with_policy_violation_when_its_token_exp
 
 
 @pytest.mark.looptime
+@pytest.mark.asyncio(loop_scope="function")
 async def test_a_client_that_leaves_before_expiry_is_not_closed_by_the_relay() -> None:
     hub = Hub()
     issued, _ = _expiring_token(600)
