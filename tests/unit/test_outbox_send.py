@@ -227,6 +227,7 @@ async def test_the_correlation_id_and_trace_of_a_row_go_out_as_headers(
 
 
 @pytest.mark.looptime
+@pytest.mark.asyncio(loop_scope="function")
 async def test_a_broker_that_never_answers_fails_the_round_after_the_send_timeout() -> None:
     producer = FakeProducer(hold=frozenset({2}))
     loop = asyncio.get_running_loop()

@@ -280,6 +280,7 @@ async def always_active() -> bool:
 
 
 @pytest.mark.looptime
+@pytest.mark.asyncio(loop_scope="function")
 async def test_a_token_with_less_than_a_second_left_is_closed_when_it_expires() -> None:
     hub = Hub()
     loop = asyncio.get_running_loop()
@@ -296,6 +297,7 @@ async def test_a_token_with_less_than_a_second_left_is_closed_when_it_expires() 
 
 
 @pytest.mark.looptime
+@pytest.mark.asyncio(loop_scope="function")
 async def test_a_failed_account_recheck_keeps_the_socket_and_logs_the_error_type() -> None:
     """A database blip during a re-check is logged and the socket stays; the next check decides."""
     answers: list[bool | Exception] = [ConnectionError("database down"), False]
@@ -332,6 +334,7 @@ class GoneSocket(FakeSocket):
 
 
 @pytest.mark.looptime
+@pytest.mark.asyncio(loop_scope="function")
 @pytest.mark.parametrize(
     "error",
     [WebSocketDisconnect(1006), OSError("connection reset"), RuntimeError("websocket is closed")],
@@ -359,6 +362,7 @@ class ClosedSocket(FakeSocket):
 
 
 @pytest.mark.looptime
+@pytest.mark.asyncio(loop_scope="function")
 async def test_closing_a_socket_the_client_already_closed_is_no_error() -> None:
     hub = Hub()
     issued, _ = _expiring_token(60)
