@@ -53,7 +53,7 @@ test-unit: install ## Run only the unit tests (no services, seconds)
 test-deploy: setup ## Run only the deployment tests: chart, images, CloudFormation, a real kube-apiserver (no stack)
 	@$(PY) -m pytest tests/deploy -q
 
-mutation: install ## Mutation testing of the core modules against their fast tests (access rules and outbox rounds on the test stack, when up in this netns; niced; --fresh in ARGS)
+mutation: install ## Mutation testing of the core modules against their fast tests (access rules and outbox rounds on the test stack, when up in this netns; niced; ARGS=--fresh, or ARGS="--only MODULE" for one module)
 	@nice -n 10 $(PY) -m tests.mutation $(ARGS)
 
 histories: install ## Run the workflow tests and store the histories of paths not stored yet (never replaces one)

@@ -484,3 +484,111 @@ async def test_a_poison_row_in_the_stacks_outbox_does_not_hold_back_the_next_boo
     finally:
         async with engine.begin() as conn:
             await conn.execute(text("DELETE FROM outbox WHERE event_id = :id"), {"id": poison.event_id})
+
+
+# -- One round's bookkeeping (drain_once), row by row ------------------------------------------
+async def _schedule(eng: AsyncEngine) -> dict[int, tuple[int, str | None, float | None, bool]]:
+    """Per unpublished row: attempts, last error, seconds until its next attempt, parked."""
+    sql = (
+        "SELECT seq, attempts, last_error, extract(epoch FROM next_attempt_at - now()) AS due_in,"
+        " parked_at IS NOT NULL AS parked FROM outbox WHERE published_at IS NULL ORDER BY seq"
+    )
+    async with eng.connect() as conn:
+        rows = (await conn.execute(text(sql))).all()
+    return {
+        r.seq: (r.attempts, r.last_error, None if r.due_in is None else float(r.due_in), r.parked)
+        for r in rows
+    }
+
+
+def _counter(name: str) -> float:
+    return REGISTRY.get_sample_value(name) or 0.0
+
+
+async def test_a_round_reports_each_rows_fate_and_schedules_a_failed_row_on_its_own_back_off(
+    outbox_engine: AsyncEngine, topic: str, producer: AIOKafkaProducer
+) -> None:
+    """A row no broker can take (its topic does not exist) is the row's own fault even when it is
+    the only row of the round: its attempts count, its next attempt is base * 2^attempts seconds
+    away (at most the cap), and at the limit it is parked, counted and logged."""
+    from structlog.testing import capture_logs
+
+    from healthcare.outbox import RoundResult
+
+    missing = f"outbox-missing-{uuid.uuid4().hex[:10]}"
+    relay = OutboxRelay(
+        engine=outbox_engine,
+        producer=producer,
+        listen=False,
+        retry_base=100.0,
+        retry_cap=1000.0,
+        max_attempts=2,
+    )
+    assert await relay.drain_once() == RoundResult(0, 0, 0, False)  # an empty outbox
+
+    async def due_now() -> None:  # a failed row's back-off over: due again now
+        async with outbox_engine.begin() as conn:
+            await conn.execute(text("UPDATE outbox SET next_attempt_at = now() WHERE published_at IS NULL"))
+
+    published = _counter("healthcare_outbox_published_total")
+    parked = _counter("healthcare_outbox_rows_parked_total")
+    await _queue(outbox_engine, topic, [_event()])
+    await _queue(outbox_engine, missing, [_event()])
+    assert await relay.drain_once() == RoundResult(1, 1, 0, False)
+    [(seq, (attempts, error, due_in, is_parked))] = (await _schedule(outbox_engine)).items()
+    assert (attempts, error, is_parked) == (1, "UnknownTopicOrPartitionError", False)
+    assert due_in is not None and 90.0 < due_in <= 100.0  # base * 2^0, counted from the round's now()
+
+    await due_now()
+    await _queue(outbox_engine, topic, [_event()])
+    with capture_logs() as logs:
+        assert await relay.drain_once() == RoundResult(1, 1, 1, False)
+    [(_, (attempts, error, due_in, is_parked))] = (await _schedule(outbox_engine)).items()
+    assert (attempts, is_parked) == (2, True)
+    assert due_in is not None and 190.0 < due_in <= 200.0  # base * 2^1
+    parked_line = {
+        "event": "outbox row parked",
+        "seq": seq,
+        "error": error,
+        "attempts": 2,
+        "log_level": "error",
+    }
+    assert parked_line in logs
+
+    await _queue(outbox_engine, missing, [_event()])
+    assert await relay.drain_once() == RoundResult(0, 1, 0, False)  # alone in its round: still blamed
+    await due_now()
+    assert await relay.drain_once() == RoundResult(0, 1, 1, False)
+    # Counted over the relay's life, and in the process's metrics.
+    assert (relay.stats.published, relay.stats.parked) == (2, 2)
+    assert _counter("healthcare_outbox_published_total") == published + 2
+    assert _counter("healthcare_outbox_rows_parked_total") == parked + 2
+
+    capped = OutboxRelay(
+        engine=outbox_engine, producer=producer, listen=False, retry_base=100.0, retry_cap=50.0
+    )
+    await _queue(outbox_engine, missing, [_event()])
+    assert await capped.drain_once() == RoundResult(0, 1, 0, False)
+    due = [d for _, _, d, p in (await _schedule(outbox_engine)).values() if not p]
+    assert len(due) == 1 and due[0] is not None and 40.0 < due[0] <= 50.0  # the cap, not base * 2^0
+
+
+async def test_a_row_behind_an_earlier_row_another_relay_holds_waits_for_it(
+    outbox_engine: AsyncEngine, topic: str, producer: AIOKafkaProducer
+) -> None:
+    """The earlier row of the key is claimed by another relay (locked): the later one is claimed
+    here but held back, so it cannot overtake; once the other relay is done, both go in order."""
+    from healthcare.outbox import RoundResult
+
+    appointment = uuid.uuid4()
+    await _queue(
+        outbox_engine,
+        topic,
+        [_event("APPOINTMENT_CREATED", appointment), _event("APPOINTMENT_CANCELLED", appointment)],
+    )
+    relay = OutboxRelay(engine=outbox_engine, producer=producer, listen=False)
+    async with outbox_engine.connect() as other, other.begin():
+        first = await other.scalar(text("SELECT min(seq) FROM outbox"))
+        await other.execute(text("SELECT seq FROM outbox WHERE seq = :seq FOR UPDATE"), {"seq": first})
+        assert await relay.drain_once() == RoundResult(0, 0, 0, False)
+    assert await relay.drain_once() == RoundResult(2, 0, 0, False)

@@ -20,6 +20,7 @@ test_schemas.py.
                                            # mutant it is named; `mutmut run <glob>` re-tests a few)
     python -m tests.mutation --fresh       # discard earlier results first
     python -m tests.mutation --report      # print the last results without running
+    python -m tests.mutation --only lambda.invoice_pdf   # run and report one module (repeatable)
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import sys
 import time
 import tomllib
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -105,19 +107,22 @@ class Equivalent:
     reason: str
 
 
-def patterns() -> list[str]:
+def patterns(modules: Sequence[str] = ()) -> list[str]:
+    """mutmut's name globs of the selected functions: of every target, or of `modules` only."""
     out = []
     for module, globs in TARGETS.items():
+        if modules and module not in modules:
+            continue
         for glob in globs:
             out.append(f"{module}.{glob}" if glob.endswith("*") else f"{module}.{glob}__mutmut_*")
     return out
 
 
-def selected(name: str) -> bool:
-    return any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns())
+def selected(name: str, modules: Sequence[str] = ()) -> bool:
+    return any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns(modules))
 
 
-def load_results() -> list[Mutant]:
+def load_results(modules: Sequence[str] = ()) -> list[Mutant]:
     from mutmut.stats import status_by_exit_code
 
     mutants = []
@@ -130,9 +135,14 @@ def load_results() -> list[Mutant]:
             )
             continue
         for name, code in exit_codes.items():
-            if selected(name):
+            if selected(name, modules):
                 mutants.append(Mutant(name, status_by_exit_code[code]))
     return mutants
+
+
+def _module_of(entry: Equivalent) -> str:
+    """The target module an entry's function belongs to (module.function or module.Class.method)."""
+    return max((m for m in TARGETS if entry.function.startswith(m + ".")), key=len, default="")
 
 
 def load_allow_list() -> list[Equivalent]:
@@ -201,8 +211,8 @@ def _answers(host: str, port: int) -> bool:
         return False
 
 
-def run_mutmut(max_children: int | None) -> None:
-    command = [str(Path(sys.executable).parent / "mutmut"), "run", *patterns()]
+def run_mutmut(max_children: int | None, modules: Sequence[str] = ()) -> None:
+    command = [str(Path(sys.executable).parent / "mutmut"), "run", *patterns(modules)]
     if max_children:
         command[2:2] = ["--max-children", str(max_children)]
     # mutmut prints a progress line it redraws in place; the summary below is what counts.
@@ -211,8 +221,10 @@ def run_mutmut(max_children: int | None) -> None:
         sys.exit(f"mutmut failed (exit {done.returncode}); `debug = true` in [tool.mutmut] shows why")
 
 
-def report(elapsed: float | None) -> int:
-    mutants = load_results()
+def report(elapsed: float | None, modules: Sequence[str] = ()) -> int:
+    """Print the score; 0 when it meets the goal with no unexplained survivor and no stale entry.
+    With `modules`, of those modules only, and entries of other modules are not called stale."""
+    mutants = load_results(modules)
     if not mutants:
         print("no mutation results yet: run `make mutation`")
         return 1
@@ -247,7 +259,7 @@ def report(elapsed: float | None) -> int:
         for mutant, diff in surviving:
             print(f"\n{mutant.name}  [{mutant.status}]  ({mutant.function})")
             print("\n".join("    " + line for line in diff.splitlines()[2:]))
-    stale = [e for e in allow if not used[e]]
+    stale = [e for e in allow if not used[e] and (not modules or _module_of(e) in modules)]
     if stale:
         print(f"\nstale entries in {ALLOW_LIST.name} (they match no surviving mutant; remove them):")
         for entry in stale:
@@ -268,14 +280,22 @@ def main() -> int:
     parser.add_argument("--fresh", action="store_true", help="discard earlier results (mutants/) first")
     parser.add_argument("--report", action="store_true", help="print the last results, run nothing")
     parser.add_argument("--max-children", type=int, help="mutants tested at once (default: CPU count)")
+    parser.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        choices=list(TARGETS),
+        metavar="MODULE",
+        help=f"run (or, with --report, report) only this module; repeatable. One of: {', '.join(TARGETS)}",
+    )
     args = parser.parse_args()
     if args.report:
-        return report(None)
+        return report(None, args.only)
     if args.fresh:
         shutil.rmtree(MUTANTS, ignore_errors=True)
     started = time.monotonic()
-    run_mutmut(args.max_children)
-    return report(time.monotonic() - started)
+    run_mutmut(args.max_children, args.only)
+    return report(time.monotonic() - started, args.only)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from typing import Any, cast
 
 import pytest
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from prometheus_client import REGISTRY
 from structlog.testing import capture_logs
 from temporalio.client import Client as TemporalClient
 from temporalio.client import WorkflowExecutionStatus
@@ -886,3 +887,182 @@ async def test_each_outcome_is_counted_under_its_label_and_logged_where_it_is() 
     ]
     [parked] = by_event["billing event parked on the dead-letter topic"]
     assert parked["appointment_id"] == str(ghost.appointment_id) and parked["offset"] == 2
+
+
+# -- What the consumer asks of the broker, the lag gauge, and what it passes on --------------
+async def test_a_long_topic_is_read_in_batches_of_200_each_committed_after_its_own() -> None:
+    """At most 200 records a read: a batch's starts are bounded, and so is what a crash repeats."""
+    events = [event() for _ in range(450)]
+    h = Harness([message(e) for e in events])
+    await h.run()
+    reads = [entry[1] for entry in h.timeline if entry[0] == "read"]
+    assert [(r[0], r[-1]) for r in reads] == [(0, 199), (200, 399), (400, 449)]
+    assert h.commits() == [200, 400, 450]
+
+
+class IdleKafka:
+    """A topic with nothing new: a read waits its `timeout_ms` (a long poll) and returns nothing."""
+
+    def __init__(self, stop: asyncio.Event, polls: int) -> None:
+        self.stop = stop
+        self.polls = polls
+        self.read_at: list[float] = []
+
+    async def getmany(
+        self, *_: TopicPartition, timeout_ms: int = 0, max_records: int | None = None
+    ) -> dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]:
+        loop = asyncio.get_running_loop()
+        self.read_at.append(loop.time())
+        if len(self.read_at) >= self.polls:
+            self.stop.set()
+        await asyncio.sleep((timeout_ms or 0) / 1000)
+        return {}
+
+    def assignment(self) -> set[TopicPartition]:
+        return {TP}
+
+    def highwater(self, tp: TopicPartition) -> int | None:
+        return None
+
+
+async def test_an_idle_consumer_long_polls_one_second_at_a_time() -> None:
+    """Not a spin on an empty topic, and a stop is seen within a second (fake loop time: exact)."""
+    stop = asyncio.Event()
+    kafka = IdleKafka(stop, polls=4)
+    consumer = Harness([]).consumer
+    consumer._consumer = cast(AIOKafkaConsumer, kafka)
+    await asyncio.wait_for(consumer.run(stop), timeout=600)
+    waits = [b - a for a, b in zip(kafka.read_at, kafka.read_at[1:], strict=False)]
+    assert waits == pytest.approx([1.0, 1.0, 1.0], abs=1e-6)
+
+
+class LagKafka:
+    """Three assigned partitions, listed in this order: one never committed to, one read to its
+    end, one behind."""
+
+    def __init__(self, topic: str) -> None:
+        self.parts = [TopicPartition(topic, p) for p in (0, 1, 2)]
+        self.high = dict(zip(self.parts, (7, 10, 8), strict=True))
+        self.commits: list[dict[TopicPartition, int]] = []
+
+    def assignment(self) -> list[TopicPartition]:
+        return self.parts
+
+    def highwater(self, tp: TopicPartition) -> int | None:
+        return self.high.get(tp)  # None for a partition not assigned here, as aiokafka answers
+
+    async def commit(self, offsets: dict[TopicPartition, int]) -> None:
+        self.commits.append(offsets)
+
+
+async def test_the_lag_gauge_is_set_per_partition_committed_to_and_is_zero_when_caught_up() -> None:
+    topic = f"lag-{uuid.uuid4().hex[:8]}"  # gauges are process-wide: a topic of this test's own
+    kafka = LagKafka(topic)
+    consumer = Harness([]).consumer
+    consumer._consumer = cast(AIOKafkaConsumer, kafka)
+    never, caught_up, behind = kafka.parts
+    await consumer._commit(caught_up, 9)  # the next to read: 10, the high-water mark
+    await consumer._commit(behind, 4)
+    consumer._report_lag()
+
+    def gauge(tp: TopicPartition) -> float | None:
+        return REGISTRY.get_sample_value(
+            "healthcare_billing_consumer_lag", {"topic": tp.topic, "partition": str(tp.partition)}
+        )
+
+    assert (gauge(never), gauge(caught_up), gauge(behind)) == (None, 0.0, 3.0)
+
+
+async def test_the_retry_log_names_the_cause_of_a_lookup_or_dead_letter_failure() -> None:
+    """What an operator reads to tell a database outage from a dead-letter topic outage."""
+    h = Harness([message(event())])
+    h.appointments.failures = [ConnectionRefusedError()]
+    ghost = event()
+    g = Harness([message(ghost)], not_stored=[ghost.appointment_id])
+    g.dead_letters.failures = [TimeoutError()]
+    with capture_logs() as logs:
+        await h.run()
+        await g.run()
+    retries = [e["detail"] for e in logs if e["event"] == "billing event refused for now; will retry"]
+    assert retries == ["appointments: ConnectionRefusedError", "dead-letter topic: TimeoutError"]
+
+
+async def test_a_refused_event_holds_back_only_its_own_appointment_within_a_batch() -> None:
+    """Appointments are lanes: B is started in the same pass in which A is refused, not after A's
+    back-off and re-read."""
+    a, b = event(), event()
+    h = Harness([message(a), message(b)], script={a.appointment_id: [refused()]})
+    await h.run()
+    first_seek = h.timeline.index(("seek", 0))
+    assert ok(b) in h.timeline[:first_seek]
+    assert h.timeline[:first_seek].count(refusal(a)) == 1
+
+
+async def test_the_billing_run_starts_with_the_events_correlation_id_bound() -> None:
+    """The Temporal client's interceptor reads the bound id into the run's header and memo; the
+    consumer binds the one the booking request sent along as a Kafka header."""
+    from healthcare import correlation
+
+    created, bare = event(), event()
+    h = Harness([message(created), message(bare)], headers={0: ((correlation.HEADER, b"booking-42"),)})
+    bound: dict[uuid.UUID, str | None] = {}
+    start = h.temporal.start_workflow
+
+    async def recording(workflow: Any, arg: BillingRequest, **options: Any) -> object:
+        bound[arg.appointment_id] = correlation.current()
+        return await start(workflow, arg, **options)
+
+    h.temporal.start_workflow = recording  # type: ignore[method-assign]
+    await h.run()
+    assert bound == {created.appointment_id: "booking-42", bare.appointment_id: None}
+
+
+async def test_each_event_is_processed_in_a_span_continuing_the_bookings_trace(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from healthcare import tracing
+
+    exporter = InMemorySpanExporter()
+    provider = tracing.new_provider("unit", exporter, batch=False)
+    monkeypatch.setattr(tracing, "_provider", provider)
+    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    traceparent = f"00-{trace_id}-00f067aa0ba902b7-01".encode()
+    events = [event(), event()]
+    h = Harness([message(e) for e in events], headers={1: ((tracing.TRACEPARENT, traceparent),)})
+    try:
+        await h.run()
+    finally:
+        provider.shutdown()
+    (span,) = exporter.get_finished_spans()  # offset 0 came without a trace: no span of its own
+    assert span.name == f"process {TP.topic}"
+    assert span.context is not None and format(span.context.trace_id, "032x") == trace_id
+    assert dict(span.attributes or {}) == {
+        "messaging.system": "kafka",
+        "messaging.destination.name": TP.topic,
+        "messaging.destination.partition.id": str(TP.partition),
+        "messaging.kafka.message.offset": 1,
+    }
+
+
+async def test_at_most_32_starts_are_in_flight_at_once_by_default() -> None:
+    events = [event() for _ in range(40)]
+    h = Harness([message(e) for e in events])
+    in_flight = peak = 0
+    start = h.temporal.start_workflow
+
+    async def counting(workflow: Any, arg: BillingRequest, **options: Any) -> object:
+        nonlocal in_flight, peak
+        in_flight += 1
+        peak = max(peak, in_flight)
+        try:
+            await asyncio.sleep(0.05)  # a round trip to Temporal (fake loop time)
+            return await start(workflow, arg, **options)
+        finally:
+            in_flight -= 1
+
+    h.temporal.start_workflow = counting  # type: ignore[method-assign]
+    await h.run()
+    assert peak == 32
+    assert h.commits() == [40]

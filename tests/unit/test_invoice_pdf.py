@@ -11,7 +11,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from types import ModuleType
+from types import ModuleType, SimpleNamespace
 from typing import Any
 
 import pytest
@@ -455,6 +455,96 @@ def test_a_storage_failure_raises_so_the_caller_retries(
         invoice_pdf.handler(REQUEST, None)
     (line,) = [r.getMessage() for r in caplog.records if "invoice_pdf" in r.getMessage()]
     assert json.loads(line)["outcome"] == "store_failed"
+
+
+# -- The one log line of each outcome ---------------------------------------------------------
+# Each invocation logs one JSON line: the invoice id, the outcome, the ids that tie it to the caller's
+# request (Lambda's request id, the caller's correlation id) and, when stored, size and duration. An
+# operator joins a failed render or store to the API's log by these ids, so each is checked in full.
+def _context(request_id: str = "req-7", correlation_id: str = "corr-7") -> Any:
+    client_context = SimpleNamespace(custom={"correlationId": correlation_id})
+    return SimpleNamespace(aws_request_id=request_id, client_context=client_context)
+
+
+def _log_line(caplog: pytest.LogCaptureFixture) -> dict[str, Any]:
+    (line,) = [r.getMessage() for r in caplog.records if "invoice_pdf" in r.getMessage()]
+    logged: dict[str, Any] = json.loads(line)
+    return logged
+
+
+def test_the_stored_log_line_names_size_duration_and_both_request_ids(
+    s3: FakeS3, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    caplog.set_level(logging.INFO)
+    clock = iter([100.0, 102.0])  # the handler reads the clock when called and when stored
+    monkeypatch.setattr(invoice_pdf, "time", SimpleNamespace(monotonic=lambda: next(clock)))
+    answer = invoice_pdf.handler(REQUEST, _context())
+    assert _log_line(caplog) == {
+        "msg": "invoice_pdf",
+        "invoiceId": INVOICE_ID,
+        "outcome": "stored",
+        "bytes": answer["bytes"],
+        "requestId": "req-7",
+        "correlationId": "corr-7",
+        "durationMs": 2000,
+    }
+    assert answer["bytes"] == len(s3.puts[0]["Body"])
+
+
+def test_a_failed_store_logs_the_stage_the_error_type_and_both_request_ids(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    error = ClientError({"Error": {"Code": "SlowDown", "Message": "slow down"}}, "PutObject")
+    monkeypatch.setattr(invoice_pdf, "_s3_client", lambda: FakeS3(error))
+    with pytest.raises(ClientError):
+        invoice_pdf.handler(REQUEST, _context())
+    assert _log_line(caplog) == {
+        "msg": "invoice_pdf",
+        "invoiceId": INVOICE_ID,
+        "outcome": "store_failed",
+        "errorType": "ClientError",
+        "requestId": "req-7",
+        "correlationId": "corr-7",
+    }
+
+
+def test_a_failed_render_is_logged_as_a_render_failure_and_stores_nothing(
+    s3: FakeS3, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+
+    def broken(_: Any) -> bytes:
+        raise MemoryError
+
+    monkeypatch.setattr(invoice_pdf, "render_pdf", broken)
+    with pytest.raises(MemoryError):
+        invoice_pdf.handler(REQUEST, _context())
+    assert s3.puts == []
+    assert _log_line(caplog) == {
+        "msg": "invoice_pdf",
+        "invoiceId": INVOICE_ID,
+        "outcome": "render_failed",
+        "errorType": "MemoryError",
+        "requestId": "req-7",
+        "correlationId": "corr-7",
+    }
+
+
+def test_a_rejected_request_logs_the_callers_correlation_id(
+    s3: FakeS3, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    answer = invoice_pdf.handler({**REQUEST, "amount": "0"}, _context(correlation_id="booking-42"))
+    assert answer["statusCode"] == 400
+    assert _log_line(caplog) == {
+        "msg": "invoice_pdf",
+        "invoiceId": INVOICE_ID,
+        "outcome": "rejected",
+        "invalidFields": ["amount"],
+        "requestId": "req-7",
+        "correlationId": "booking-42",
+    }
 
 
 # -- Client and packaging rules ---------------------------------------------------------------

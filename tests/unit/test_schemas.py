@@ -188,6 +188,51 @@ def test_a_booking_is_in_the_future_and_within_two_years() -> None:
     ]
 
 
+class _FrozenClock(datetime):
+    """`datetime` whose now() is one fixed instant: the edges of a rule that reads the clock."""
+
+    instant = datetime(2030, 5, 1, 9, 30, tzinfo=UTC)
+
+    @classmethod
+    def now(cls, tz: Any = None) -> Any:
+        return cls.instant.astimezone(tz)
+
+
+def test_a_booking_at_this_very_instant_is_past_and_exactly_two_years_ahead_is_within(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(schemas, "datetime", _FrozenClock)
+    now = _FrozenClock.instant
+    assert errors(AppointmentCreate, _booking(now)) == ["Value error, time must be in the future"]
+    edge = now + schemas.MAX_BOOKING_AHEAD
+    assert AppointmentCreate.model_validate(_booking(edge)).time == edge
+    assert errors(AppointmentCreate, _booking(edge + timedelta(microseconds=1))) == [
+        "Value error, time must be within two years"
+    ]
+
+
+@pytest.mark.parametrize("zone", ["Etc/GMT-14", "Etc/GMT+12"], ids=["utc+14", "utc-12"])
+def test_the_future_of_a_date_of_birth_is_the_utc_date_whatever_the_servers_zone(
+    zone: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Between them, the two zones differ from UTC's date at every hour of the day: a check on the
+    server's local date would refuse today's UTC date in one, or take tomorrow's in the other."""
+    import time
+
+    monkeypatch.setenv("TZ", zone)
+    time.tzset()
+    try:
+        today = datetime.now(UTC).date()
+        assert PatientCreate(name="Ada", date_of_birth=today).date_of_birth == today
+        tomorrow = (today + timedelta(days=1)).isoformat()
+        assert errors(PatientCreate, {"name": "Ada", "dateOfBirth": tomorrow}) == [
+            "Value error, dateOfBirth cannot be in the future"
+        ]
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+
+
 def test_a_booking_time_needs_its_utc_offset() -> None:
     naive = (datetime.now(UTC) + timedelta(days=7)).replace(tzinfo=None).isoformat()
     assert errors(AppointmentCreate, _booking(naive)) == ["Input should have timezone info"]

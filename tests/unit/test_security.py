@@ -15,6 +15,7 @@ import pytest
 from healthcare import security
 from healthcare.security import HASH_THREAD_NICENESS
 from healthcare.settings import Settings
+from tests.waiting import eventually
 
 SETTINGS = Settings()
 
@@ -302,9 +303,9 @@ def test_a_hashing_thread_is_niced_where_sched_idle_is_refused(monkeypatch: pyte
     assert HASH_THREAD_NICENESS == 10
 
 
-def _signed(**changes: Any) -> str:
+def _claims(**changes: Any) -> dict[str, Any]:
     now = datetime.now(UTC)
-    claims = {
+    return {
         "sub": str(uuid.uuid4()),
         "role": "staff",
         "iat": int(now.timestamp()),
@@ -313,7 +314,10 @@ def _signed(**changes: Any) -> str:
         "aud": SETTINGS.jwt_audience,
         **changes,
     }
-    return jwt.encode(claims, SETTINGS.jwt_secret.get_secret_value(), algorithm="HS256")
+
+
+def _signed(**changes: Any) -> str:
+    return jwt.encode(_claims(**changes), SETTINGS.jwt_secret.get_secret_value(), algorithm="HS256")
 
 
 def test_an_expired_or_too_old_token_is_refused_as_exactly_expired() -> None:
@@ -349,3 +353,112 @@ async def test_a_hash_queue_hashes_on_its_own_bcrypt_threads_at_lowered_priority
         queue.executor.shutdown(wait=True)
     assert name.startswith("bcrypt") and name != threading.current_thread().name
     assert sched == os.SCHED_IDLE or nice >= HASH_THREAD_NICENESS
+
+
+async def test_a_hash_queue_uses_exactly_its_workers_threads_each_at_lowered_priority() -> None:
+    """Every job waits until all are queued, so the pool starts as many threads as it may: its
+    `workers`, each under SCHED_IDLE (the kernel here allows it: the test above)."""
+    import asyncio
+
+    queue = security.HashQueue(workers=3)
+    release = threading.Event()
+
+    def job() -> tuple[str, int]:
+        release.wait(30)
+        return threading.current_thread().name, os.sched_getscheduler(threading.get_native_id())
+
+    try:
+        jobs = [asyncio.create_task(queue.run(job, limit=32)) for _ in range(12)]
+        await eventually(lambda: queue.pending == len(jobs), timeout=30, what="every job queued")
+        release.set()
+        done = await asyncio.gather(*jobs)
+    finally:
+        release.set()
+        queue.executor.shutdown(wait=True)
+    assert len({name for name, _ in done}) == 3
+    assert all(name.startswith("bcrypt") for name, _ in done)
+    assert {policy for _, policy in done} == {os.SCHED_IDLE}
+
+
+@pytest.mark.parametrize("refusal", [PermissionError("nice refused"), AttributeError("no setpriority")])
+def test_a_thread_the_kernel_lets_neither_idle_nor_nice_still_hashes(
+    refusal: Exception, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Lowering the priority is best effort: refused both ways, the thread runs as it is."""
+
+    def refused(*_args: object) -> None:
+        raise refusal
+
+    calls: list[tuple[object, ...]] = []
+
+    def also_refused(*args: object) -> None:
+        calls.append(args)
+        raise refusal
+
+    fake_os = types.SimpleNamespace(
+        **{**vars(os), "sched_setscheduler": refused, "setpriority": also_refused}
+    )
+    monkeypatch.setattr(security, "os", fake_os)
+    security._lower_priority()  # raises nothing
+    assert calls == [(os.PRIO_PROCESS, threading.get_native_id(), HASH_THREAD_NICENESS)]
+
+
+@pytest.mark.parametrize(("workers", "waiting", "retry_after"), [(2, 4, 1), (2, 40, 5), (1, 12, 3)])
+async def test_a_full_hash_queue_says_why_and_when_to_retry(
+    workers: int, waiting: int, retry_after: int
+) -> None:
+    """Retry-After is the queue's length over its threads, at about four hashes a second each."""
+    import asyncio
+
+    from healthcare import errors
+
+    queue = security.HashQueue(workers=workers)
+    release = threading.Event()
+    try:
+        held = [
+            asyncio.create_task(queue.run(lambda: release.wait(30), limit=waiting)) for _ in range(waiting)
+        ]
+        await eventually(lambda: queue.pending == waiting, timeout=30, what="the queue full")
+        with pytest.raises(errors.DependencyUnavailable) as full:
+            await queue.run(lambda: True, limit=waiting)
+        assert str(full.value) == "too many sign-ins at once; try again shortly"
+        assert full.value.retry_after_seconds == retry_after
+        release.set()
+        await asyncio.gather(*held)
+    finally:
+        release.set()
+        queue.executor.shutdown(wait=True)
+
+
+@pytest.mark.parametrize("algorithm", ["HS384", "HS512"])
+def test_a_token_is_signed_with_the_configured_algorithm(algorithm: str) -> None:
+    settings = Settings(jwt_algorithm=algorithm, jwt_secret="k" * 64)
+    issued = security.issue_token(user_id=uuid.uuid4(), role="staff", settings=settings)
+    assert jwt.get_unverified_header(issued)["alg"] == algorithm
+    assert security.decode_token(issued, settings=settings).role == "staff"
+
+
+@pytest.mark.parametrize("missing", ["exp", "iat", "iss", "aud", "sub"])
+def test_a_token_of_ours_without_a_required_claim_is_refused_for_that_reason(missing: str) -> None:
+    """Refused by the claim check itself (not by a later lookup), so the auditing of refused tokens
+    (`token_subject`) names no account for such a token either."""
+    claims = _claims()
+    del claims[missing]
+    token = jwt.encode(claims, SETTINGS.jwt_secret.get_secret_value(), algorithm="HS256")
+    with pytest.raises(security.InvalidToken, match=r"^invalid$") as refused:
+        security.decode_token(token, settings=SETTINGS)
+    assert type(refused.value.__cause__).__name__ == "MissingRequiredClaimError"
+    assert security.token_subject(token, settings=SETTINGS) is None
+
+
+def test_a_token_exactly_at_the_age_cap_is_still_accepted() -> None:
+    """The cap is "at most HC_JWT_MAX_AGE_SECONDS": a token that age, and one whose `exp` lies that
+    far after its `iat`, are accepted; a second more is refused."""
+    settings = Settings(jwt_ttl_seconds=3600, jwt_max_age_seconds=3600)
+    issued_at = datetime.now(UTC).replace(microsecond=0)
+    token = security.issue_token(user_id=uuid.uuid4(), role="staff", settings=settings, now=issued_at)
+    at_cap = issued_at + timedelta(seconds=settings.jwt_max_age_seconds)
+    # `exp` is checked too (at the real now): the token is an hour from expiry, so only the cap counts.
+    assert security.decode_token(token, settings=settings, now=at_cap).role == "staff"
+    with pytest.raises(security.InvalidToken, match=r"^expired$"):
+        security.decode_token(token, settings=settings, now=at_cap + timedelta(seconds=1))

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from starlette.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
+from structlog.testing import capture_logs
 
 from healthcare.security import issue_token
 from healthcare.settings import Settings
@@ -109,6 +110,14 @@ def test_a_subprotocol_without_a_valid_token_is_closed_with_policy_violation(
 
 def test_the_query_token_is_used_before_a_subprotocol_one(client: TestClient) -> None:
     with client.websocket_connect(f"/ws/analytics?token={token()}", subprotocols=["bearer", "garbage"]) as ws:
+        assert ws.receive_text() == result(2)
+
+
+def test_a_query_token_connection_is_answered_with_no_subprotocol(client: TestClient) -> None:
+    """A handshake answered with a subprotocol the client never offered (even an empty one) is one a
+    browser fails: only an offered `bearer` is ever echoed."""
+    with client.websocket_connect(f"/ws/analytics?token={token()}") as ws:
+        assert ws.accepted_subprotocol is None
         assert ws.receive_text() == result(2)
 
 
@@ -263,3 +272,101 @@ def test_token_in_query_never_reaches_logs() -> None:
     ws_relay._RedactTokens().filter(record)
     assert "abc.def" not in record.getMessage()
     assert "token=[redacted]&x=1" in record.getMessage()
+
+
+# -- _serve on fake loop time: the reasons it ends, and a client that is gone mid-send --------
+async def always_active() -> bool:
+    return True
+
+
+@pytest.mark.looptime
+@pytest.mark.asyncio(loop_scope="function")
+async def test_a_token_with_less_than_a_second_left_is_closed_when_it_expires() -> None:
+    hub = Hub()
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    reason = await ws_relay._serve(
+        FakeSocket(hub, query={}),  # type: ignore[arg-type]
+        hub.connect(),
+        expires_at=datetime.now(UTC) + timedelta(seconds=0.25),
+        still_active=always_active,
+        check_every=3600,
+    )
+    assert reason == "access token expired"
+    assert loop.time() - started < 0.5  # fake time: when `exp` came, not a second later
+
+
+@pytest.mark.looptime
+@pytest.mark.asyncio(loop_scope="function")
+async def test_a_failed_account_recheck_keeps_the_socket_and_logs_the_error_type() -> None:
+    """A database blip during a re-check is logged and the socket stays; the next check decides."""
+    answers: list[bool | Exception] = [ConnectionError("database down"), False]
+
+    async def still_active() -> bool:
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    hub = Hub()
+    with capture_logs() as logs:
+        reason = await ws_relay._serve(
+            FakeSocket(hub, query={}),  # type: ignore[arg-type]
+            hub.connect(),
+            expires_at=datetime.now(UTC) + timedelta(hours=1),
+            still_active=still_active,
+            check_every=60,
+        )
+    assert reason == "account is no longer active"  # the close reason the browser shows
+    assert answers == []
+    assert logs == [{"event": "account re-check failed", "error": "ConnectionError", "log_level": "warning"}]
+
+
+class GoneSocket(FakeSocket):
+    """A client that went away while a result was being sent to it."""
+
+    def __init__(self, hub: Hub, error: Exception) -> None:
+        super().__init__(hub, query={})
+        self.error = error
+
+    async def send_text(self, text: str) -> None:
+        raise self.error
+
+
+@pytest.mark.looptime
+@pytest.mark.asyncio(loop_scope="function")
+@pytest.mark.parametrize(
+    "error",
+    [WebSocketDisconnect(1006), OSError("connection reset"), RuntimeError("websocket is closed")],
+    ids=["disconnect", "reset", "closed"],
+)
+async def test_a_client_gone_while_a_result_is_sent_ends_its_socket_quietly(error: Exception) -> None:
+    hub = Hub()
+    hub.publish(result(1))
+    reason = await ws_relay._serve(
+        GoneSocket(hub, error),  # type: ignore[arg-type]
+        hub.connect(),
+        expires_at=datetime.now(UTC) + timedelta(hours=1),
+        still_active=always_active,
+        check_every=60,
+    )
+    assert reason is None  # the client left: nothing to close, and no error
+
+
+class ClosedSocket(FakeSocket):
+    """A client whose socket is already closed when the relay closes it (it left as `exp` came)."""
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        await super().close(code, reason)
+        raise RuntimeError('Cannot call "send" once a close message has been sent.')
+
+
+@pytest.mark.looptime
+@pytest.mark.asyncio(loop_scope="function")
+async def test_closing_a_socket_the_client_already_closed_is_no_error() -> None:
+    hub = Hub()
+    issued, _ = _expiring_token(60)
+    ws = ClosedSocket(hub, query={"token": issued})
+    await asyncio.wait_for(ws_relay.analytics_socket(ws), timeout=3600)  # type: ignore[arg-type]
+    assert ws.closed == (1008, "access token expired")
+    assert hub.clients == set()
