@@ -22,7 +22,7 @@ from pathlib import Path
 from devstack import components
 from devstack.install import SetupError, setup
 from devstack.paths import REPO, Paths
-from devstack.supervisor import Supervisor, port_in_use, run_until_signal, say
+from devstack.supervisor import Supervisor, log_tail, port_in_use, run_until_signal, say
 from healthcare import profiles
 from healthcare.settings import Settings, get_settings
 
@@ -221,26 +221,20 @@ async def _report_components(paths: Paths, supervisor_pid: int) -> list[str]:
     return failing
 
 
-def _tail(path: Path, lines: int) -> list[str]:
-    with contextlib.suppress(OSError):
-        return [ln[:300] for ln in path.read_text(errors="replace").splitlines() if ln.strip()][-lines:]
-    return []
-
-
 def report_failed_run(paths: Paths) -> None:
     """What a failed CI run leaves in its output: the state of each component, what the supervisor
     restarted, and the last lines of the log of each component that is not ready (CI keeps no files)."""
     pid = _stack_pid(paths)
     say("test: the run failed; the stack as it is now:")
     failing = asyncio.run(_report_components(paths, pid)) if pid else []
-    events = [ln for ln in _tail(paths.stack_log, 10_000) if "exited" in ln or "restart" in ln]
+    events = [ln for ln in log_tail(paths.stack_log, 10_000) if "exited" in ln or "restart" in ln]
     say(f"test: {len(events)} restart lines in {paths.stack_log}" + (", the last:" if events else ""))
     for line in events[-25:]:
         say(f"  {line.strip()}")
     for name in failing:
         say(f"test: the last lines of {name}.log:")
-        for line in _tail(paths.logs / f"{name}.log", 8):
-            say(f"  | {line}")
+        for line in log_tail(paths.logs / f"{name}.log", 8):
+            say(f"  | {line[:300]}")
 
 
 def down_command(settings: Settings) -> str:

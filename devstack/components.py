@@ -65,7 +65,6 @@ def _chown_to_postgres(*paths: Path) -> None:
             shutil.chown(path, "postgres", "postgres")
 
 
-# -- PostgreSQL -------------------------------------------------------------------------------
 def _answers_ok(url: str) -> Callable[[], Awaitable[None]]:
     """A readiness check: `url` answers a 2xx within two seconds."""
 
@@ -76,6 +75,7 @@ def _answers_ok(url: str) -> Callable[[], Awaitable[None]]:
     return ready
 
 
+# -- PostgreSQL -------------------------------------------------------------------------------
 def postgres(settings: Settings, paths: Paths) -> Component:
     url = make_url(settings.database_url)
     port = url.port or 5432

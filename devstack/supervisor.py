@@ -68,6 +68,13 @@ async def accepts(port: int, host: str = "127.0.0.1") -> None:
     await writer.wait_closed()
 
 
+def log_tail(path: Path, lines: int) -> list[str]:
+    """The last `lines` non-blank lines of a log (none if it is missing)."""
+    with contextlib.suppress(OSError):
+        return [ln for ln in path.read_text(errors="replace").splitlines() if ln.strip()][-lines:]
+    return []
+
+
 def say(message: str) -> None:
     print(message, flush=True)
 
@@ -200,12 +207,8 @@ class Supervisor:
         raise StackError(f"{comp.name}: not ready within {comp.ready_timeout:g}s (last check: {last_error})")
 
     def _tail(self, comp: Component) -> str:
-        path = self.log_dir / f"{comp.name}.log"
-        with contextlib.suppress(OSError):
-            lines = [ln for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
-            if lines:
-                return lines[-1][-200:]
-        return "empty log"
+        last = log_tail(self.log_dir / f"{comp.name}.log", 1)
+        return last[0][-200:] if last else "empty log"
 
     # -- keep running ----------------------------------------------------------------------
     async def _monitor(self, comp: Component) -> None:
