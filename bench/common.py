@@ -194,15 +194,24 @@ def component_cpu_seconds() -> dict[str, float]:
     return {name: sum(stats[p][1] for p in pids if p in stats) for name, pids in component_pids().items()}
 
 
+def _rollup(pid: int) -> dict[str, int]:
+    """The kB fields of /proc/PID/smaps_rollup in bytes; empty once gone or where the kernel lacks it."""
+    fields: dict[str, int] = {}
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            name, _, rest = line.partition(":")
+            if rest.strip().endswith("kB"):
+                fields[name] = int(rest.split()[0]) * 1024
+    except (OSError, IndexError, ValueError):
+        return {}
+    return fields
+
+
 def rss_bytes(pid: int) -> int:
     """Proportional resident memory (PSS) of one process: pages shared between processes (such as
     PostgreSQL's shared buffers) are split between them instead of counted in each. 0 once gone."""
-    try:
-        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-            if line.startswith("Pss:"):
-                return int(line.split()[1]) * 1024
-    except (OSError, IndexError, ValueError):
-        pass
+    if (pss := _rollup(pid).get("Pss")) is not None:
+        return pss
     try:
         return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * _PAGE
     except (OSError, IndexError, ValueError):
@@ -212,6 +221,22 @@ def rss_bytes(pid: int) -> int:
 def component_rss_bytes() -> dict[str, int]:
     """Memory (PSS) of each running stack component, its child processes included."""
     return {name: sum(rss_bytes(p) for p in pids) for name, pids in component_pids().items()}
+
+
+def file_backed_bytes(pid: int) -> int:
+    """The part of a process's PSS that maps files (`Pss_File`: its binaries and libraries, and
+    files it maps, such as Kafka's index files). They are page cache that the kernel takes back
+    under pressure and reads again from disk; the rest (anonymous and shared memory) is what the
+    process holds. 0 once gone or where the kernel does not say."""
+    return _rollup(pid).get("Pss_File", 0)
+
+
+def component_memory() -> dict[str, tuple[int, int]]:
+    """(PSS, of which file-backed) in bytes of each running stack component, children included."""
+    return {
+        name: (sum(rss_bytes(p) for p in pids), sum(file_backed_bytes(p) for p in pids))
+        for name, pids in component_pids().items()
+    }
 
 
 def process_cpu_seconds(root: int) -> float:
