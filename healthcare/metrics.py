@@ -15,7 +15,7 @@ import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
-from prometheus_client import REGISTRY, Counter, Gauge, start_http_server
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 from temporalio.runtime import (
@@ -62,6 +62,11 @@ BILLING_DEAD_LETTERS_WAITING = Gauge(
 BILLING_RUNS_NEEDING_ATTENTION = Gauge(
     "healthcare_billing_runs_needing_attention",
     "Billing runs waiting for an operator: their PDF failed for good (`healthcare billing reconcile`)",
+)
+WORKER_GC_PAUSE_SECONDS = Histogram(
+    "healthcare_worker_gc_pause_seconds",
+    "Full garbage collections the worker runs on its interval (HC_WORKER_GC_INTERVAL_SECONDS)",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
 )
 BILLING_CONSUMER_LAG = Gauge(
     "healthcare_billing_consumer_lag",
