@@ -218,25 +218,20 @@ def rss_bytes(pid: int) -> int:
         return 0
 
 
-def component_rss_bytes() -> dict[str, int]:
-    """Memory (PSS) of each running stack component, its child processes included."""
-    return {name: sum(rss_bytes(p) for p in pids) for name, pids in component_pids().items()}
-
-
-def file_backed_bytes(pid: int) -> int:
-    """The part of a process's PSS that maps files (`Pss_File`: its binaries and libraries, and
-    files it maps, such as Kafka's index files). They are page cache that the kernel takes back
-    under pressure and reads again from disk; the rest (anonymous and shared memory) is what the
-    process holds. 0 once gone or where the kernel does not say."""
-    return _rollup(pid).get("Pss_File", 0)
-
-
 def component_memory() -> dict[str, tuple[int, int]]:
-    """(PSS, of which file-backed) in bytes of each running stack component, children included."""
-    return {
-        name: (sum(rss_bytes(p) for p in pids), sum(file_backed_bytes(p) for p in pids))
-        for name, pids in component_pids().items()
-    }
+    """(PSS, of which file-backed) in bytes of each running stack component, children included.
+    The file-backed part (`Pss_File`: binaries, libraries, and files a process maps, such as
+    Kafka's index files) is page cache that the kernel takes back under pressure and reads again
+    from disk; the rest (anonymous and shared memory) is what the component holds."""
+    result: dict[str, tuple[int, int]] = {}
+    for name, pids in component_pids().items():
+        pss = file_backed = 0
+        for pid in pids:
+            rollup = _rollup(pid)  # read once for both figures
+            pss += rollup["Pss"] if "Pss" in rollup else rss_bytes(pid)
+            file_backed += rollup.get("Pss_File", 0)
+        result[name] = (pss, file_backed)
+    return result
 
 
 def process_cpu_seconds(root: int) -> float:

@@ -76,9 +76,9 @@ class Settings(BaseSettings):
     # under the sandbox, so this bounds the worker's memory; see the README's scaling section.
     worker_max_cached_workflows: int = Field(default=256, ge=1)
     # Seconds between full garbage collections in the worker (0 = Python's own schedule). A run
-    # evicted from the cache dies as an old object, which only a full collection frees, and the
-    # worker allocates too few new objects for Python to run one often: under a steady booking
-    # load its memory grew by about 70 KB per booking for minutes at a time (bench/soak.py).
+    # evicted from the cache dies as an old object, which only a full collection frees, and under
+    # the roles' thresholds (healthcare.process.tune_gc) a worker rarely reaches one: under a steady
+    # booking load its memory grew by about 70 KB per booking for minutes at a time (bench/soak.py).
     worker_gc_interval_seconds: float = Field(default=60.0, ge=0)
     # Connection security for Temporal Cloud or a self-hosted cluster with mTLS. TLS is on when any
     # TLS file is given, when `temporal_tls` is set, or (the SDK's rule) when an API key is given.

@@ -58,8 +58,9 @@ def workflow_runner(settings: Settings) -> WorkflowRunner:
 async def collect_garbage(stop: asyncio.Event, interval: float) -> None:
     """A full garbage collection every `interval` seconds until `stop`. A workflow run evicted from
     the sticky cache is garbage in Python's oldest generation (cycles of its sandboxed module and
-    instance), and a worker allocates too few new objects for Python to collect that generation
-    often, so without this its memory climbs for minutes between collections. 0 turns it off."""
+    instance). The roles' thresholds (`healthcare.process.tune_gc`, which also freezes start-up
+    objects) make a full collection wait for millions of allocations, which a worker makes slowly,
+    so without this its memory climbs for minutes between collections. 0 turns it off."""
     while interval > 0 and not stop.is_set():
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), interval)
@@ -162,10 +163,6 @@ async def run_worker(settings: Settings, *, stop: asyncio.Event) -> None:
     gauge = asyncio.create_task(report_runs_needing_attention(client, stop))
     anchors = asyncio.create_task(anchor_audit_trail(settings, engine, relay_stop))
     collector = asyncio.create_task(collect_garbage(stop, settings.worker_gc_interval_seconds))
-    # What was imported and built to start lives as long as the process: frozen, a full collection
-    # no longer walks it, and it stops counting towards when Python runs one.
-    gc.collect()
-    gc.freeze()
     log.info("worker started", task_queue=settings.temporal_task_queue)
     try:
         async with worker:
